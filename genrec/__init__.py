@@ -1,0 +1,12 @@
+"""genrec: generative-retrieval recommendation.
+
+Importing genrec loads the compiled operators (``torch.ops.genrec.*``) when the
+extension was built; everything else works without it through the PyTorch
+reference implementations.
+"""
+
+from genrec._extension import extension_error, extension_loaded
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "extension_error", "extension_loaded"]

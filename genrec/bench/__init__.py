@@ -1,0 +1,1 @@
+"""Benchmarks behind ``genrec bench``: each writes JSON, CSV and a PNG plot."""

@@ -1,0 +1,21 @@
+"""The ``genrec`` command line: one module per command group, each thin over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from genrec.cli import bench, info
+
+app = typer.Typer(
+    name="genrec",
+    help="Generative-retrieval recommendation: semantic IDs, a transformer, constrained beam search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+info.register(app)
+bench.register(app)
+
+
+def main() -> None:
+    app()

@@ -27,7 +27,11 @@ step_time() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%s %.1f\n", n, 
   "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
 } 2>&1 | tee "$LOG"
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+missing=$("$PY" -c "
+import importlib.util as u
+print(' '.join(m for m in ('rich', 'safetensors', 'matplotlib') if u.find_spec(m) is None))")
+echo "missing python packages: ${missing:-none}" | tee -a "$LOG"
+if [ -n "$missing" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi

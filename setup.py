@@ -54,7 +54,9 @@ def _extensions():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = [*opt, "-std=c++20", "-fopenmp", "-Wno-psabi"]
     if _cuda_requested():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", os.environ.get("GENREC_CUDA_ARCH", "9.0+PTX"))
+        # GENREC_CUDA_ARCH wins, then a TORCH_CUDA_ARCH_LIST the user set, then Hopper + PTX.
+        arch = os.environ.get("GENREC_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0+PTX"
+        os.environ["TORCH_CUDA_ARCH_LIST"] = arch
         nvcc = [*opt, "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         if debug:
             nvcc += ["-G"]

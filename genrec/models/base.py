@@ -1,0 +1,96 @@
+"""What every generative model in genrec shares: the batch it reads, its loss, and how it serves decoding.
+
+A history batch holds, per user, the semantic IDs of the items seen so far, oldest first and
+left-aligned: ``history[u, :history_len[u]]`` are real items and the rest is padding (any
+value). ``user_ids`` (optional) are user indices; -1 means an unknown user.
+
+A model serves the beam search through ``model.step_fn(batch, beam_size)`` (see
+docs/contracts.md): the returned callable takes ``prefix`` [U, B, t] and ``parents`` [U, B]
+(which beam of the previous step each beam extends) and returns level-t logits [U, B, V_t].
+It must be called for t = 0, 1, ..., T-1 in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GenerativeModel(nn.Module):
+    """Base class: ``level_sizes`` (vocabulary per semantic-ID column), ``max_history`` (items)."""
+
+    #: how training examples are laid out: "prefix" (one history and one target per example)
+    #: or "window" (a run of consecutive items; every item after the first is a target).
+    example_kind: str = "prefix"
+
+    def __init__(self, level_sizes: list[int], max_history: int, user_buckets: int) -> None:
+        super().__init__()
+        if not level_sizes or min(level_sizes) < 1:
+            raise ValueError(f"level_sizes must be a non-empty list of positive sizes, got {level_sizes}")
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        self.level_sizes = [int(v) for v in level_sizes]
+        self.num_levels = len(self.level_sizes)
+        self.max_history = int(max_history)
+        self.user_buckets = int(user_buckets)
+
+    # ---- input checks shared by training and decoding ----
+    def check_history(self, history: torch.Tensor, history_len: torch.Tensor, max_items: int) -> None:
+        if history.dim() != 3 or history.shape[2] != self.num_levels:
+            raise ValueError(
+                f"history must be [users, items, {self.num_levels}] semantic IDs, got {tuple(history.shape)}"
+            )
+        if history.shape[1] > max_items:
+            raise ValueError(
+                f"history holds {history.shape[1]} items but this model reads at most {max_items}; "
+                "keep the most recent ones (genrec.models.last_items)"
+            )
+        if history_len.shape != history.shape[:1]:
+            raise ValueError(f"history_len must be [{history.shape[0]}], got {tuple(history_len.shape)}")
+
+    def check_nonempty(self, history_len: torch.Tensor) -> None:
+        """Without a user token an empty history leaves nothing to attend to."""
+        if self.user_buckets == 0 and bool((history_len < 1).any()):
+            raise ValueError("every history needs at least one item (or a model with user tokens)")
+
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
+        raise NotImplementedError
+
+    def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
+        """(sum of per-token cross-entropies, number of target tokens) of a training batch."""
+        raise NotImplementedError
+
+    def _require_eval(self) -> None:
+        if self.training:
+            raise RuntimeError("step_fn decodes with dropout off: call model.eval() first")
+
+
+def cross_entropy_sum(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None, label_smoothing: float
+) -> torch.Tensor:
+    """Sum of cross-entropies over the valid positions, computed in float32."""
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    if valid is not None:
+        loss = loss * valid.reshape(-1).to(loss.dtype)
+    return loss.sum()
+
+
+def last_items(history: torch.Tensor, history_len: torch.Tensor, max_items: int):
+    """Keep at most the ``max_items`` most recent items of left-aligned histories (still left-aligned)."""
+    U, S, T = history.shape
+    if S <= max_items:
+        return history, history_len
+    keep = history_len.clamp(max=max_items)
+    start = history_len - keep  # (U,)
+    idx = (start[:, None] + torch.arange(max_items, device=history.device)).clamp(max=S - 1)  # (U, M)
+    return history.gather(1, idx[:, :, None].expand(U, max_items, T)), keep

@@ -1,0 +1,157 @@
+"""A decoder-only generative recommender: one causal transformer over the flattened semantic IDs.
+
+Sequence: an optional hashed-user token, then each item's T tokens (level tables plus a learned
+embedding of the item's position from the start of the window). The output at a token predicts
+the next token: within an item its next level, at an item's last token the next item's first.
+So one forward pass over a window of consecutive items trains every item after the first as a
+target, each seeing the items before it, which is several times cheaper than encoding every
+prefix separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
+from genrec.models.layers import (
+    Block,
+    SemanticIdEmbedding,
+    attend_shared_and_own,
+    init_weights,
+    reorder_beams,
+    user_buckets,
+)
+
+
+class DecoderOnly(GenerativeModel):
+    example_kind = "window"
+
+    def __init__(
+        self,
+        level_sizes: list[int],
+        *,
+        max_history: int = 20,
+        d_model: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 6,
+        head_dim: int = 64,
+        d_ff: int = 1024,
+        dropout: float = 0.1,
+        user_buckets: int = 0,
+        tie_embeddings: bool = True,
+    ) -> None:
+        super().__init__(level_sizes, max_history, user_buckets)
+        C = d_model
+        self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
+        self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position; the target may be last
+        self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(num_layers))
+        self.ln = nn.LayerNorm(C)
+        init_weights(self, num_layers)
+
+    @property
+    def user_offset(self) -> int:
+        return 1 if self.user is not None else 0
+
+    def _embed(self, items: torch.Tensor, user_ids: torch.Tensor | None) -> torch.Tensor:
+        """items (B, W, T) -> token embeddings (B, u + W*T, C), u = 1 with a user token."""
+        B, W, T = items.shape
+        x = self.codes(items) + self.item_pos.weight[:W][None, :, None, :]  # (B, W, T, C)
+        x = x.reshape(B, W * T, -1)
+        if self.user is not None:
+            ids = user_ids if user_ids is not None else torch.full((B,), -1, device=items.device)
+            x = torch.cat([self.user(user_buckets(ids, self.user_buckets))[:, None, :], x], dim=1)
+        return self.drop(x)
+
+    def hidden(self, items: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (B, N, C) of left-aligned item runs (B, W, T).
+
+        Padding sits after the real tokens, so a causal mask alone keeps it out of every real
+        position's view.
+        """
+        x = self._embed(items, user_ids)
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return self.ln(x)
+
+    # ---- training ----
+    def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
+        """Cross-entropy of every token of items 1..len-1 of each window (B, W, T)."""
+        window, length = batch["window"], batch["window_len"]
+        self.check_history(window, length, self.max_history + 1)
+        B, W, T = window.shape
+        u = self.user_offset
+        steps = torch.arange(W, device=window.device)
+        window = window.masked_fill((steps[None, :] >= length[:, None])[:, :, None], 0)
+        h = self.hidden(window, batch.get("user_ids"))
+        # The output at flat token p-1 predicts token p; targets are tokens T .. W*T-1.
+        h = h[:, u + T - 1 : u + W * T - 1].reshape(B, W - 1, T, -1)  # (B, W-1, T, C)
+        target = window[:, 1:]  # (B, W-1, T)
+        valid = steps[None, 1:] < length[:, None]  # (B, W-1)
+        total = sum(
+            cross_entropy_sum(self.codes.logits(t, h[:, :, t]), target[:, :, t], valid, label_smoothing)
+            for t in range(T)
+        )
+        return total, valid.sum() * T
+
+    # ---- decoding ----
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
+        """Run the history once (prefill) and return the cached step function of the decoding contract.
+
+        The history's keys/values (U, H, N, dh) are shared by all beams of a user; each beam
+        keeps only the keys/values of its own generated tokens, reordered through ``parents``.
+        """
+        self._require_eval()
+        history, history_len = batch["history"], batch["history_len"]
+        self.check_history(history, history_len, self.max_history)
+        self.check_nonempty(history_len)
+        U, S, T = history.shape
+        u = self.user_offset
+        item_valid = torch.arange(S, device=history.device)[None, :] < history_len[:, None]  # (U, S)
+        history = history.masked_fill(~item_valid[:, :, None], 0)  # padding may hold any value
+        with torch.no_grad():
+            x = self._embed(history, batch.get("user_ids"))
+            shared_kv = []
+            for block in self.blocks:
+                x, kv = block(x, is_causal=True, return_kv=True)
+                shared_kv.append(kv)  # each (U, H, N, dh)
+            last = u + history_len * T - 1  # (U,) the last real token (or the user token)
+            h_last = self.ln(x)[torch.arange(U, device=x.device), last]  # (U, C)
+            first_logits = self.codes.logits(0, h_last).float()  # (U, V_0)
+        tokens = torch.arange(u + S * T, device=history.device)
+        shared_mask = tokens[None, :] <= last[:, None]  # (U, N)
+        next_pos = self.item_pos(history_len)  # (U, C): the generated item's position
+        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
+        expected = [0]
+
+        @torch.no_grad()
+        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            _, B, t = prefix.shape
+            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
+                raise ValueError(
+                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
+                    f"{self.num_levels}), got {tuple(prefix.shape)}"
+                )
+            expected[0] += 1
+            if t == 0:
+                return first_logits[:, None, :].expand(U, B, -1)
+            x = self.codes.level(t - 1, prefix[:, :, t - 1]) + next_pos[:, None, :]  # (U, B, C)
+            for i, block in enumerate(self.blocks):
+                attn = block.self_attn
+                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
+                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
+                if t > 1:
+                    ck, cv = cache[i]
+                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t, dh)
+                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
+                cache[i] = (k, v)
+                y = attend_shared_and_own(q, shared_kv[i], shared_mask, (k, v))  # (U, B, H, dh)
+                x = x + attn.step_out(y)
+                x = x + block.ff(block.ln_ff(x))
+            return self.codes.logits(t, self.ln(x)).float()  # (U, B, V_t)
+
+        return step

@@ -1,0 +1,157 @@
+"""TIGER: an encoder-decoder transformer that reads a user's history of semantic IDs and
+generates the next item's ID one level at a time (Rajput et al., NeurIPS 2023).
+
+Encoder input: an optional hashed-user token, then each history item's T tokens, each token
+embedded by its level's table plus a learned embedding of the item's position counted from the
+most recent item. Decoder input: a learned BOS vector, then the target's first T-1 tokens; its
+output at position t gives level t's logits through the tied level-t table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
+from genrec.models.layers import Block, SemanticIdEmbedding, init_weights, reorder_beams, user_buckets
+
+
+class Tiger(GenerativeModel):
+    example_kind = "prefix"
+
+    def __init__(
+        self,
+        level_sizes: list[int],
+        *,
+        max_history: int = 20,
+        d_model: int = 128,
+        encoder_layers: int = 4,
+        decoder_layers: int = 4,
+        num_heads: int = 6,
+        head_dim: int = 64,
+        d_ff: int = 1024,
+        dropout: float = 0.1,
+        user_buckets: int = 0,
+        tie_embeddings: bool = True,
+    ) -> None:
+        super().__init__(level_sizes, max_history, user_buckets)
+        C = d_model
+        self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
+        self.item_pos = nn.Embedding(self.max_history, C)  # 0 = the most recent item
+        self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
+        self.bos = nn.Parameter(torch.zeros(C))
+        self.dec_pos = nn.Embedding(self.num_levels, C)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.ModuleList(
+            Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(encoder_layers)
+        )
+        self.enc_ln = nn.LayerNorm(C)
+        self.decoder = nn.ModuleList(
+            Block(C, num_heads, head_dim, d_ff, dropout, cross=True) for _ in range(decoder_layers)
+        )
+        self.dec_ln = nn.LayerNorm(C)
+        init_weights(self, encoder_layers + decoder_layers)
+        nn.init.normal_(self.bos, std=0.02)
+
+    # ---- encoder ----
+    def encode(
+        self, history: torch.Tensor, history_len: torch.Tensor, user_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory (B, N, C) and its validity (B, N) for left-aligned histories (B, S, T)."""
+        self.check_history(history, history_len, self.max_history)
+        B, S, T = history.shape
+        steps = torch.arange(S, device=history.device)
+        item_valid = steps[None, :] < history_len[:, None]  # (B, S)
+        from_end = (history_len[:, None] - 1 - steps[None, :]).clamp(min=0)  # (B, S)
+        history = history.masked_fill(~item_valid[:, :, None], 0)  # padding may hold any value
+        x = self.codes(history) + self.item_pos(from_end)[:, :, None, :]  # (B, S, T, C)
+        x = x.reshape(B, S * T, -1)  # (B, S*T, C)
+        valid = item_valid.repeat_interleave(T, dim=1)  # (B, S*T)
+        if self.user is not None:
+            ids = user_ids if user_ids is not None else torch.full((B,), -1, device=history.device)
+            u = self.user(user_buckets(ids, self.user_buckets))  # (B, C)
+            x = torch.cat([u[:, None, :], x], dim=1)
+            valid = torch.cat([valid.new_ones(B, 1), valid], dim=1)
+        x = self.drop(x)
+        mask = valid[:, None, None, :]  # (B, 1, 1, N): padding keys are never attended
+        for block in self.encoder:
+            x = block(x, mask=mask)
+        return self.enc_ln(x), valid
+
+    # ---- training ----
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Teacher-forced logits of each level of ``batch["target"]`` (B, T): a list of (B, V_t)."""
+        memory, valid = self.encode(batch["history"], batch["history_len"], batch.get("user_ids"))
+        target = batch["target"]
+        B, T = target.shape
+        prev = [self.codes.level(t, target[:, t]) for t in range(T - 1)]  # T-1 x (B, C)
+        x = torch.stack([self.bos.expand(B, -1), *prev], dim=1) + self.dec_pos.weight  # (B, T, C)
+        x = self.drop(x)
+        mem_mask = valid[:, None, None, :]
+        for block in self.decoder:
+            x = block(x, is_causal=True, memory_kv=block.cross_attn.memory_kv(memory), memory_mask=mem_mask)
+        h = self.dec_ln(x)  # (B, T, C)
+        return [self.codes.logits(t, h[:, t]) for t in range(T)]
+
+    def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
+        logits = self(batch)
+        target = batch["target"]
+        total = sum(
+            cross_entropy_sum(lg, target[:, t], None, label_smoothing) for t, lg in enumerate(logits)
+        )
+        return total, target.numel()
+
+    # ---- decoding ----
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
+        """Encode each user once; return the cached step function of the decoding contract.
+
+        The encoder memory's cross-attention keys/values (U, H, S, dh) are shared by all beams of
+        a user; each step adds one self-attention key/value per beam and reorders the cache
+        through ``parents``.
+        """
+        self._require_eval()
+        self.check_nonempty(batch["history_len"])
+        with torch.no_grad():
+            memory, valid = self.encode(batch["history"], batch["history_len"], batch.get("user_ids"))
+            memory_kv = [block.cross_attn.memory_kv(memory) for block in self.decoder]
+        mem_mask = valid[:, None, None, :]  # (U, 1, 1, S)
+        U = memory.shape[0]
+        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder)
+        expected = [0]
+
+        @torch.no_grad()
+        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            _, B, t = prefix.shape
+            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
+                raise ValueError(
+                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
+                    f"{self.num_levels}), got {tuple(prefix.shape)}"
+                )
+            expected[0] += 1
+            if t == 0:
+                x = self.bos.expand(U, B, -1)
+            else:
+                x = self.codes.level(t - 1, prefix[:, :, t - 1])  # (U, B, C)
+            x = x + self.dec_pos.weight[t]
+            for i, block in enumerate(self.decoder):
+                attn = block.self_attn
+                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
+                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
+                if t > 0:
+                    ck, cv = cache[i]
+                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t+1, dh)
+                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
+                cache[i] = (k, v)
+                H, dh = q.shape[2], q.shape[3]
+                y = F.scaled_dot_product_attention(
+                    q.reshape(U * B, H, 1, dh), k.reshape(U * B, H, t + 1, dh), v.reshape(U * B, H, t + 1, dh)
+                )
+                x = x + attn.step_out(y.view(U, B, H, dh))
+                x = x + block.cross_attn.step_cross(block.ln_cross(x), memory_kv[i], mem_mask)
+                x = x + block.ff(block.ln_ff(x))
+            return self.codes.logits(t, self.dec_ln(x)).float()  # (U, B, V_t)
+
+        return step

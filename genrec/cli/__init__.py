@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from genrec.cli import bench, info
+from genrec.cli import data as data_cli
 
 app = typer.Typer(
     name="genrec",
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 info.register(app)
 bench.register(app)
+data_cli.register(app)
 
 
 def main() -> None:

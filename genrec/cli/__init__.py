@@ -6,6 +6,7 @@ import typer
 
 from genrec.cli import bench, info
 from genrec.cli import data as data_cli
+from genrec.cli import eval as eval_cli
 
 app = typer.Typer(
     name="genrec",
@@ -17,6 +18,7 @@ app = typer.Typer(
 info.register(app)
 bench.register(app)
 data_cli.register(app)
+eval_cli.register(app)
 
 
 def main() -> None:

@@ -20,12 +20,17 @@ def real_dataset(relative: str, *files: str) -> Path:
     return folder
 
 
+_PREPARED: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def prepared_beauty(tmp_path_factory) -> Path:
-    """Amazon Beauty prepared once from the P5 files (shared by the data and eval tests)."""
+    """Amazon Beauty prepared once per test session from the P5 files (data and eval tests share it)."""
     from genrec.data.prepare import prepare_dataset
 
     source = real_dataset(
         "amazon2014/beauty", "sequential_data.txt", "datamaps.json.gz", "item_meta.jsonl.gz"
     )
-    return prepare_dataset("p5", source, tmp_path_factory.mktemp("beauty") / "prepared")
+    if "beauty" not in _PREPARED:
+        _PREPARED["beauty"] = prepare_dataset("p5", source, tmp_path_factory.mktemp("beauty") / "prepared")
+    return _PREPARED["beauty"]

@@ -1,0 +1,105 @@
+"""``genrec eval``: score a recommender on a split of a prepared dataset and save the metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(soft_wrap=True)
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    """``key=value`` strings to a dict; values are read as JSON where they parse (3, 0.5, true)."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    for k in ks:
+        table.add_column(f"@{k}", justify="right")
+    for name in ("recall", "ndcg", "coverage", "gini", "novelty", "avg_popularity"):
+        values = [metrics.get(f"{name}@{k}") for k in ks]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in values))
+    console.print(table)
+    rest = {k: v for k, v in metrics.items() if "@" not in k}
+    console.print("  ".join(f"{k}={v:.4f}" for k, v in rest.items() if isinstance(v, float)))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_command(
+        model: str = typer.Option(..., "--model", help="mostpop or cooccurrence."),
+        data: Path = typer.Option(..., "--data", help="Prepared dataset directory (genrec data prepare)."),
+        split: str = typer.Option("test", help="valid or test (train: the last training item)."),
+        output: Path = typer.Option(
+            None, "--output", help="Write the metrics JSON here (+ .per_user.parquet)."
+        ),
+        k: list[int] = typer.Option([5, 10, 20], "--k", help="Cut-offs (repeatable)."),
+        batch_size: int = typer.Option(1024, help="Users per recommend() call."),
+        exclude_history: bool = typer.Option(False, help="Remove each user's history items from its list."),
+        param: list[str] = typer.Option([], "--param", help="Model parameter key=value (repeatable)."),
+        tune: bool = typer.Option(
+            False, help="cooccurrence: pick the best variant on the validation split first (a grid search)."
+        ),
+        per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity."""
+        from genrec.data import DataError, load_prepared
+        from genrec.eval import evaluate, make_baseline
+        from genrec.eval.baselines import BASELINES, tune_cooccurrence
+
+        def fail(message: str) -> None:
+            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+        if model not in BASELINES:
+            fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
+        try:
+            dataset = load_prepared(data)
+        except DataError as e:
+            fail(str(e))
+        params = _parse_params(param)
+        selection = None
+        if tune:
+            if model != "cooccurrence" or params:
+                fail("--tune applies to --model cooccurrence without --param")
+            with console.status("tuning cooccurrence on the validation split"):
+                best, table = tune_cooccurrence(dataset, ks=k)
+            params = {key: value for key, value in best.__dict__.items()}
+            selection = {"split": "valid", "metric": "ndcg@10", "chosen": params, "variants": table}
+            console.print(f"chosen on valid (ndcg@10): {params}")
+        try:
+            recommender = make_baseline(model, dataset, **params)
+            result = evaluate(
+                recommender,
+                dataset,
+                split,
+                ks=k,
+                batch_size=batch_size,
+                exclude_history=exclude_history,
+                progress=progress,
+            )
+        except ValueError as e:
+            fail(str(e))
+        if selection is not None:
+            result.info["selection"] = selection
+        print_metrics(result.metrics, result.info["ks"], f"{model} on {dataset.name} {split}")
+        if output is not None:
+            paths = result.save(output, per_user=per_user)
+            for kind, path in paths.items():
+                console.print(f"{kind}: {path}")

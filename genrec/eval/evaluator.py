@@ -1,0 +1,279 @@
+"""Running a recommender over a split and scoring it (numpy only; runs without polars/faiss).
+
+A recommender is any object with ``recommend(histories: list[np.ndarray], k: int, users:
+np.ndarray) -> np.ndarray`` returning item indices [len(histories), k], best first, -1 padding
+at the end of a row where it has fewer than k. It may also have:
+- ``extra_metrics() -> dict[str, float]``: called once after the last batch and merged into the
+  metrics (e.g. ``invalid_rate`` of a generative model: the share of beams that were not items);
+- ``name`` (str) and ``config() -> dict``: recorded in the results.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genrec.eval import metrics as M
+
+
+@dataclass
+class EvalResult:
+    """Metrics (flat dict), per-user arrays (for paired tests) and what was evaluated how."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"metrics": _finite(self.metrics), **self.info}
+
+    def save(self, path: str | Path, per_user: bool = True) -> dict[str, Path]:
+        """Write ``path`` (JSON: metrics + info) and, with ``per_user``, ``<stem>.per_user.parquet``.
+
+        Both are written to a temporary file and renamed into place.
+        """
+        from genrec.bench.results import atomic_write_text
+
+        path = Path(path)
+        paths = {"json": path}
+        payload = self.to_dict()
+        if per_user:
+            paths["per_user"] = path.with_name(f"{path.stem}.per_user.parquet")
+            payload["per_user_file"] = paths["per_user"].name
+            _write_parquet(paths["per_user"], self.per_user)
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+        return paths
+
+
+def _write_parquet(path: Path, columns: dict[str, np.ndarray]) -> None:
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(pa.table(dict(columns)), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_per_user(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-user arrays written by :meth:`EvalResult.save` (``path``: the JSON or the parquet)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_name(json.loads(path.read_text())["per_user_file"])
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def _finite(d: dict) -> dict:
+    """NaN/inf become None so the JSON stays standard."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+class RecommenderOutputError(ValueError):
+    """A recommender returned something that is not a valid ranked list."""
+
+
+def check_recommendations(recs, n_rows: int, k: int, num_items: int, who: str) -> np.ndarray:
+    """``recs`` as int64 [n_rows, k], or a RecommenderOutputError saying which row breaks which rule."""
+    if hasattr(recs, "detach"):  # a torch tensor, on any device
+        recs = recs.detach().cpu().numpy()
+    recs = np.asarray(recs)
+    if recs.shape != (n_rows, k):
+        raise RecommenderOutputError(
+            f"{who}.recommend returned shape {list(recs.shape)}, expected [{n_rows}, {k}]"
+        )
+    if not np.issubdtype(recs.dtype, np.integer):
+        raise RecommenderOutputError(f"{who}.recommend returned {recs.dtype}; item indices must be integers")
+    recs = recs.astype(np.int64, copy=False)
+    bad = (recs < -1) | (recs >= num_items)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise RecommenderOutputError(
+            f"{who}.recommend row {r}, position {c}: item {recs[r, c]} is outside 0..{num_items - 1} (or -1)"
+        )
+    missing = recs < 0
+    if (missing[:, :-1] & ~missing[:, 1:]).any():
+        r = int(np.argwhere(missing[:, :-1] & ~missing[:, 1:])[0, 0])
+        raise RecommenderOutputError(
+            f"{who}.recommend row {r}: -1 may only pad the end of a row, got {recs[r].tolist()}"
+        )
+    s = np.sort(recs, axis=1)
+    dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
+    if dup.any():
+        r, c = np.argwhere(dup)[0]
+        raise RecommenderOutputError(f"{who}.recommend row {r}: item {s[r, c + 1]} is recommended twice")
+    return recs
+
+
+def drop_history_items(recs: np.ndarray, histories: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Each row without the items of its history, compacted to the front, cut to k, -1 padded."""
+    out = np.full((len(recs), k), -1, dtype=np.int64)
+    for r, (row, hist) in enumerate(zip(recs, histories, strict=True)):
+        kept = row[(row >= 0) & ~np.isin(row, hist)][:k]
+        out[r, : len(kept)] = kept
+    return out
+
+
+def evaluate(
+    recommender,
+    dataset,
+    split: str = "test",
+    ks: Sequence[int] = (5, 10, 20),
+    *,
+    batch_size: int = 1024,
+    exclude_history: bool = False,
+    max_history: int | None = None,
+    rows: np.ndarray | None = None,
+    progress: bool = True,
+    output: str | Path | None = None,
+) -> EvalResult:
+    """Score ``recommender`` on ``split`` of a prepared ``dataset``, one held-out item per user.
+
+    The recommender ranks the whole catalogue; history items stay eligible unless
+    ``exclude_history`` (then the evaluator asks for extra items and drops the history's).
+    ``max_history`` truncates each history to its most recent items; ``rows`` evaluates a subset
+    of the split's rows. MRR is cut at max(ks), the length of the lists asked for. With
+    ``output``, the result is saved there (see :meth:`EvalResult.save`).
+    """
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] <= 0:
+        raise ValueError(f"ks must be positive, got {ks}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    data = dataset.split(split)
+    rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+    num_items, max_k = dataset.num_items, ks[-1]
+    who = getattr(recommender, "name", type(recommender).__name__)
+    train_counts = dataset.train_item_counts()
+    info_values = M.self_information(train_counts)
+
+    ranks = np.full(len(rows), -1, dtype=np.int64)
+    per_k_counts = {k: np.zeros(num_items, dtype=np.int64) for k in ks}
+    novelty = {k: np.full(len(rows), np.nan) for k in ks}
+    popularity = {k: np.full(len(rows), np.nan) for k in ks}
+    start = time.perf_counter()
+    with _progress(progress, len(rows), f"{who} on {split}") as advance:
+        for lo in range(0, len(rows), batch_size):
+            batch = rows[lo : lo + batch_size]
+            histories = data.history_list(batch)
+            if max_history is not None:
+                histories = [h[len(h) - min(len(h), max_history) :] for h in histories]
+            fetch = max_k
+            if exclude_history:
+                fetch = min(num_items, max_k + max((len(h) for h in histories), default=0))
+            recs = recommender.recommend(histories, fetch, data.users[batch])
+            recs = check_recommendations(recs, len(batch), fetch, num_items, who)
+            if exclude_history:
+                recs = drop_history_items(recs, histories, max_k)
+            sl = slice(lo, lo + len(batch))
+            ranks[sl] = M.target_ranks(recs, data.targets[batch])
+            for k in ks:
+                per_k_counts[k] += M.recommendation_counts(recs, k, num_items)
+                novelty[k][sl] = M.mean_of_top(recs, k, info_values)
+                popularity[k][sl] = M.mean_of_top(recs, k, train_counts)
+            advance(len(batch))
+    seconds = time.perf_counter() - start
+
+    per_user: dict[str, np.ndarray] = {
+        "row": rows,
+        "user_idx": data.users[rows],
+        "target": data.targets[rows],
+        "rank": ranks,
+        "reciprocal_rank": M.reciprocal_rank(ranks),
+    }
+    metrics: dict[str, float] = {}
+    for k in ks:
+        per_user[f"recall@{k}"] = M.recall_at(ranks, k)
+        per_user[f"ndcg@{k}"] = M.ndcg_at(ranks, k)
+        per_user[f"novelty@{k}"] = novelty[k]
+        per_user[f"avg_popularity@{k}"] = popularity[k]
+    for k in ks:
+        metrics[f"recall@{k}"] = _mean(per_user[f"recall@{k}"])
+        metrics[f"ndcg@{k}"] = _mean(per_user[f"ndcg@{k}"])
+    metrics["mrr"] = _mean(per_user["reciprocal_rank"])
+    for k in ks:
+        metrics[f"coverage@{k}"] = M.coverage(per_k_counts[k])
+        metrics[f"gini@{k}"] = M.gini(per_k_counts[k])
+        metrics[f"novelty@{k}"] = _mean(novelty[k])
+        metrics[f"avg_popularity@{k}"] = _mean(popularity[k])
+    extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
+    clash = set(extra) & set(metrics)
+    if clash:
+        raise ValueError(f"{who}.extra_metrics() returned keys the evaluator computes: {sorted(clash)}")
+    metrics.update({k: float(v) for k, v in extra.items()})
+
+    import genrec
+
+    info = {
+        "recommender": who,
+        "recommender_config": recommender.config() if hasattr(recommender, "config") else {},
+        "dataset": dataset.name,
+        "dataset_path": str(dataset.path),
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "ks": list(ks),
+        "mrr_cutoff": max_k,
+        "num_users": len(rows),
+        "num_items": num_items,
+        "exclude_history": exclude_history,
+        "max_history": max_history,
+        "seconds": seconds,
+        "users_per_second": len(rows) / seconds if seconds > 0 else None,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "genrec_version": genrec.__version__,
+    }
+    result = EvalResult(metrics, per_user, info)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def _mean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+class _progress:
+    """A rich progress bar over users (a no-op when disabled); yields ``advance(n)``."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("users"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,190 @@
+"""MostPop and the co-occurrence baseline: hand cases, a plain-Python reference, the CLI, Beauty."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from genrec.cli import app
+from genrec.data import load_prepared, write_prepared
+from genrec.eval import CoOccurrence, CoOccurrenceConfig, MostPop, evaluate, make_baseline
+from genrec.eval.baselines import cooccurrence_grid, popularity_priority, tune_cooccurrence
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "baselines"
+
+
+def test_mostpop_counts_training_only_and_breaks_ties_by_index(tmp_path):
+    # Item 9 is everyone's valid and test item: popular overall, absent from training.
+    sequences = [[2, 1, 9, 9], [1, 2, 9, 9], [3, 0, 9, 9], [0, 3, 9, 9], [4, 5, 9, 9]]
+    ds = load_prepared(write_prepared(tmp_path / "d", sequences, item_ids=range(10)))
+    assert ds.train_item_counts().tolist() == [2, 2, 2, 2, 1, 1, 0, 0, 0, 0]
+    model = MostPop.from_dataset(ds)
+    recs = model.recommend([np.array([0])] * 2, 7, np.array([0, 1]))
+    assert recs.tolist() == [[0, 1, 2, 3, 4, 5, 6]] * 2
+    assert model.recommend([np.array([0])], 12, np.array([0]))[0].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        -1,
+        -1,
+    ]
+    assert evaluate(model, ds, "test", ks=(5,), progress=False).metrics["recall@5"] == 0
+
+
+def test_popularity_priority_ties_to_smaller_index():
+    assert popularity_priority(np.array([1, 3, 3, 0, 1])).tolist() == [2, 0, 1, 4, 3]
+
+
+def test_cooccurrence_hand_case():
+    # Training sequences; transitions (window 1, directed): 0->1 twice, 1->2, 0->2, 2->0.
+    sequences = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 2, 0])]
+    counts = np.array([4, 2, 2, 0])
+    cfg = CoOccurrenceConfig(
+        window=1, directed=True, distance_decay=1.0, source_norm=1.0, history=2, recency=0.5
+    )
+    model = CoOccurrence(sequences, 4, counts, cfg)
+    # Row of item 0 normalised by its count 4: to 1 -> 2/4, to 2 -> 1/4.
+    np.testing.assert_allclose(model.scores([np.array([0])]), [[0, 0.5, 0.25, 0]])
+    # History [2, 1]: the last item 1 votes 2 with 1/2; item 2 (weight 0.5) votes 0 with 1/2 * 0.5.
+    np.testing.assert_allclose(model.scores([np.array([2, 1])]), [[0.25, 0, 0.5, 0]])
+    recs = model.recommend([np.array([2, 1]), np.array([3])], 4, np.array([0, 1]))
+    # Row 0: voted 2, 0; then popularity fill (0, 1, 2, 3 by counts, ties by index) skips them.
+    # Row 1: item 3 never occurs in training, so popularity order only.
+    assert recs.tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
+
+
+def reference_cooccurrence(sequences, num_items, counts, cfg, histories, k):
+    """The definition in plain Python: pair weights, normalisation, recency-weighted votes, sort."""
+    raw = {}
+    for d in range(1, cfg.window + 1):
+        pairs = [(s[p], s[p + d]) for s in sequences for p in range(len(s) - d)]
+        if not cfg.directed:
+            pairs += [(b, a) for a, b in pairs]
+        for a, b in pairs:
+            if a != b:
+                raw[a, b] = raw.get((a, b), 0.0) + cfg.distance_decay ** (d - 1)
+    c = np.maximum(counts, 1).astype(float)
+    weight = {(a, b): v / c[a] ** cfg.source_norm / c[b] ** cfg.target_norm for (a, b), v in raw.items()}
+    priority = popularity_priority(counts)
+    out = []
+    for h in histories:
+        score = [0.0] * num_items
+        for j, a in enumerate(list(h[::-1])[: cfg.history]):
+            for b in range(num_items):
+                if (a, b) in weight:
+                    score[b] += cfg.recency**j * weight[a, b]
+        ranked = sorted(range(num_items), key=lambda i: (-score[i], priority[i]))
+        out.append((ranked + [-1] * k)[:k])
+    return out
+
+
+@settings(max_examples=40)
+@given(
+    data=st.data(),
+    window=st.integers(1, 4),
+    directed=st.booleans(),
+    decay=st.sampled_from([1.0, 0.5]),
+    source_norm=st.sampled_from([0.0, 1.0]),
+    target_norm=st.sampled_from([0.0, 0.5]),
+    history=st.integers(1, 4),
+    recency=st.sampled_from([1.0, 0.5]),
+    k=st.integers(1, 14),
+)
+def test_cooccurrence_matches_reference(
+    data, window, directed, decay, source_norm, target_norm, history, recency, k
+):
+    n = data.draw(st.integers(2, 12))
+    seqs = data.draw(st.lists(st.lists(st.integers(0, n - 1), max_size=8), min_size=1, max_size=8))
+    hists = data.draw(st.lists(st.lists(st.integers(0, n - 1), max_size=6), min_size=1, max_size=6))
+    sequences = [np.array(s, dtype=np.int64) for s in seqs]
+    histories = [np.array(h, dtype=np.int64) for h in hists]
+    counts = (
+        np.bincount(np.concatenate(sequences), minlength=n) if any(len(s) for s in seqs) else np.zeros(n, int)
+    )
+    cfg = CoOccurrenceConfig(window, directed, decay, source_norm, target_norm, history, recency)
+    model = CoOccurrence(sequences, n, counts, cfg, batch_size=data.draw(st.integers(1, 4)))
+    got = model.recommend(histories, k, np.arange(len(histories)))
+    assert got.tolist() == reference_cooccurrence(seqs, n, counts, cfg, hists, k)
+
+
+def test_make_baseline_and_grid(tmp_path):
+    ds = load_prepared(write_prepared(tmp_path / "d", [[0, 1, 2, 3], [1, 2, 3, 0], [2, 3, 0, 1]]))
+    assert make_baseline("cooccurrence", ds, window=2).config()["window"] == 2
+    with pytest.raises(ValueError, match="unknown cooccurrence parameter"):
+        make_baseline("cooccurrence", ds, windows=2)
+    with pytest.raises(ValueError, match="mostpop takes no parameters"):
+        make_baseline("mostpop", ds, window=2)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("sasrec", ds)
+    with pytest.raises(ValueError, match="window and history must be >= 1"):
+        CoOccurrenceConfig(window=0)
+    grid = cooccurrence_grid()
+    assert len(set(grid)) == len(grid) >= 12
+    best, table = tune_cooccurrence(ds, grid[:3])
+    assert best in grid[:3] and len(table) == 3 and all("ndcg@10" in row for row in table)
+
+
+def test_cli_eval_prints_and_writes(tmp_path):
+    ds = write_prepared(tmp_path / "d", [[0, 1, 2, 3], [1, 2, 3, 0], [2, 3, 0, 1], [0, 2, 1, 3]])
+    out = tmp_path / "m.json"
+    runner = CliRunner()
+    args = ["eval", "--model", "mostpop", "--data", str(ds), "--split", "test", "--output", str(out)]
+    result = runner.invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "recall" in result.output and "ndcg" in result.output and "mrr=" in result.output
+    saved = json.loads(out.read_text())
+    assert (
+        saved["recommender"] == "mostpop"
+        and "recall@10" in saved["metrics"]
+        and "coverage@10" in saved["metrics"]
+    )
+    co = runner.invoke(
+        app, ["eval", "--model", "cooccurrence", "--data", str(ds), "--param", "window=2", "--k", "2"]
+    )
+    assert co.exit_code == 0, co.output
+    tuned = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            "cooccurrence",
+            "--data",
+            str(ds),
+            "--tune",
+            "--output",
+            str(out),
+            "--no-per-user",
+        ],
+    )
+    assert tuned.exit_code == 0, tuned.output
+    assert json.loads(out.read_text())["selection"]["split"] == "valid"
+    bad = runner.invoke(app, ["eval", "--model", "nope", "--data", str(ds)])
+    assert bad.exit_code == 1 and "unknown model" in bad.output
+    missing = runner.invoke(app, ["eval", "--model", "mostpop", "--data", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "not a prepared dataset" in missing.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mostpop", "cooccurrence"])
+def test_beauty_baselines_reproduce_committed_results(prepared_beauty, model):
+    """The numbers in bench/results/baselines (and the README) come out of the current code."""
+    committed = json.loads((RESULTS / f"beauty_{model}_test.json").read_text())
+    ds = load_prepared(prepared_beauty)
+    params = committed["recommender_config"] if model == "cooccurrence" else {}
+    recommender = make_baseline(model, ds, **params)
+    result = evaluate(recommender, ds, "test", ks=committed["ks"], progress=False)
+    for key, value in committed["metrics"].items():
+        assert result.metrics[key] == pytest.approx(value, rel=1e-9), key

@@ -24,6 +24,7 @@ def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeM
         d_ff=config.d_ff,
         dropout=config.dropout,
         user_buckets=config.user_buckets,
+        user_dropout=config.user_dropout,
         tie_embeddings=config.tie_embeddings,
     )
     if config.kind == "tiger":

@@ -28,7 +28,9 @@ class GenerativeModel(nn.Module):
     #: or "window" (a run of consecutive items; every item after the first is a target).
     example_kind: str = "prefix"
 
-    def __init__(self, level_sizes: list[int], max_history: int, user_buckets: int) -> None:
+    def __init__(
+        self, level_sizes: list[int], max_history: int, user_buckets: int, user_dropout: float
+    ) -> None:
         super().__init__()
         if not level_sizes or min(level_sizes) < 1:
             raise ValueError(f"level_sizes must be a non-empty list of positive sizes, got {level_sizes}")
@@ -38,6 +40,15 @@ class GenerativeModel(nn.Module):
         self.num_levels = len(self.level_sizes)
         self.max_history = int(max_history)
         self.user_buckets = int(user_buckets)
+        self.user_dropout = float(user_dropout)
+
+    def drop_users(self, user_ids: torch.Tensor) -> torch.Tensor:
+        """In training, replace each user id by "unknown" (-1) with probability ``user_dropout``, so the
+        unknown-user token is learned too (recommending for a history without a user id uses it)."""
+        if not self.training or self.user_dropout == 0:
+            return user_ids
+        drop = torch.rand(user_ids.shape, device=user_ids.device) < self.user_dropout
+        return torch.where(drop, torch.full_like(user_ids, -1), user_ids)
 
     # ---- input checks shared by training and decoding ----
     def check_history(self, history: torch.Tensor, history_len: torch.Tensor, max_items: int) -> None:
@@ -88,7 +99,7 @@ def cross_entropy_sum(
 def last_items(history: torch.Tensor, history_len: torch.Tensor, max_items: int):
     """Keep at most the ``max_items`` most recent items of left-aligned histories (still left-aligned)."""
     U, S, T = history.shape
-    if S <= max_items:
+    if max_items >= S:
         return history, history_len
     keep = history_len.clamp(max=max_items)
     start = history_len - keep  # (U,)

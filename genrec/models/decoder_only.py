@@ -41,9 +41,10 @@ class DecoderOnly(GenerativeModel):
         d_ff: int = 1024,
         dropout: float = 0.1,
         user_buckets: int = 0,
+        user_dropout: float = 0.0,
         tie_embeddings: bool = True,
     ) -> None:
-        super().__init__(level_sizes, max_history, user_buckets)
+        super().__init__(level_sizes, max_history, user_buckets, user_dropout)
         C = d_model
         self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
         self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position; the target may be last
@@ -64,7 +65,9 @@ class DecoderOnly(GenerativeModel):
         x = x.reshape(B, W * T, -1)
         if self.user is not None:
             ids = user_ids if user_ids is not None else torch.full((B,), -1, device=items.device)
-            x = torch.cat([self.user(user_buckets(ids, self.user_buckets))[:, None, :], x], dim=1)
+            x = torch.cat(
+                [self.user(user_buckets(self.drop_users(ids), self.user_buckets))[:, None, :], x], dim=1
+            )
         return self.drop(x)
 
     def hidden(self, items: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -186,7 +186,9 @@ class SemanticIdEmbedding(nn.Module):
         super().__init__()
         self.level_sizes = list(level_sizes)
         self.tables = nn.ModuleList(nn.Embedding(v, d_model) for v in self.level_sizes)
-        self.heads = None if tie else nn.ModuleList(nn.Linear(d_model, v, bias=False) for v in self.level_sizes)
+        self.heads = (
+            None if tie else nn.ModuleList(nn.Linear(d_model, v, bias=False) for v in self.level_sizes)
+        )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (..., T) of all levels -> (..., T, C)."""

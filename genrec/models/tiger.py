@@ -35,9 +35,10 @@ class Tiger(GenerativeModel):
         d_ff: int = 1024,
         dropout: float = 0.1,
         user_buckets: int = 0,
+        user_dropout: float = 0.0,
         tie_embeddings: bool = True,
     ) -> None:
-        super().__init__(level_sizes, max_history, user_buckets)
+        super().__init__(level_sizes, max_history, user_buckets, user_dropout)
         C = d_model
         self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
         self.item_pos = nn.Embedding(self.max_history, C)  # 0 = the most recent item
@@ -72,7 +73,7 @@ class Tiger(GenerativeModel):
         valid = item_valid.repeat_interleave(T, dim=1)  # (B, S*T)
         if self.user is not None:
             ids = user_ids if user_ids is not None else torch.full((B,), -1, device=history.device)
-            u = self.user(user_buckets(ids, self.user_buckets))  # (B, C)
+            u = self.user(user_buckets(self.drop_users(ids), self.user_buckets))  # (B, C)
             x = torch.cat([u[:, None, :], x], dim=1)
             valid = torch.cat([valid.new_ones(B, 1), valid], dim=1)
         x = self.drop(x)
@@ -99,9 +100,7 @@ class Tiger(GenerativeModel):
     def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
         logits = self(batch)
         target = batch["target"]
-        total = sum(
-            cross_entropy_sum(lg, target[:, t], None, label_smoothing) for t, lg in enumerate(logits)
-        )
+        total = sum(cross_entropy_sum(lg, target[:, t], None, label_smoothing) for t, lg in enumerate(logits))
         return total, target.numel()
 
     # ---- decoding ----
@@ -131,10 +130,8 @@ class Tiger(GenerativeModel):
                     f"{self.num_levels}), got {tuple(prefix.shape)}"
                 )
             expected[0] += 1
-            if t == 0:
-                x = self.bos.expand(U, B, -1)
-            else:
-                x = self.codes.level(t - 1, prefix[:, :, t - 1])  # (U, B, C)
+            # (U, B, C): BOS first, then the token chosen at the previous step
+            x = self.bos.expand(U, B, -1) if t == 0 else self.codes.level(t - 1, prefix[:, :, t - 1])
             x = x + self.dec_pos.weight[t]
             for i, block in enumerate(self.decoder):
                 attn = block.self_attn

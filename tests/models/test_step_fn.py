@@ -95,7 +95,7 @@ def test_cached_steps_match_full_forward(kind, user_buckets, seed, users, beam):
 def test_untied_heads_match_too(kind):
     model = tiny(kind, 0, tie=False)
     g = torch.Generator().manual_seed(3)
-    history, lengths, user_ids = random_histories(g, 3, model.max_history)
+    history, lengths, _ = random_histories(g, 3, model.max_history)
     step = model.step_fn({"history": history, "history_len": lengths}, 2)
     prefix = torch.zeros(3, 2, 0, dtype=torch.long)
     parents = torch.zeros(3, 2, dtype=torch.long)

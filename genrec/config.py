@@ -1,0 +1,389 @@
+"""Run configuration: dataclasses loaded from TOML, with profiles and ``--set section.key=value``.
+
+A config file holds one table per section (``[data]``, ``[embed]``, ``[tokenize]``, ``[model]``,
+``[train]``, ``[eval]``, ``[run]``) plus optional profiles: ``[profile.cpu.train]`` etc. override
+the base tables when ``--profile cpu`` is given. Overrides apply last, in order; their values are
+read as TOML (numbers, booleans, strings, lists) and a bare word is a string. Every value is
+type-checked against its field, and an unknown key is an error that names the key and the valid
+ones.
+
+``stage_settings(config, stage)`` gives the settings that decide a pipeline stage's output and
+``stable_hash`` hashes them (with the stage's inputs) into the key of the stage cache; fields
+marked ``cache=False`` (logging, batch sizes of pure inference, paths of reused artifacts) are
+left out so changing them never invalidates a cached stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genrec.tokenize.config import TokenizeConfig
+
+
+class ConfigError(ValueError):
+    """A config file, profile or override is wrong; the message names the key and the fix."""
+
+
+def _nohash(default=dataclasses.MISSING, **kw):
+    """A field that does not change a stage's result (left out of the cache key)."""
+    return field(default=default, metadata={"cache": False}, **kw)
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives and how it is seeded."""
+
+    name: str = _nohash("")
+    """Shown in logs and summaries; defaults to the config file's name."""
+    seed: int = 0
+    """Seeds model initialisation, data order and dropout."""
+    device: str = _nohash("auto")
+    """"auto" (CUDA when available), "cpu" or "cuda[:i]"."""
+    cache_dir: str = _nohash("")
+    """Root of the stage cache; "" = $GENREC_CACHE_DIR, else ~/.cache/genrec/stages."""
+    threads: int = _nohash(0)
+    """CPU threads for torch (0 = torch's default)."""
+
+    def validate(self) -> None:
+        _require(self.threads >= 0, "run.threads", self.threads, ">= 0")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset: a registered name, or a raw folder and its format, or an already prepared folder."""
+
+    dataset: str = "amazon2014/beauty"
+    """A registered dataset (`genrec data list`) under $GENREC_DATA_DIR."""
+    source: str = ""
+    """A raw-data folder to prepare instead of the registered dataset's folder."""
+    format: str = ""
+    """The format of ``source`` (`genrec data prepare --format`); default: the registered dataset's."""
+    prepared: str = _nohash("")
+    """An already prepared dataset folder: skips the prepare stage (its manifest is hashed instead)."""
+    min_user_interactions: int = -1
+    """k-core threshold for users; -1 keeps the format's default."""
+    min_item_interactions: int = -1
+    """k-core threshold for items; -1 keeps the format's default."""
+
+
+@dataclass
+class EmbedConfig:
+    """Item text embeddings (genrec.embed)."""
+
+    model: str = ""
+    """A sentence-transformers model name or local folder; "" = genrec.embed's default."""
+    template: str = ""
+    """Item text template; "" = genrec.embed's default."""
+    batch_size: int = _nohash(256)
+    device: str = _nohash("auto")
+    precomputed: str = _nohash("")
+    """An embeddings folder (embeddings.npy + embed.json) to use instead of running the embed stage."""
+
+
+@dataclass
+class ModelConfig:
+    """The generative model (defaults: TIGER's)."""
+
+    kind: str = "tiger"
+    """"tiger" (encoder-decoder) or "decoder_only"."""
+    d_model: int = 128
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    """Decoder layers (the decoder-only model's layer count)."""
+    num_heads: int = 6
+    head_dim: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    user_buckets: int = 2000
+    """Hashed user tokens (TIGER: 2000 buckets); 0 turns them off."""
+    user_dropout: float = 0.1
+    """In training, hide the user token with this probability (teaches the unknown-user token)."""
+    tie_embeddings: bool = True
+    """Output heads share the semantic-ID embedding tables."""
+
+    def validate(self) -> None:
+        from genrec.models import MODEL_KINDS
+
+        _require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
+        for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
+            _require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
+        _require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        _require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
+        _require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: data, optimiser, schedule, validation and early stopping."""
+
+    max_history: int = 20
+    """Items of history per example (the most recent ones)."""
+    batch_size: int = 256
+    """Global batch: examples per optimiser step over all processes."""
+    epochs: int = 200
+    """Upper bound on passes over the training examples (early stopping usually ends sooner)."""
+    max_steps: int = 0
+    """Upper bound on optimiser steps (0 = epochs x steps per epoch); also sets the decay horizon."""
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    """The learning rate decays to lr x min_lr_ratio."""
+    schedule: str = "cosine"
+    """"cosine", "linear" or "constant" after warm-up."""
+    warmup_steps: int = 500
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    """Clip the global gradient norm (0 = off)."""
+    label_smoothing: float = 0.0
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
+    compile: bool = False
+    """torch.compile the training step (falls back to eager, with a notice, if compiling fails)."""
+    length_grouping: bool = True
+    """Batch examples of similar history length together (less padding), in a seeded random order."""
+    eval_every: int = 0
+    """Steps between validations; 0 = once per epoch."""
+    val_users: int = 0
+    """Validate on a fixed random subset of this many users (0 = all)."""
+    val_beam: int = 20
+    """Beam size of the validation decode."""
+    patience: int = 10
+    """Stop after this many validations without a better NDCG@10 (0 = never stop early)."""
+    min_delta: float = 0.0
+    """An NDCG@10 gain must exceed this to count as better."""
+    time_budget_s: float = 0.0
+    """Stop training (then test the best checkpoint) after this many seconds; 0 = no limit."""
+    checkpoint_every: int = _nohash(0)
+    """Steps between resumable checkpoints; 0 = at every validation."""
+    log_every: int = _nohash(50)
+    """Steps between loss/learning-rate log lines."""
+    eval_batch_users: int = _nohash(1024)
+    """Users per validation decode batch."""
+
+    def validate(self) -> None:
+        for name in ("max_history", "batch_size", "epochs", "val_beam", "eval_batch_users", "log_every"):
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
+        for name in ("max_steps", "warmup_steps", "eval_every", "val_users", "patience", "checkpoint_every"):
+            _require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0")
+        _require(self.lr > 0, "train.lr", self.lr, "> 0")
+        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _require(
+            self.schedule in SCHEDULES, "train.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}"
+        )
+        _require(
+            self.precision in PRECISIONS, "train.precision", self.precision, f"one of {', '.join(PRECISIONS)}"
+        )
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "in [0, 1)")
+        _require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
+        _require(self.time_budget_s >= 0, "train.time_budget_s", self.time_budget_s, ">= 0")
+        for name in ("beta1", "beta2"):
+            _require(0 <= getattr(self, name) < 1, f"train.{name}", getattr(self, name), "in [0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    """The final test: constrained beam search over the catalogue, scored by genrec.eval."""
+
+    beam_size: int = _nohash(20)
+    """Beams of the test decode (the top-k list is its best k)."""
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20], metadata={"cache": False})
+    """Cut-offs of the reported metrics; k may not exceed beam_size."""
+    batch_users: int = _nohash(1024)
+    """Users per decode batch."""
+
+    def validate(self) -> None:
+        _require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")
+        _require(self.batch_users >= 1, "eval.batch_users", self.batch_users, ">= 1")
+        _require(
+            bool(self.ks) and all(1 <= k <= self.beam_size for k in self.ks),
+            "eval.ks",
+            self.ks,
+            f"non-empty, each in 1..eval.beam_size ({self.beam_size})",
+        )
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> Config:
+        for section in dataclasses.fields(self):
+            check = getattr(getattr(self, section.name), "validate", None)
+            if check is not None:
+                try:
+                    check()
+                except ConfigError:
+                    raise
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        if self.train.val_beam < 10:
+            raise ConfigError(f"train.val_beam is {self.train.val_beam}; validation needs >= 10 (NDCG@10)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> Config:
+        return _build(cls, data, "", where).validate()
+
+
+def _require(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid: it must be {what}")
+
+
+# ---- loading ----
+def load_config(
+    path: str | Path | None = None, profile: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """The config of ``path`` (TOML; None = all defaults), with ``profile`` and ``overrides`` applied."""
+    where = str(path) if path is not None else "defaults"
+    table: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    profiles = table.pop("profile", {})
+    if profile:
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"{where} has no profile {profile!r} (profiles there: {known})")
+        table = _merge(table, profiles[profile])
+        where += f" [profile {profile}]"
+    for assignment in overrides:
+        table = _apply_override(table, assignment)
+    config = _build(Config, table, "", where)
+    if not config.run.name and path is not None:
+        config.run.name = Path(path).stem
+    return config.validate()
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _apply_override(table: dict, assignment: str) -> dict:
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {assignment!r} must look like section.key=value, e.g. train.lr=0.001")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word: a string
+    *parents, leaf = key.split(".")
+    nested: dict = {leaf: value}
+    for p in reversed(parents):
+        nested = {p: nested}
+    return _merge(table, nested)
+
+
+def _build(cls: type, table: Any, prefix: str, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a TOML table, checking names and types of every key."""
+    name = prefix.rstrip(".") or "the top level"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: {name} must be a table, got {table!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else "."
+            raise ConfigError(
+                f"{where}: unknown key {prefix + key!r}{hint} Valid keys of "
+                f"{'[' + prefix.rstrip('.') + ']' if prefix else 'the config'}: {', '.join(fields)}"
+            )
+    values = {}
+    for key, value in table.items():
+        values[key] = _coerce(value, hints[key], prefix + key, where)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, key, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"{where}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+# ---- stage keys ----
+def cache_relevant(obj: Any) -> Any:
+    """The fields of a config section that decide results (fields marked cache=False dropped)."""
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: cache_relevant(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("cache", True)
+        }
+    if isinstance(obj, list | tuple):
+        return [cache_relevant(v) for v in obj]
+    return obj
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 (hex, truncated) of ``obj`` as canonical JSON: equal settings, equal hash, anywhere."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

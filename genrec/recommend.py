@@ -1,0 +1,304 @@
+"""Recommend from a trained generative model: constrained beam search over the catalogue's semantic IDs.
+
+:class:`Recommender` wraps a model in memory (validation and testing use it) and follows
+genrec.eval's recommender protocol. :func:`load_run` opens a finished run folder and returns a
+:class:`RunRecommender`, which takes histories of original item ids and returns item ids, titles
+and scores:
+
+>>> rec = load_run("runs/demo")                                     # doctest: +SKIP
+>>> rec.recommend_ids([["B0001", "B0002"]], k=10)[0][0]             # doctest: +SKIP
+Recommendation(item_idx=812, item_id='B00AB', title='...', score=-3.21)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genrec.models import GenerativeModel, build_model
+
+RUN_FORMAT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run folder cannot be used: the message names the file and what is wrong."""
+
+
+def _flatten(histories: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    flat = (
+        np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(histories) else np.zeros(0)
+    )
+    ends = np.cumsum(lengths)
+    return flat.astype(np.int64), ends - lengths, ends
+
+
+class Recommender:
+    """Top-k items of a generative model for histories of item indices, by constrained beam search.
+
+    ``codes`` [num_items, T] are the items' semantic IDs (the trie is built from them, unless an
+    ``index`` built from the same codes is given). Only the ``model.max_history`` most recent
+    items of a history are read. ``invalid_rate`` is the fraction of returned slots, over all
+    calls so far, that hold no catalogue item (-1); constrained decoding keeps it at 0 whenever
+    the catalogue has at least k items.
+    """
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        codes: np.ndarray,
+        *,
+        beam_size: int = 20,
+        batch_users: int = 1024,
+        device: torch.device | str | None = None,
+        amp_dtype: torch.dtype | None = None,
+        index=None,
+        search=None,
+    ) -> None:
+        self.model = model
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.codes_np = np.asarray(codes, dtype=np.int64)
+        self.codes = torch.as_tensor(self.codes_np, device=self.device)
+        if self.codes.shape[1] != model.num_levels:
+            raise ValueError(
+                f"semantic IDs have {self.codes.shape[1]} columns but the model generates {model.num_levels}"
+            )
+        self.num_items = self.codes.shape[0]
+        if index is None or search is None:
+            from genrec.decoding import TrieIndex, beam_search
+
+            index = index if index is not None else TrieIndex.from_codes(self.codes, device=self.device)
+            search = search or beam_search
+        self.index, self.search = index, search
+        self.beam_size = beam_size
+        self.batch_users = batch_users
+        self.amp_dtype = amp_dtype
+        self._slots = 0
+        self._invalid = 0
+
+    @property
+    def invalid_rate(self) -> float:
+        return self._invalid / self._slots if self._slots else 0.0
+
+    def extra_metrics(self) -> dict[str, float]:
+        """genrec.eval merges these into its metrics after the last batch."""
+        return {"invalid_rate": self.invalid_rate}
+
+    def reset_counts(self) -> None:
+        self._slots = self._invalid = 0
+
+    def recommend(self, histories, k: int, users: np.ndarray | None = None) -> np.ndarray:
+        """genrec.eval's protocol: item indices [len(histories), k], best first, -1 where fewer than k."""
+        return self.topk(histories, k, users)[0]
+
+    def topk(self, histories, k: int, users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(items int64 [U, k], scores float32 [U, k]: the sequence log-probability of each item)."""
+        flat, starts, ends = _flatten(histories)
+        return self.topk_ranges(flat, starts, ends, k, users)
+
+    def topk_ranges(
+        self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int, users: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`topk` for histories given as ``flat[starts[i]:ends[i]]`` (no per-user copies)."""
+        if k > self.beam_size:
+            raise ValueError(
+                f"k={k} exceeds the beam size {self.beam_size}: the beam search keeps only that many"
+            )
+        flat = np.asarray(flat, dtype=np.int64)
+        if len(flat) and (flat.min() < 0 or flat.max() >= self.num_items):
+            raise ValueError(f"histories hold item indices outside 0..{self.num_items - 1}")
+        n = len(starts)
+        items = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        if n == 0:
+            return items, scores
+        flat_t = torch.as_tensor(flat, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for lo in range(0, n, self.batch_users):
+                hi = min(n, lo + self.batch_users)
+                batch = self._batch(
+                    flat_t, starts[lo:hi], ends[lo:hi], None if users is None else users[lo:hi]
+                )
+                with (
+                    torch.no_grad(),
+                    torch.autocast(
+                        self.device.type,
+                        dtype=self.amp_dtype or torch.float32,
+                        enabled=self.amp_dtype is not None,
+                    ),
+                ):
+                    step = self.model.step_fn(batch, self.beam_size)
+                    got_items, got_scores = self.search(step, self.index, hi - lo, self.beam_size, k)
+                items[lo:hi] = got_items.cpu().numpy()
+                scores[lo:hi] = got_scores.float().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        self._slots += items.size
+        self._invalid += int(((items < 0) | (items >= self.num_items)).sum())
+        return items, scores
+
+    def _batch(self, flat_t: torch.Tensor, starts, ends, users) -> dict[str, torch.Tensor]:
+        """The model's history batch: the most recent ``max_history`` items, left-aligned, as semantic IDs."""
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        lengths = np.minimum(ends - starts, self.model.max_history)
+        width = max(1, int(lengths.max()))
+        lengths_t = torch.as_tensor(lengths, device=self.device)
+        first = torch.as_tensor(ends - lengths, device=self.device)
+        cols = torch.arange(width, device=self.device)
+        valid = cols[None, :] < lengths_t[:, None]
+        pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
+        item = flat_t[pos] if len(flat_t) else torch.zeros_like(pos)
+        history = self.codes[item] * valid[:, :, None]
+        batch = {"history": history, "history_len": lengths_t}
+        if users is not None:
+            batch["user_ids"] = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        return batch
+
+    def ranking_sums(self, flat, starts, ends, targets, users=None, k: int = 10) -> dict[str, float]:
+        """Summed NDCG@k and Recall@k of held-out ``targets`` (one per row), and the row count."""
+        items, _ = self.topk_ranges(flat, starts, ends, k, users)
+        hit = items == np.asarray(targets)[:, None]
+        rank = np.argmax(hit, axis=1)
+        found = hit.any(axis=1)
+        return {
+            f"ndcg@{k}": float(np.sum(found / np.log2(rank + 2.0))),
+            f"recall@{k}": float(found.sum()),
+            "count": float(len(targets)),
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_idx: int
+    item_id: str
+    title: str | None
+    score: float
+
+
+class RunRecommender:
+    """A finished run loaded for recommending: the model, the semantic IDs and the item table."""
+
+    def __init__(
+        self, run_dir: Path, recommender: Recommender, item_ids: list[str], titles: list[str | None]
+    ):
+        self.run_dir = run_dir
+        self.recommender = recommender
+        self.item_ids = item_ids
+        self.titles = titles
+        self._index_of = {item_id: i for i, item_id in enumerate(item_ids)}
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_indices(self, ids: Sequence[str]) -> np.ndarray:
+        """Item indices of original item ids; an unknown id is an error naming it."""
+        out = []
+        for item_id in ids:
+            key = str(item_id).strip()
+            if key not in self._index_of:
+                raise KeyError(
+                    f"item id {key!r} is not in this run's catalogue ({self.run_dir / 'items.parquet'})"
+                )
+            out.append(self._index_of[key])
+        return np.array(out, dtype=np.int64)
+
+    def recommend_indices(
+        self, histories: Sequence[Sequence[int]], k: int = 10, users: Sequence[int] | None = None
+    ) -> list[list[Recommendation]]:
+        """Top-k per history of item indices (best first), with ids, titles and log-probability scores."""
+        for h in histories:
+            bad = [int(i) for i in h if not 0 <= int(i) < self.num_items]
+            if bad:
+                raise ValueError(f"item indices {bad[:5]} are outside 0..{self.num_items - 1}")
+        users_arr = None if users is None else np.asarray(users, dtype=np.int64)
+        items, scores = self.recommender.topk(histories, k, users_arr)
+        return [
+            [
+                Recommendation(int(i), self.item_ids[i], self.titles[i], float(s))
+                for i, s in zip(row_items, row_scores, strict=True)
+                if i >= 0
+            ]
+            for row_items, row_scores in zip(items, scores, strict=True)
+        ]
+
+    def recommend_ids(
+        self, histories: Sequence[Sequence[str]], k: int = 10, users: Sequence[int] | None = None
+    ) -> list[list[Recommendation]]:
+        """Top-k per history of original item ids."""
+        return self.recommend_indices([self.item_indices(h) for h in histories], k, users)
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None = None) -> RunRecommender:
+    """Open a finished ``genrec train`` run folder for recommending."""
+    from genrec.config import Config
+    from genrec.train.checkpoint import load_model_weights
+    from genrec.train.distributed import resolve_device
+
+    run_dir = Path(run_dir)
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise RunError(f"{run_dir} is not a finished genrec run: {run_json.name} is missing")
+    try:
+        info = json.loads(run_json.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{run_json}: not valid JSON ({e})") from None
+    if info.get("format_version") != RUN_FORMAT_VERSION:
+        raise RunError(
+            f"{run_json}: run format {info.get('format_version')!r}, this genrec reads {RUN_FORMAT_VERSION}"
+        )
+    config = Config.from_dict(info["config"], where=str(run_json))
+    codes, level_sizes = read_run_tokenizer(run_dir)
+    if level_sizes != info["level_sizes"]:
+        raise RunError(
+            f"{run_dir / 'tokenizer'} has level sizes {level_sizes} but the model was trained on "
+            f"{info['level_sizes']}: the run folder mixes artifacts of different tokenizers; train again"
+        )
+    dev = resolve_device(device)
+    model = build_model(config.model, level_sizes, config.train.max_history)
+    load_model_weights(run_dir / "model.safetensors", model)
+    model.to(dev).eval()
+    items = _read_items(run_dir / "items.parquet", len(codes))
+    rec = Recommender(model, codes, beam_size=beam_size or config.eval.beam_size, device=dev)
+    return RunRecommender(run_dir, rec, *items)
+
+
+def read_run_tokenizer(run_dir: Path) -> tuple[np.ndarray, list[int]]:
+    """The semantic IDs and level sizes a run was trained on (its own copy under tokenizer/)."""
+    folder = Path(run_dir) / "tokenizer"
+    ids_path, meta_path = folder / "semantic_ids.npy", folder / "tokenizer.json"
+    for p in (ids_path, meta_path):
+        if not p.is_file():
+            raise RunError(f"{p} is missing: the run folder is incomplete")
+    try:
+        codes = np.load(ids_path, allow_pickle=False)
+    except ValueError as e:
+        raise RunError(f"{ids_path}: not a plain numpy array ({e})") from None
+    meta = json.loads(meta_path.read_text())
+    level_sizes = [int(v) for v in meta["level_sizes"]]
+    if codes.ndim != 2 or codes.shape[1] != len(level_sizes):
+        raise RunError(
+            f"{ids_path} has shape {list(codes.shape)}, tokenizer.json names {len(level_sizes)} levels"
+        )
+    return codes.astype(np.int64), level_sizes
+
+
+def _read_items(path: Path, num_items: int) -> tuple[list[str], list[str | None]]:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise RunError(f"{path} is missing: the run folder is incomplete")
+    table = pq.read_table(path)
+    if table.num_rows != num_items:
+        raise RunError(f"{path} lists {table.num_rows} items but the semantic IDs cover {num_items}")
+    ids = [str(x) for x in table.column("item_id").to_pylist()]
+    titles = table.column("title").to_pylist() if "title" in table.column_names else [None] * num_items
+    return ids, titles

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 data_app = typer.Typer(help="Datasets: download, prepare, stats.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -14,7 +15,7 @@ console = Console(soft_wrap=True)
 
 def fail(message: str) -> None:
     """Print a data error without a traceback and exit with status 1."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(soft_wrap=True)
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from genrec.eval.baselines import BASELINES, tune_cooccurrence
 
         def fail(message: str) -> None:
-            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
             raise typer.Exit(1)
 
         if model not in BASELINES:

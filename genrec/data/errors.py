@@ -15,7 +15,8 @@ class DataError(ValueError):
 class DataFormatError(DataError):
     """A raw source file does not have the expected content.
 
-    ``path``, ``line`` (1-based, or None for whole-file problems) and ``field`` locate it;
+    ``path``, ``line`` (1-based, or None for whole-file problems; ``unit="row"`` for Parquet rows)
+    and ``field`` locate it;
     ``reason`` is the key under which it would be counted when skipping is asked for.
     """
 
@@ -28,12 +29,13 @@ class DataFormatError(DataError):
         field: str | None = None,
         reason: str | None = None,
         hint: str | None = None,
+        unit: str = "line",
     ) -> None:
         self.path = str(path)
         self.line = line
         self.field = field
         self.reason = reason
-        where = self.path if line is None else f"{self.path}, line {line}"
+        where = self.path if line is None else f"{self.path}, {unit} {line}"
         if field is not None:
             where += f", field {field!r}"
         text = f"{where}: {message}"

@@ -8,6 +8,7 @@ and writes the prepared directory. Polars does the work here; loading never need
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class RawData:
     timestamp_unit: str = "s"
     options: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    filtered: dict[str, int] = field(default_factory=dict)  # counts of rows a reader left out by design
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def prepare_raw(raw: RawData, out_dir: str | Path, options: PrepareOptions, poli
         pl.col("timestamp").cast(pl.Int64),
         pl.col("line").cast(pl.Int64),
     )
-    filtered: dict[str, int] = {}
+    filtered: dict[str, int] = dict(raw.filtered)
     df = _drop_duplicates(df, raw, policy)
     text = raw.items
     if text is not None:
@@ -74,7 +76,11 @@ def prepare_raw(raw: RawData, out_dir: str | Path, options: PrepareOptions, poli
     df = _k_core(df, options.min_user_interactions, options.min_item_interactions, filtered)
     df = _drop_short_users(df, raw, policy)
     if df.height == 0:
-        raise DataFormatError(raw.interactions_path, "no interactions left after filtering")
+        raise DataFormatError(
+            raw.interactions_path,
+            "no interactions left after filtering (k-core: users with >= "
+            f"{options.min_user_interactions}, items with >= {options.min_item_interactions} interactions)",
+        )
 
     # Users by first appearance (or the pinned order), then time, then source line: a stable order.
     if raw.user_order is not None:
@@ -141,6 +147,7 @@ def _drop_duplicates(df, raw: RawData, policy: SkipPolicy):
         f"{first['timestamp']} already appeared ({dup.height} duplicate rows in all)",
         line=first["line"],
         reason="duplicates",
+        unit=_unit(raw.interactions_path),
     )
     policy.skip_or_raise(error, count=dup.height)
     return df.filter(pl.struct("user_id", "item_id", "timestamp").is_first_distinct())
@@ -154,7 +161,8 @@ def _match_item_table(df, text, raw: RawData, policy: SkipPolicy, filtered: dict
     unknown = text.join(known, on="item_id", how="anti")
     if unknown.height:
         if raw.items_are_catalogue:
-            filtered["catalogue_rows_without_interactions"] = unknown.height
+            key = "catalogue_rows_without_interactions"
+            filtered[key] = filtered.get(key, 0) + unknown.height
         else:
             row = unknown.row(0, named=True)
             line = row.get("line")
@@ -166,6 +174,7 @@ def _match_item_table(df, text, raw: RawData, policy: SkipPolicy, filtered: dict
                     line=None if line is None else int(line),
                     field="item_id",
                     reason="unknown_items",
+                    unit=_unit(raw.items_path),
                 ),
                 count=unknown.height,
             )
@@ -181,11 +190,17 @@ def _match_item_table(df, text, raw: RawData, policy: SkipPolicy, filtered: dict
                 line=None if line is None else int(line),
                 field="item_id",
                 reason="duplicates",
+                unit=_unit(raw.items_path),
             ),
             count=dup.height,
         )
         text = text.filter(pl.col("item_id").is_first_distinct())
     return text, df
+
+
+def _unit(path: Path | None) -> str:
+    """How ``line`` numbers of a file read: Parquet has rows, text files have lines."""
+    return "row" if path is not None and Path(path).suffix in (".parquet", ".pq") else "line"
 
 
 def _k_core(df, min_user: int, min_item: int, filtered: dict):
@@ -234,6 +249,7 @@ def _drop_short_users(df, raw: RawData, policy: SkipPolicy):
             line=row["line"],
             field="user_id",
             reason="short_users",
+            unit=_unit(raw.interactions_path),
         ),
         count=short.height,
     )
@@ -241,11 +257,13 @@ def _drop_short_users(df, raw: RawData, policy: SkipPolicy):
 
 
 def _text_for(text, items: list[str]):
-    """Item text rows as a pyarrow table (without bookkeeping columns), or None."""
+    """Text rows of the final ``items`` (filtering may have dropped some) as a pyarrow table, or None."""
+    import polars as pl
+
     if text is None:
         return None
-    cols = [c for c in text.columns if c != "line"]
-    return text.select(cols).to_arrow()
+    text = text.filter(pl.col("item_id").is_in(items))
+    return text.select([c for c in text.columns if c != "line"]).to_arrow()
 
 
 def _count_without_text(item_table, text_columns: list[str]) -> int:
@@ -291,7 +309,14 @@ def prepare_dataset(
     if not source.exists():
         raise FileNotFoundError(f"source {source} does not exist")
     policy = SkipPolicy(frozenset(skip))
-    raw = formats.reader(fmt)(source, policy, **format_options)
+    read = formats.reader(fmt)
+    accepted = set(inspect.signature(read).parameters) - {"source", "policy"}
+    unknown = sorted(set(format_options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"option(s) {', '.join(unknown)} do not apply to format {fmt!r} (it takes {', '.join(sorted(accepted))})"
+        )
+    raw = read(source, policy, **format_options)
     default_user, default_item = DEFAULT_K_CORE[fmt]
     options = PrepareOptions(
         min_user_interactions=default_user if min_user_interactions is None else min_user_interactions,

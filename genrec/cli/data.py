@@ -83,5 +83,121 @@ def prepare(
         console.print(f"  [yellow]note:[/] {note}")
 
 
+@data_app.command("download")
+def download(
+    name: str = typer.Argument(..., help="A known dataset (see `genrec data list`)."),
+    root: Path = typer.Option(None, help="Data folder (default: $GENREC_DATA_DIR, else ~/.cache/genrec)."),
+    retries: int = typer.Option(3, help="Resume an interrupted transfer this many times before giving up."),
+) -> None:
+    """Fetch a public dataset's raw files: resumable, checksum-verified, renamed into place when complete."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from genrec.data.download import download_dataset
+    from genrec.data.errors import DownloadError
+    from genrec.data.registry import get_dataset
+
+    try:
+        ds = get_dataset(name)
+    except KeyError as e:
+        fail(str(e.args[0]))
+    tasks: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()
+    ) as bar:
+
+        def report(label: str, done: int, total: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        try:
+            manifest = download_dataset(ds, root, retries=retries, progress=report)
+        except DownloadError as e:
+            fail(str(e))
+    for f in manifest["files"]:
+        check = (
+            "[green]sha256 verified[/]"
+            if f["verified"]
+            else "[yellow]no published checksum; sha256 recorded[/]"
+        )
+        console.print(f"{f['path']}: {f['bytes']:,} bytes, {check}")
+        for member in f.get("extracted", []):
+            mark = " (verified)" if member["verified"] else ""
+            console.print(f"  extracted {member['path']}{mark}")
+    console.print(f"terms: {ds.terms}\ncite: {ds.citation}")
+    if ds.notes:
+        console.print(f"[yellow]note:[/] {ds.notes}")
+    folder = (root if root is not None else None) or "$GENREC_DATA_DIR"
+    console.print(f"next: genrec data prepare --format {ds.format} --source {folder}/{ds.folder} --out DIR")
+
+
+@data_app.command("list")
+def list_datasets() -> None:
+    """The datasets genrec knows, their format, and whether they are in the data folder."""
+    from rich.table import Table
+
+    from genrec.data.paths import data_dir
+    from genrec.data.registry import DATASETS
+
+    root = data_dir()
+    table = Table(title=f"datasets (data folder: {root})")
+    for col in ("name", "format", "folder", "present"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
+    for ds in DATASETS.values():
+        present = (root / ds.folder).is_dir() and any((root / ds.folder).iterdir())
+        table.add_row(ds.name, ds.format, ds.folder, "yes" if present else "-", ds.description)
+    console.print(table)
+
+
+@data_app.command("stats")
+def stats(
+    data: Path = typer.Argument(..., help="Prepared dataset directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Counts, sequence-length distribution, density and item popularity skew of a prepared dataset."""
+    from rich.table import Table
+
+    from genrec.data import DataError, load_prepared
+    from genrec.data.stats import dataset_stats
+
+    try:
+        s = dataset_stats(load_prepared(data))
+    except DataError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    overview = Table(title=f"{s['name']} ({s['source_format']})", show_header=False)
+    for key in ("num_users", "num_items", "num_interactions"):
+        overview.add_row(key, f"{s[key]:,}")
+    overview.add_row("density", f"{s['density']:.6f}")
+    overview.add_row("repeat interactions", f"{s['repeat_interactions']:,}")
+    overview.add_row("item text columns", ", ".join(s["item_text_columns"]) or "none")
+    for key, value in s["item_popularity"].items():
+        overview.add_row(f"popularity {key}", f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+    console.print(overview)
+    dist = Table(title="distributions")
+    dist.add_column("")
+    keys = list(s["sequence_length"])
+    for key in keys:
+        dist.add_column(key, justify="right")
+    for label, d in (
+        ("sequence length", s["sequence_length"]),
+        ("interactions per item", s["item_interactions"]),
+    ):
+        dist.add_row(label, *(f"{d[k]:.1f}" if isinstance(d[k], float) else str(d[k]) for k in keys))
+    console.print(dist)
+    hist = Table(title="users by sequence length")
+    hist.add_column("length")
+    hist.add_column("users", justify="right")
+    hist.add_column("share", justify="right")
+    for row in s["sequence_length_histogram"]:
+        hist.add_row(row["range"], f"{row['count']:,}", f"{row['count'] / max(s['num_users'], 1):.1%}")
+    console.print(hist)
+    if s["skipped"] or s["filtered"]:
+        console.print(f"skipped: {s['skipped']}  filtered: {s['filtered']}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

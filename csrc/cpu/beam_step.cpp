@@ -1,11 +1,12 @@
 // constrained_beam_step on the CPU.
 //
-// Users run in parallel; per user, each live beam's log-softmax normaliser (logsumexp over the
-// vocabulary, with a vectorised exp) is computed once, then only the beam's trie children are
-// visited: every CSR child (or every non-negative entry of the dense row). Each valid candidate
-// becomes one 64-bit key, the score's order key above (2^32 - 1 - (parent * V + token)) below,
-// so "larger key" is exactly the tie rule: score descending, then parent ascending, then token
-// ascending. nth_element and a sort of the first beam_size keys give the result.
+// The same algorithm as the CUDA kernel (csrc/cuda/beam_step.cu), run sequentially per user
+// with users in parallel, so the CPU tests exercise the selection logic the GPU runs: each live
+// beam's logsumexp (vectorised exp) is computed once; only the beam's trie children (its CSR
+// run, or the V entries of a dense row) get a slot, in (parent, token) order; each slot holds
+// the candidate's 32-bit order key (0 when invalid); a radix select finds the beam_size-th
+// largest key and an ordered pass takes the winners, lowest slot first among exact ties, which
+// is the tie rule: score descending, then parent ascending, then token ascending.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -14,7 +15,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <vector>
 
@@ -113,6 +113,47 @@ void check_mask_values(const Mask& m, int64_t U) {
   }
 }
 
+// The k_eff largest keys (k_eff <= number of non-zero keys) in (key descending, slot ascending)
+// order, as slots. The same algorithm as the CUDA kernel, done sequentially: a radix select of
+// the k_eff-th largest key T (8 bits a pass, counting only keys that share the bits fixed so far,
+// digits scanned from 255 down), then every key above T plus the first `need` keys equal to T in
+// slot order, then a sort of those.
+void select_top(const std::vector<uint32_t>& keys, int64_t k_eff, std::vector<int64_t>& selected) {
+  const int64_t C = static_cast<int64_t>(keys.size());
+  uint32_t prefix = 0, pmask = 0;
+  int64_t krem = k_eff;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    int64_t hist[256] = {};
+    for (int64_t i = 0; i < C; ++i) {
+      if ((keys[i] & pmask) == prefix) ++hist[(keys[i] >> shift) & 0xFF];
+    }
+    int64_t run = 0;
+    int digit = 0;
+    for (int d = 255; d >= 0; --d) {
+      if (run + hist[d] >= krem) {
+        digit = d;
+        break;
+      }
+      run += hist[d];
+    }
+    krem -= run;
+    prefix |= static_cast<uint32_t>(digit) << shift;
+    pmask |= 0xFFu << shift;
+  }
+  const uint32_t T = prefix;
+  const int64_t need = krem, n_gt = k_eff - need;
+  selected.clear();
+  int64_t taken_eq = 0;
+  for (int64_t i = 0; i < C; ++i) {
+    if (keys[i] > T || (keys[i] == T && taken_eq++ < need)) selected.push_back(i);
+  }
+  TORCH_CHECK(static_cast<int64_t>(selected.size()) == k_eff && n_gt >= 0,
+              "constrained_beam_step: internal error in the radix select");
+  std::sort(selected.begin(), selected.end(), [&](int64_t a, int64_t b) {
+    return keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
+  });
+}
+
 template <typename scalar_t>
 void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, const at::Tensor& states,
                       const Level& level, const Mask& mask, int64_t K, at::Tensor& tokens, at::Tensor& parents,
@@ -126,17 +167,40 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
   float* score_out = scores.data_ptr<float>();
   int32_t* state_out = next_states.data_ptr<int32_t>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, B * V));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
 
   at::parallel_for(0, U, grain, [&](int64_t u0, int64_t u1) {
-    std::vector<uint64_t> cand;
-    cand.reserve(static_cast<size_t>(std::min<int64_t>(B * V, int64_t{1} << 20)));
+    std::vector<int32_t> node(B), first(B);
+    std::vector<int64_t> off(B + 1), selected;
+    std::vector<uint32_t> keys;
     std::vector<float> row(std::is_same_v<scalar_t, float> ? 0 : V);
     for (int64_t u = u0; u < u1; ++u) {
-      cand.clear();
+      // Slots: beam b's candidates (its CSR children, or all V tokens of a dense level) are slots
+      // off[b] .. off[b+1] - 1, in token order, so slot order is (parent, token) order.
+      off[0] = 0;
       for (int64_t b = 0; b < B; ++b) {
         const int64_t s = sp[u * B + b];
         const float bs = bsp[u * B + b];
-        if (s < 0 || s >= level.nodes || !(bs > -std::numeric_limits<float>::infinity())) continue;
+        const bool alive = s >= 0 && s < level.nodes && bs > neg_inf;
+        int64_t lo = 0, count = 0;
+        if (alive) {
+          if (level.dense != nullptr) {
+            count = V;
+          } else {
+            lo = std::clamp<int64_t>(level.row_ptr[s], 0, level.children);
+            const int64_t hi = std::clamp<int64_t>(level.row_ptr[s + 1], lo, level.children);
+            count = std::min<int64_t>(hi - lo, V);
+          }
+        }
+        node[b] = alive ? static_cast<int32_t>(s) : -1;
+        first[b] = static_cast<int32_t>(lo);
+        off[b + 1] = off[b] + count;
+      }
+      keys.assign(static_cast<size_t>(off[B]), 0u);
+      int64_t n_valid = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t s = node[b];
+        if (s < 0) continue;
         const scalar_t* src = lp + (u * B + b) * V;
         const float* x;
         if constexpr (std::is_same_v<scalar_t, float>) {
@@ -146,58 +210,49 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
           x = row.data();
         }
         const float lse = logsumexp(x, V);
-        auto offer = [&](int64_t v, int32_t c) {
-          const float score = bs + (x[v] - lse);
-          const uint32_t key = score_key(score);
-          if (key == 0 || !mask_allows(mask, u, c)) return;
-          const uint64_t flat = static_cast<uint64_t>(b * V + v);
-          cand.push_back((static_cast<uint64_t>(key) << 32) | (0xFFFFFFFFull - flat));
-        };
-        if (level.dense != nullptr) {
-          const int32_t* drow = level.dense + s * V;
-          for (int64_t v = 0; v < V; ++v) {
-            if (drow[v] >= 0) offer(v, drow[v]);
+        const float bs = bsp[u * B + b];
+        for (int64_t j = 0, n = off[b + 1] - off[b]; j < n; ++j) {
+          int64_t c, v;
+          if (level.dense != nullptr) {
+            v = j;
+            c = level.dense[s * V + j];
+          } else {
+            c = first[b] + j;
+            v = level.child_tokens[c];
           }
-        } else {
-          const int64_t lo = std::clamp<int64_t>(level.row_ptr[s], 0, level.children);
-          const int64_t hi = std::clamp<int64_t>(level.row_ptr[s + 1], lo, level.children);
-          for (int64_t c = lo; c < hi; ++c) {
-            const int64_t v = level.child_tokens[c];
-            if (v >= 0 && v < V) offer(v, static_cast<int32_t>(c));
-          }
+          if (c < 0 || v < 0 || v >= V) continue;
+          uint32_t key = score_key(bs + (x[v] - lse));
+          if (key != 0 && !mask_allows(mask, u, static_cast<int32_t>(c))) key = 0;
+          keys[off[b] + j] = key;
+          n_valid += key != 0;
         }
       }
-      const int64_t n = std::min<int64_t>(K, static_cast<int64_t>(cand.size()));
-      if (static_cast<int64_t>(cand.size()) > n) {
-        std::nth_element(cand.begin(), cand.begin() + n, cand.end(), std::greater<uint64_t>());
-      }
-      std::sort(cand.begin(), cand.begin() + n, std::greater<uint64_t>());
+      const int64_t k_eff = std::min<int64_t>(K, n_valid);
+      if (k_eff > 0) select_top(keys, k_eff, selected);
       for (int64_t r = 0; r < K; ++r) {
         const int64_t o = u * K + r;
-        if (r >= n) {
+        if (r >= k_eff) {
           tok_out[o] = -1;
           par_out[o] = -1;
-          score_out[o] = -std::numeric_limits<float>::infinity();
+          score_out[o] = neg_inf;
           state_out[o] = -1;
           continue;
         }
-        const uint64_t key = cand[r];
-        const int64_t flat = static_cast<int64_t>(0xFFFFFFFFull - (key & 0xFFFFFFFFull));
-        const int64_t b = flat / V, v = flat % V;
-        const int64_t s = sp[u * B + b];
-        int32_t child;
+        const int64_t slot = selected[r];
+        const int64_t b = std::upper_bound(off.begin(), off.end(), slot) - off.begin() - 1;
+        const int64_t j = slot - off[b];
+        int64_t c, v;
         if (level.dense != nullptr) {
-          child = level.dense[s * V + v];
+          v = j;
+          c = level.dense[static_cast<int64_t>(node[b]) * V + j];
         } else {
-          const int64_t lo = std::clamp<int64_t>(level.row_ptr[s], 0, level.children);
-          const int64_t hi = std::clamp<int64_t>(level.row_ptr[s + 1], lo, level.children);
-          const int32_t* it = std::lower_bound(level.child_tokens + lo, level.child_tokens + hi, v);
-          child = static_cast<int32_t>(it - level.child_tokens);
+          c = first[b] + j;
+          v = level.child_tokens[c];
         }
         tok_out[o] = v;
         par_out[o] = b;
-        score_out[o] = key_score(static_cast<uint32_t>(key >> 32));
-        state_out[o] = child;
+        score_out[o] = key_score(keys[slot]);
+        state_out[o] = static_cast<int32_t>(c);
       }
     }
   });

@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         tune: bool = typer.Option(
             False, help="cooccurrence: pick the best variant on the validation split first (a grid search)."
         ),
+        users: int = typer.Option(
+            None, help="Evaluate a seeded random sample of this many users (quick checks; report full runs)."
+        ),
+        seed: int = typer.Option(0, help="Seed of the --users sample."),
         per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
@@ -84,6 +88,13 @@ def register(app: typer.Typer) -> None:
             params = {key: value for key, value in best.__dict__.items()}
             selection = {"split": "valid", "metric": "ndcg@10", "chosen": params, "variants": table}
             console.print(f"chosen on valid (ndcg@10): {params}")
+        rows = None
+        if users is not None:
+            import numpy as np
+
+            total = len(dataset.split(split))
+            rng = np.random.default_rng(seed)
+            rows = np.sort(rng.choice(total, size=min(users, total), replace=False))
         try:
             recommender = make_baseline(model, dataset, **params)
             result = evaluate(
@@ -93,12 +104,15 @@ def register(app: typer.Typer) -> None:
                 ks=k,
                 batch_size=batch_size,
                 exclude_history=exclude_history,
+                rows=rows,
                 progress=progress,
             )
         except ValueError as e:
             fail(str(e))
         if selection is not None:
             result.info["selection"] = selection
+        if rows is not None:
+            result.info["sample"] = {"users": len(rows), "seed": seed}
         print_metrics(result.metrics, result.info["ks"], f"{model} on {dataset.name} {split}")
         if output is not None:
             paths = result.save(output, per_user=per_user)

@@ -24,6 +24,7 @@ from pathlib import Path
 from genrec.data.errors import DownloadError
 from genrec.data.paths import data_dir
 from genrec.data.registry import KnownDataset, RemoteFile, get_dataset
+from genrec.data.writer import default_mode
 
 CHUNK = 1 << 20
 USER_AGENT = "genrec-data-download"
@@ -186,6 +187,7 @@ def extract_zip(archive: Path, folder: Path, remote: RemoteFile) -> list[dict]:
                     raise DownloadError(
                         f"{archive}: member {name} has sha256 {h.hexdigest()}, expected {expected}"
                     )
+                os.chmod(tmp, default_mode())
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -235,5 +237,6 @@ def download_dataset(
     fd, tmp = tempfile.mkstemp(prefix=f".{DOWNLOAD_MANIFEST}.", dir=folder)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(manifest, indent=2) + "\n")
+    os.chmod(tmp, default_mode())
     os.replace(tmp, folder / DOWNLOAD_MANIFEST)
     return manifest

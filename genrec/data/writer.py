@@ -30,6 +30,14 @@ MIN_SEQUENCE_LENGTH = LeaveOneOut.min_length
 STANDARD_ITEM_COLUMNS = ("item_idx", "item_id", "title", "brand", "categories", "image_path")
 
 
+def default_mode(base: int = 0o666) -> int:
+    """``base`` under the process umask: the permissions a plainly created file would get
+    (temporary files and folders are created private; what is renamed into place should not be)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> dict:
     """``{"path", "sha256", "bytes"}`` of a source file, for the manifest."""
     h = hashlib.sha256()
@@ -218,6 +226,7 @@ def write_prepared_arrays(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        os.chmod(tmp, default_mode(0o777))
         (tmp / "sequences").mkdir()
         np.save(tmp / "sequences" / "offsets.npy", offsets)
         np.save(tmp / "sequences" / "items.npy", item_idx)

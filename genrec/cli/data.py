@@ -127,8 +127,10 @@ def download(
     console.print(f"terms: {ds.terms}\ncite: {ds.citation}")
     if ds.notes:
         console.print(f"[yellow]note:[/] {ds.notes}")
-    folder = (root if root is not None else None) or "$GENREC_DATA_DIR"
-    console.print(f"next: genrec data prepare --format {ds.format} --source {folder}/{ds.folder} --out DIR")
+    from genrec.data.paths import data_dir
+
+    folder = (root if root is not None else data_dir()) / ds.folder
+    console.print(f"next: genrec data prepare --format {ds.format} --source {folder} --out DIR")
 
 
 @data_app.command("list")

@@ -34,12 +34,33 @@ class PrefixModel:
     extends the prefix its parent had at step t-1 (what a model's cache reorder relies on).
     """
 
-    def __init__(self, num_users: int, level_sizes: list[int], seed: int, *, scale: float = 2.0, rows: int = 997):
+    def __init__(
+        self,
+        num_users: int,
+        level_sizes: list[int],
+        seed: int,
+        *,
+        scale: float = 2.0,
+        rows: int = 997,
+        exact: bool = False,
+    ):
+        """``exact=True``: each row has one logit 0 and the rest in [-60, -30], so in float32 its
+        logsumexp is exactly 0 in any summation order and every backend computes bit-identical
+        scores (use it to compare backends without near-ties)."""
         g = torch.Generator().manual_seed(seed)
         self.num_users = num_users
         self.level_sizes = list(level_sizes)
         self.rows = rows
-        self.tables = [torch.randn(rows, v, generator=g, dtype=torch.float64) * scale for v in level_sizes]
+        if exact:
+            self.tables = []
+            for v in level_sizes:
+                table = -30 - 30 * torch.rand(rows, v, generator=g, dtype=torch.float64)
+                table.scatter_(1, torch.randint(0, v, (rows, 1), generator=g), 0.0)
+                self.tables.append(table.float().double())
+        else:
+            self.tables = [
+                torch.randn(rows, v, generator=g, dtype=torch.float64) * scale for v in level_sizes
+            ]
         self.calls = 0
 
     def logits(self, users: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
@@ -55,7 +76,7 @@ class PrefixModel:
 
         def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
             U, B, t = prefix.shape
-            assert U == self.num_users and t == state["t"], (prefix.shape, state["t"])
+            assert self.num_users == U and t == state["t"], (prefix.shape, state["t"])
             assert parents.shape == (U, B) and parents.dtype == torch.long
             if t == 0:
                 assert B == 1 and bool((parents == 0).all())

@@ -1,0 +1,122 @@
+"""What a model costs to run: decode latency and throughput, peak memory, and the device.
+
+``measure_decode`` times a recommender (genrec.eval's protocol) on a seeded sample of a split:
+latency is one user per call (what an online request pays), throughput is users per second at a
+large batch (what offline scoring pays). On CUDA, peak memory is ``torch.cuda.max_memory_allocated``
+since :func:`reset_peak_memory`; on the CPU it is the process's peak resident set size (which
+includes the Python interpreter and the data, and never goes down).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+COST_FORMAT_VERSION = 1
+
+
+def device_description(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device | str) -> dict:
+    """{"bytes": ..., "kind": what was measured}."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda max_memory_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return {"bytes": int(rss * scale), "kind": "process peak RSS"}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_decode(
+    recommender,
+    dataset,
+    split: str = "test",
+    *,
+    k: int = 10,
+    latency_users: int = 200,
+    throughput_users: int = 4096,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    warmup: int = 3,
+) -> dict:
+    """Latency (ms per single-user call: p50, p95, mean) and throughput (users/s at ``batch_size``)."""
+    device = torch.device(device)
+    data = dataset.split(split)
+    rng = np.random.default_rng([seed, 0xC057])
+    n = len(data)
+    if n == 0:
+        raise ValueError(f"split {split!r} has no rows to time")
+    lat_rows = rng.choice(n, size=min(latency_users, n), replace=False)
+    thr_rows = np.sort(rng.choice(n, size=min(throughput_users, n), replace=False))
+
+    histories = data.history_list(lat_rows)
+    users = data.users[lat_rows]
+    for i in range(min(warmup, len(histories))):
+        recommender.recommend([histories[i]], k, users[i : i + 1])
+    times = []
+    for i in range(len(histories)):
+        _sync(device)
+        start = time.perf_counter()
+        recommender.recommend([histories[i]], k, users[i : i + 1])
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1e3
+
+    batches = [thr_rows[lo : lo + batch_size] for lo in range(0, len(thr_rows), batch_size)]
+    recommender.recommend(
+        data.history_list(batches[0][: min(len(batches[0]), 64)]), k, data.users[batches[0][:64]]
+    )
+    _sync(device)
+    start = time.perf_counter()
+    for rows in batches:
+        recommender.recommend(data.history_list(rows), k, data.users[rows])
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {
+        "k": k,
+        "split": split,
+        "latency_users": len(lat_rows),
+        "latency_ms_p50": float(np.percentile(ms, 50)),
+        "latency_ms_p95": float(np.percentile(ms, 95)),
+        "latency_ms_mean": float(ms.mean()),
+        "throughput_users": len(thr_rows),
+        "batch_size": batch_size,
+        "throughput_users_per_s": float(len(thr_rows) / seconds) if seconds > 0 else None,
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,71 @@
+"""Several seeds of one configuration: where their runs live and what they add up to.
+
+``genrec train --seeds N`` trains seeds s, s+1, ..., s+N-1 (s = ``run.seed``) into
+``RUN_DIR/seed-<seed>/`` and then writes ``RUN_DIR/seeds.json``:
+
+```
+{"format_version": 1, "name": ..., "seeds": [0, 1, 2], "runs": ["seed-0", "seed-1", "seed-2"],
+ "aggregate": {"recall@10": {"n", "mean", "std", "ci95", "min", "max"}, ...},
+ "per_seed": {"seed-0": {"recall@10": ...}, ...}, "created": ...}
+```
+
+``std`` is the sample standard deviation over seeds and ``ci95`` the half-width of the 95%
+t interval of the mean. ``genrec report RUN_DIR`` reads the seed runs themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from genrec.report.stats import mean_and_spread
+
+SEEDS_FORMAT_VERSION = 1
+
+
+def seed_list(base_seed: int, count: int) -> list[int]:
+    if count < 1:
+        raise ValueError(f"--seeds must be >= 1, got {count}")
+    return [int(base_seed) + i for i in range(count)]
+
+
+def seed_run_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def aggregate_metrics(per_seed: Sequence[dict]) -> dict[str, dict]:
+    """For every numeric metric any seed reports: mean, std, 95% interval half-width, min, max, n."""
+    keys: list[str] = []
+    for metrics in per_seed:
+        keys += [k for k, v in metrics.items() if isinstance(v, int | float) and k not in keys]
+    return {k: mean_and_spread([m.get(k) for m in per_seed]) for k in keys}
+
+
+def write_seeds_file(
+    folder: str | Path, *, name: str, seeds: Sequence[int], runs: Sequence[str], per_seed: Sequence[dict]
+) -> Path:
+    """Write ``folder/seeds.json`` atomically (see the module docstring); returns its path."""
+    from genrec.bench.results import atomic_write_text
+
+    if not (len(seeds) == len(runs) == len(per_seed)):
+        raise ValueError(f"seeds ({len(seeds)}), runs ({len(runs)}) and metrics ({len(per_seed)}) must align")
+    folder = Path(folder)
+    payload = {
+        "format_version": SEEDS_FORMAT_VERSION,
+        "name": name,
+        "seeds": [int(s) for s in seeds],
+        "runs": [str(r) for r in runs],
+        "aggregate": aggregate_metrics(per_seed),
+        "per_seed": {r: _finite(m) for r, m in zip(runs, per_seed, strict=True)},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    path = folder / "seeds.json"
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def _finite(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}

@@ -7,6 +7,7 @@ import typer
 from genrec.cli import bench, info
 from genrec.cli import data as data_cli
 from genrec.cli import eval as eval_cli
+from genrec.cli import report as report_cli
 
 app = typer.Typer(
     name="genrec",
@@ -19,6 +20,7 @@ info.register(app)
 bench.register(app)
 data_cli.register(app)
 eval_cli.register(app)
+report_cli.register(app)
 
 
 def main() -> None:

@@ -95,7 +95,8 @@ class ModelConfig:
     """The generative model (defaults: TIGER's)."""
 
     kind: str = "tiger"
-    """"tiger" (encoder-decoder) or "decoder_only"."""
+    """"tiger" (encoder-decoder), "decoder_only", or "sasrec" (the item-ID baseline: no semantic IDs,
+    top-K by inner product; uses d_model, decoder_layers, num_heads, head_dim, d_ff, dropout, loss)."""
     d_model: int = 128
     encoder_layers: int = 4
     decoder_layers: int = 4
@@ -110,6 +111,10 @@ class ModelConfig:
     """In training, hide the user token with this probability (teaches the unknown-user token)."""
     tie_embeddings: bool = True
     """Output heads share the semantic-ID embedding tables."""
+    loss: str = "ce"
+    """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
+    negatives: int = 1
+    """sasrec with loss "bce": random negative items per target."""
 
     def validate(self) -> None:
         from genrec.models import MODEL_KINDS
@@ -121,6 +126,14 @@ class ModelConfig:
         _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
         _require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
         _require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
+        _require(self.loss in ("ce", "bce"), "model.loss", self.loss, '"ce" or "bce"')
+        _require(
+            self.loss == "ce" or self.kind == "sasrec",
+            "model.loss",
+            self.loss,
+            '"ce" for generative models (sampled "bce" is a sasrec option)',
+        )
+        _require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -206,8 +219,14 @@ class EvalConfig:
     """Cut-offs of the reported metrics; k may not exceed beam_size."""
     batch_users: int = _nohash(1024)
     """Users per decode batch."""
+    retrieval: str = _nohash("exact")
+    """sasrec: top-K by inner product, "exact", "hnsw" or "ivf" (approximate, faiss) or "auto"
+    (approximate above a million items); faiss when installed, else an exact PyTorch matmul + top-k."""
 
     def validate(self) -> None:
+        from genrec.retrieval import KINDS
+
+        _require(self.retrieval in KINDS, "eval.retrieval", self.retrieval, f"one of {', '.join(KINDS)}")
         _require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")
         _require(self.batch_users >= 1, "eval.batch_users", self.batch_users, ">= 1")
         _require(

@@ -9,9 +9,13 @@ from __future__ import annotations
 from genrec.models.base import GenerativeModel, StepFn, last_items
 from genrec.models.decoder_only import DecoderOnly
 from genrec.models.layers import user_buckets
+from genrec.models.sasrec import SASRec, identity_codes
 from genrec.models.tiger import Tiger
 
-MODEL_KINDS = ("tiger", "decoder_only")
+MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
+#: Kinds whose items are their own one-token IDs (genrec.models.sasrec.identity_codes) and that
+#: recommend by inner product (genrec.retrieval): no embed or tokenize stage, no beam search.
+ITEM_ID_KINDS = ("sasrec",)
 
 
 def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeModel:
@@ -27,6 +31,24 @@ def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeM
         user_dropout=config.user_dropout,
         tie_embeddings=config.tie_embeddings,
     )
+    if config.kind == "sasrec":
+        if len(level_sizes) != 1:
+            raise ValueError(
+                f"sasrec reads each item as its own one-token ID: level_sizes must be [num_items], got "
+                f"{level_sizes} (use genrec.models.identity_codes instead of semantic IDs)"
+            )
+        return SASRec(
+            level_sizes[0],
+            max_history=max_history,
+            d_model=config.d_model,
+            num_layers=config.decoder_layers,
+            num_heads=config.num_heads,
+            head_dim=config.head_dim,
+            d_ff=config.d_ff,
+            dropout=config.dropout,
+            loss=config.loss,
+            negatives=config.negatives,
+        )
     if config.kind == "tiger":
         return Tiger(
             level_sizes, encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers, **common
@@ -37,12 +59,15 @@ def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeM
 
 
 __all__ = [
+    "ITEM_ID_KINDS",
     "MODEL_KINDS",
     "DecoderOnly",
     "GenerativeModel",
+    "SASRec",
     "StepFn",
     "Tiger",
     "build_model",
+    "identity_codes",
     "last_items",
     "user_buckets",
 ]

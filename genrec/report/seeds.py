@@ -15,11 +15,13 @@ t interval of the mean. ``genrec report RUN_DIR`` reads the seed runs themselves
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from genrec.report.stats import mean_and_spread
 
@@ -42,6 +44,29 @@ def aggregate_metrics(per_seed: Sequence[dict]) -> dict[str, dict]:
     for metrics in per_seed:
         keys += [k for k, v in metrics.items() if isinstance(v, int | float) and k not in keys]
     return {k: mean_and_spread([m.get(k) for m in per_seed]) for k in keys}
+
+
+def run_seeds(
+    train_one: Callable[[Any, Path], dict], config, run_dir: str | Path, count: int, *, say=print
+) -> Path:
+    """Train ``count`` seeds of ``config`` (a genrec.config.Config) and write ``seeds.json``.
+
+    ``train_one(config, folder)`` trains and tests one seed into ``folder`` and returns its test
+    metrics; seed s goes to ``run_dir/seed-<s>`` with ``config.run.seed = s``. Returns seeds.json's path.
+    """
+    run_dir = Path(run_dir)
+    seeds = seed_list(config.run.seed, count)
+    runs, per_seed = [], []
+    for i, seed in enumerate(seeds):
+        one = copy.deepcopy(config)
+        one.run.seed = seed
+        folder = run_dir / seed_run_name(seed)
+        say(f"seed {seed} ({i + 1} of {len(seeds)}) -> {folder}")
+        per_seed.append(dict(train_one(one, folder)))
+        runs.append(folder.name)
+    return write_seeds_file(
+        run_dir, name=config.run.name or run_dir.name, seeds=seeds, runs=runs, per_seed=per_seed
+    )
 
 
 def write_seeds_file(

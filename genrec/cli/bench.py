@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -48,6 +49,139 @@ def kernels(
     )
     for kind, path in result["paths"].items():
         console.print(f"{kind}: {path}")
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(float(v)) for v in text.replace("_", "").split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{name} must be positive numbers, got {text!r}")
+    return values
+
+
+@bench_app.command("decode")
+def decode(
+    out: Path = typer.Option(Path("bench/results/local"), "--out", help="Folder for decode.json/.csv/.png."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (cuda when available)."),
+    beams: str = typer.Option("10,20,50,100", help="Beam sizes, comma-separated."),
+    items: str = typer.Option(
+        "10000,1000000,10000000", help="Catalogue sizes (synthetic IDs), comma-separated."
+    ),
+    models: str = typer.Option(
+        "tiger,precomputed", help="tiger (TIGER-size model) and/or precomputed (search only)."
+    ),
+    backend: list[str] = typer.Option(
+        [], help="Beam-step backends to time (repeatable; default: all usable)."
+    ),
+    baselines: str = typer.Option(
+        "python_trie,hf_generate", help="Baselines to run in the same sweep ('' for none)."
+    ),
+    baseline_max_items: int = typer.Option(1_000_000, help="Skip the baselines above this catalogue size."),
+    users: int = typer.Option(0, help="Users per batch (0: sized per beam and device)."),
+    repeats: int = typer.Option(3, help="Timed repeats per row (median reported)."),
+    dtype: str = typer.Option("", help="Model dtype (default: bfloat16 on CUDA, float32 on the CPU)."),
+    quick: bool = typer.Option(False, help="10k items, beams 10 and 20, small batches: a smoke run."),
+    threads: int = typer.Option(0, help="CPU threads for torch and the kernels (0: torch's default)."),
+    gpu_check: bool = typer.Option(
+        False,
+        "--gpu-check",
+        help="The GPU check's decode part (~2 min on an H100): writes decode_summary.json.",
+    ),
+) -> None:
+    """Constrained beam search: users/s, latency and mask-and-select share, against the baselines."""
+    import torch
+
+    from genrec.bench.decode import run_decode_benchmarks, run_gpu_check
+
+    console = Console()
+    with _torch_threads(threads):
+        if gpu_check:
+            if not torch.cuda.is_available():
+                raise typer.BadParameter("--gpu-check needs a CUDA GPU")
+            result = run_gpu_check(out, log=console.print)
+            summary = result["summary"]
+            console.print(
+                f"decode: {summary['users_per_s']:,.0f} users/s at beam {summary['beam']} on {summary['num_items']:,} "
+                f"items ({summary['backend']}, graphed={summary['graphed']}), mask-and-select "
+                f"{100 * summary['select_share']:.2f}% of decode time"
+            )
+            console.print(f"summary: {Path(out) / 'decode_summary.json'}")
+            return
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        kwargs = dict(
+            items=_ints(items, "--items"),
+            beams=_ints(beams, "--beams"),
+            models=tuple(m for m in models.split(",") if m),
+            baselines=tuple(b for b in baselines.split(",") if b),
+        )
+        for m in kwargs["models"]:
+            if m not in ("tiger", "precomputed"):
+                raise typer.BadParameter(f"--models takes tiger and/or precomputed, got {m!r}")
+        for b in kwargs["baselines"]:
+            if b not in ("python_trie", "hf_generate"):
+                raise typer.BadParameter(f"--baselines takes python_trie and/or hf_generate, got {b!r}")
+        if quick:
+            kwargs.update(items=(10_000,), beams=(10, 20))
+        result = run_decode_benchmarks(
+            out,
+            device,
+            **kwargs,
+            backends=list(backend) or None,
+            baseline_max_items=baseline_max_items,
+            repeats=repeats,
+            users=users or None,
+            dtype=dtype or None,
+            quick=quick,
+            log=console.print,
+        )
+        table = Table(title=f"decode on {result['payload']['device']}")
+        for col in (
+            "method",
+            "backend",
+            "model",
+            "items",
+            "beam",
+            "users/s",
+            "ms/batch",
+            "select %",
+            "x python trie",
+        ):
+            table.add_column(col)
+        for r in result["rows"]:
+            if r.get("kind") != "decode" or "users_per_s" not in r:
+                continue
+            speedup = r.get("speedup_vs_python_trie")
+            table.add_row(
+                r["method"],
+                r["backend"],
+                r["model"],
+                f"{r['num_items']:,}",
+                str(r["beam"]),
+                f"{r['users_per_s']:,.1f}",
+                f"{r['latency_ms']:.1f}",
+                f"{100 * r['select_share']:.1f}",
+                f"{speedup:.1f}" if speedup else "",
+            )
+        console.print(table)
+        for kind, path in result["paths"].items():
+            console.print(f"{kind}: {path}")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def register(app: typer.Typer) -> None:

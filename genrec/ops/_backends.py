@@ -69,6 +69,8 @@ def why_unavailable(op: str, backend: Backend, device: torch.device) -> str | No
             )
         return None
     if backend is Backend.TRITON:
+        if op in _NO_TRITON_KERNEL:
+            return f"there is no Triton kernel for {op}"
         if importlib.util.find_spec("triton") is None:
             return "Triton is not installed (`pip install triton`)"
         if device.type == "cuda":
@@ -81,6 +83,9 @@ def why_unavailable(op: str, backend: Backend, device: torch.device) -> str | No
         )
     raise ValueError(f"unknown backend {backend!r}")
 
+
+# Operators without a Triton implementation (every other op has one in genrec.triton_kernels).
+_NO_TRITON_KERNEL = frozenset({"build_trie"})
 
 _AUTO_ORDER = {
     "cuda": (Backend.CUDA, Backend.TRITON, Backend.REFERENCE),

@@ -10,8 +10,9 @@ final top-K comes out by repeated maximum, then each key is decoded back to (par
 score) and the child node is looked up again (dense table, or binary search of the CSR run).
 
 Trie children: dense levels read ``dense[state, token]``; CSR levels binary-search the token in
-the beam's run of ``child_tokens`` (CSR_ITERS = bit_length(V) steps). The per-request mask is a
-binary search of the child id in the user's sorted node list.
+the beam's run of ``child_tokens`` (bit_length(V) + 1 steps). The per-request mask is a binary
+search of the child id in the user's sorted node list. Shapes and loop counts are run-time
+arguments and the blocks are padded to powers of two of at least 16, so few variants compile.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def _find_child(
     n_children,
     V,
     ok,
+    csr_iters,
     DENSE: tl.constexpr,
-    CSR_ITERS: tl.constexpr,
 ):
     """Child node of (state, token v), or -1."""
     if DENSE:
@@ -61,7 +62,7 @@ def _find_child(
         lo = tl.minimum(tl.maximum(lo, 0), n_children)
         end = tl.minimum(tl.maximum(end, lo), n_children)
         hi = end
-        for _ in tl.static_range(CSR_ITERS):
+        for _ in range(csr_iters):
             active = lo < hi
             mid = (lo + hi) // 2
             t = tl.load(child_tokens_ptr + mid, mask=ok & active, other=0)
@@ -73,15 +74,15 @@ def _find_child(
     return c
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B", "V", "K", "nodes", "n_children", "n_mask", "csr_iters", "mask_iters"])
 def _beam_step_kernel(
     logits_ptr, beam_scores_ptr, states_ptr,
     row_ptr_ptr, child_tokens_ptr, dense_ptr,
     mask_offsets_ptr, mask_nodes_ptr, mask_allow_ptr,
     tokens_ptr, parents_ptr, scores_ptr, next_states_ptr,
-    B, V, K, nodes, n_children, n_mask,
+    B, V, K, nodes, n_children, n_mask, csr_iters, mask_iters,
     BLOCK_B: tl.constexpr, BLOCK_V: tl.constexpr, K_PAD: tl.constexpr,
-    DENSE: tl.constexpr, HAS_MASK: tl.constexpr, CSR_ITERS: tl.constexpr, MASK_ITERS: tl.constexpr,
+    DENSE: tl.constexpr, HAS_MASK: tl.constexpr,
 ):  # fmt: skip
     u = tl.program_id(0).to(tl.int64)
     NEG: tl.constexpr = -9223372036854775808
@@ -112,12 +113,12 @@ def _beam_step_kernel(
         lse = m + tl.log(tl.sum(tl.exp(x - m[:, None]), axis=1))
         score = bs[:, None] + (x - lse[:, None])
         c = _find_child(s[:, None], cv[None, :], row_ptr_ptr, child_tokens_ptr, dense_ptr, n_children, V, ok,
-                        DENSE, CSR_ITERS)  # fmt: skip
+                        csr_iters, DENSE)  # fmt: skip
         valid = ok & (c >= 0) & (score > float("-inf"))
         if HAS_MASK:
             lo = tl.zeros([BLOCK_B, BLOCK_V], tl.int64) + m_lo
             hi = tl.zeros([BLOCK_B, BLOCK_V], tl.int64) + m_hi
-            for _ in tl.static_range(MASK_ITERS):
+            for _ in range(mask_iters):
                 active = lo < hi
                 mid = (lo + hi) // 2
                 node = tl.load(mask_nodes_ptr + mid, mask=valid & active, other=0)
@@ -150,7 +151,7 @@ def _beam_step_kernel(
         v = tl.where(found, flat % V, 0)
         s = tl.load(states_ptr + u * B + b)
         c = _find_child(
-            s, v, row_ptr_ptr, child_tokens_ptr, dense_ptr, n_children, V, found, DENSE, CSR_ITERS
+            s, v, row_ptr_ptr, child_tokens_ptr, dense_ptr, n_children, V, found, csr_iters, DENSE
         )
         score = _key_score((best >> 32).to(tl.int32))
         o = u * K + r
@@ -199,8 +200,10 @@ def constrained_beam_step_triton(
         return tuple(out)
     logits = logits.contiguous()
     has_mask = mask_offsets is not None
-    block_v = _next_pow2(V)
-    block_b = max(1, min(_next_pow2(B), _TILE_ELEMENTS // block_v))
+    # Few specialisations (each is a JIT compile): vocab and beam padded to powers of two of at least
+    # 16, a fixed tile of whole rows, loop counts passed at run time.
+    block_v = max(16, _next_pow2(V))
+    block_b = max(1, _TILE_ELEMENTS // block_v)
     dummy = row_ptr  # never read: a valid pointer for the absent optional arrays
     _beam_step_kernel[(U,)](
         logits,
@@ -219,13 +222,13 @@ def constrained_beam_step_triton(
         row_ptr.numel() - 1,
         child_tokens.numel(),
         mask_nodes.numel() if has_mask else 0,
+        V.bit_length() + 1,
+        (mask_nodes.numel() if has_mask else 0).bit_length() + 1,
         BLOCK_B=block_b,
         BLOCK_V=block_v,
-        K_PAD=_next_pow2(K),
+        K_PAD=max(16, _next_pow2(K)),
         DENSE=dense is not None,
         HAS_MASK=has_mask,
-        CSR_ITERS=max(1, V.bit_length()),
-        MASK_ITERS=max(1, (mask_nodes.numel() if has_mask else 0).bit_length()),
         num_warps=num_warps,
     )
     return tuple(out)

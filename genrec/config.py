@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genrec.embed.config import EmbedConfig
 from genrec.tokenize.config import TokenizeConfig
 
 
@@ -70,24 +71,14 @@ class DataConfig:
     """The format of ``source`` (`genrec data prepare --format`); default: the registered dataset's."""
     prepared: str = _nohash("")
     """An already prepared dataset folder: skips the prepare stage (its manifest is hashed instead)."""
+    embeddings: str = _nohash("")
+    """An embeddings folder (embeddings.npy + embed.json) of this dataset: skips the embed stage."""
+    tokenizer: str = _nohash("")
+    """A tokenizer folder (semantic_ids.npy + tokenizer.json) of this dataset: skips the tokenize stage."""
     min_user_interactions: int = -1
     """k-core threshold for users; -1 keeps the format's default."""
     min_item_interactions: int = -1
     """k-core threshold for items; -1 keeps the format's default."""
-
-
-@dataclass
-class EmbedConfig:
-    """Item text embeddings (genrec.embed)."""
-
-    model: str = ""
-    """A sentence-transformers model name or local folder; "" = genrec.embed's default."""
-    template: str = ""
-    """Item text template; "" = genrec.embed's default."""
-    batch_size: int = _nohash(256)
-    device: str = _nohash("auto")
-    precomputed: str = _nohash("")
-    """An embeddings folder (embeddings.npy + embed.json) to use instead of running the embed stage."""
 
 
 @dataclass
@@ -111,6 +102,11 @@ class ModelConfig:
     """In training, hide the user token with this probability (teaches the unknown-user token)."""
     tie_embeddings: bool = True
     """Output heads share the semantic-ID embedding tables."""
+    history_tokens: str = "levels"
+    """tiger: "levels" (one encoder token per semantic-ID level, as TIGER) or "items" (one per item:
+    the sum of its levels' embeddings, an encoder sequence T times shorter)."""
+    item_embeddings: bool = False
+    """History items also add a learned embedding of their own (memorised identity; input side only)."""
     loss: str = "ce"
     """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
     negatives: int = 1
@@ -125,6 +121,12 @@ class ModelConfig:
         _require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
         _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
         _require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
+        _require(
+            self.history_tokens in ("levels", "items"),
+            "model.history_tokens",
+            self.history_tokens,
+            "levels or items",
+        )
         _require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
         _require(self.loss in ("ce", "bce"), "model.loss", self.loss, '"ce" or "bce"')
         _require(

@@ -59,6 +59,7 @@ class Recommender:
         amp_dtype: torch.dtype | None = None,
         index=None,
         search=None,
+        cuda_graphs: bool = True,
     ) -> None:
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -75,6 +76,9 @@ class Recommender:
             index = index if index is not None else TrieIndex.from_codes(self.codes, device=self.device)
             search = search or beam_search
         self.index, self.search = index, search
+        # On a GPU the whole search of a batch replays as one CUDA graph (genrec.decoding).
+        self.use_graphs = cuda_graphs and self.device.type == "cuda" and search is None
+        self._graphed: dict[int, object] = {}
         self.beam_size = beam_size
         self.batch_users = batch_users
         self.amp_dtype = amp_dtype
@@ -134,8 +138,11 @@ class Recommender:
                         enabled=self.amp_dtype is not None,
                     ),
                 ):
-                    step = self.model.step_fn(batch, self.beam_size)
-                    got_items, got_scores = self.search(step, self.index, hi - lo, self.beam_size, k)
+                    if self.use_graphs:
+                        got_items, got_scores = self._graph_search(k)(batch)
+                    else:
+                        step = self.model.step_fn(batch, self.beam_size, check=False)
+                        got_items, got_scores = self.search(step, self.index, hi - lo, self.beam_size, k)
                 items[lo:hi] = got_items.cpu().numpy()
                 scores[lo:hi] = got_scores.float().cpu().numpy()
         finally:
@@ -144,22 +151,47 @@ class Recommender:
         self._invalid += int(((items < 0) | (items >= self.num_items)).sum())
         return items, scores
 
+    def _graph_search(self, k: int):
+        from genrec.decoding import GraphedBeamSearch
+
+        if k not in self._graphed:
+            self._graphed[k] = GraphedBeamSearch(
+                lambda batch: self.model.step_fn(batch, self.beam_size, check=False),
+                self.index,
+                num_users=self.batch_users,
+                beam_size=self.beam_size,
+                top_k=k,
+            )
+        return self._graphed[k]
+
     def _batch(self, flat_t: torch.Tensor, starts, ends, users) -> dict[str, torch.Tensor]:
-        """The model's history batch: the most recent ``max_history`` items, left-aligned, as semantic IDs."""
+        """The model's history batch: the most recent ``max_history`` items, left-aligned, as semantic IDs.
+
+        With CUDA graphs every batch has the same shapes (``max_history`` columns, user ids -1
+        when unknown), so one captured graph serves them all.
+        """
         starts = np.asarray(starts, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
         lengths = np.minimum(ends - starts, self.model.max_history)
-        width = max(1, int(lengths.max()))
+        if self.model.user_buckets == 0 and len(lengths) and lengths.min() < 1:
+            raise ValueError("every history needs at least one item (this model has no user token)")
+        width = self.model.max_history if self.use_graphs else max(1, int(lengths.max()))
         lengths_t = torch.as_tensor(lengths, device=self.device)
         first = torch.as_tensor(ends - lengths, device=self.device)
         cols = torch.arange(width, device=self.device)
         valid = cols[None, :] < lengths_t[:, None]
         pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
         item = flat_t[pos] if len(flat_t) else torch.zeros_like(pos)
-        history = self.codes[item] * valid[:, :, None]
-        batch = {"history": history, "history_len": lengths_t}
+        item = item * valid
+        batch = {
+            "history": self.codes[item] * valid[:, :, None],
+            "history_len": lengths_t,
+            "history_items": item,
+        }
         if users is not None:
             batch["user_ids"] = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        elif self.use_graphs:
+            batch["user_ids"] = torch.full((len(lengths),), -1, dtype=torch.long, device=self.device)
         return batch
 
     def ranking_sums(self, flat, starts, ends, targets, users=None, k: int = 10) -> dict[str, float]:
@@ -263,7 +295,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
             f"{info['level_sizes']}: the run folder mixes artifacts of different tokenizers; train again"
         )
     dev = resolve_device(device)
-    model = build_model(config.model, level_sizes, config.train.max_history)
+    model = build_model(config.model, level_sizes, config.train.max_history, len(codes))
     load_model_weights(run_dir / "model.safetensors", model)
     model.to(dev).eval()
     items = _read_items(run_dir / "items.parquet", len(codes))

@@ -18,8 +18,13 @@ MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
 ITEM_ID_KINDS = ("sasrec",)
 
 
-def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeModel:
-    """The model described by ``config`` (a :class:`genrec.config.ModelConfig`)."""
+def build_model(config, level_sizes: list[int], max_history: int, num_items: int = 0) -> GenerativeModel:
+    """The model described by ``config`` (a :class:`genrec.config.ModelConfig`).
+
+    ``num_items`` is needed when ``config.item_embeddings`` is on (one learned vector per item).
+    """
+    if config.item_embeddings and num_items < 1:
+        raise ValueError("model.item_embeddings needs the catalogue size (num_items)")
     common = dict(
         max_history=max_history,
         d_model=config.d_model,
@@ -30,6 +35,7 @@ def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeM
         user_buckets=config.user_buckets,
         user_dropout=config.user_dropout,
         tie_embeddings=config.tie_embeddings,
+        num_items=num_items if config.item_embeddings else 0,
     )
     if config.kind == "sasrec":
         if len(level_sizes) != 1:
@@ -51,7 +57,11 @@ def build_model(config, level_sizes: list[int], max_history: int) -> GenerativeM
         )
     if config.kind == "tiger":
         return Tiger(
-            level_sizes, encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers, **common
+            level_sizes,
+            encoder_layers=config.encoder_layers,
+            decoder_layers=config.decoder_layers,
+            history_tokens=config.history_tokens,
+            **common,
         )
     if config.kind == "decoder_only":
         return DecoderOnly(level_sizes, num_layers=config.decoder_layers, **common)

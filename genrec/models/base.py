@@ -2,7 +2,8 @@
 
 A history batch holds, per user, the semantic IDs of the items seen so far, oldest first and
 left-aligned: ``history[u, :history_len[u]]`` are real items and the rest is padding (any
-value). ``user_ids`` (optional) are user indices; -1 means an unknown user.
+value). ``user_ids`` (optional) are user indices; -1 means an unknown user. ``history_items``
+[U, S] (optional; required by models with item embeddings) are the history's item indices.
 
 A model serves the beam search through ``model.step_fn(batch, beam_size)`` (see
 docs/contracts.md): the returned callable takes ``prefix`` [U, B, t] and ``parents`` [U, B]
@@ -29,7 +30,12 @@ class GenerativeModel(nn.Module):
     example_kind: str = "prefix"
 
     def __init__(
-        self, level_sizes: list[int], max_history: int, user_buckets: int, user_dropout: float
+        self,
+        level_sizes: list[int],
+        max_history: int,
+        user_buckets: int,
+        user_dropout: float,
+        num_items: int = 0,
     ) -> None:
         super().__init__()
         if not level_sizes or min(level_sizes) < 1:
@@ -41,6 +47,15 @@ class GenerativeModel(nn.Module):
         self.max_history = int(max_history)
         self.user_buckets = int(user_buckets)
         self.user_dropout = float(user_dropout)
+        self.num_items = int(num_items)  # > 0: history items also carry a learned item embedding
+
+    def require_items(self, items: torch.Tensor | None, valid: torch.Tensor) -> torch.Tensor:
+        """Item indices of history positions (padding -> 0); models with item embeddings need them."""
+        if items is None:
+            raise ValueError(
+                "this model embeds history items by index: the batch needs 'history_items' (or 'window_items')"
+            )
+        return items.masked_fill(~valid, 0)
 
     def drop_users(self, user_ids: torch.Tensor) -> torch.Tensor:
         """In training, replace each user id by "unknown" (-1) with probability ``user_dropout``, so the
@@ -69,7 +84,7 @@ class GenerativeModel(nn.Module):
         if self.user_buckets == 0 and bool((history_len < 1).any()):
             raise ValueError("every history needs at least one item (or a model with user tokens)")
 
-    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
         raise NotImplementedError
 
     def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):

@@ -43,10 +43,12 @@ class DecoderOnly(GenerativeModel):
         user_buckets: int = 0,
         user_dropout: float = 0.0,
         tie_embeddings: bool = True,
+        num_items: int = 0,
     ) -> None:
-        super().__init__(level_sizes, max_history, user_buckets, user_dropout)
+        super().__init__(level_sizes, max_history, user_buckets, user_dropout, num_items)
         C = d_model
         self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
+        self.item_emb = nn.Embedding(self.num_items, C) if self.num_items else None
         self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position; the target may be last
         self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
         self.drop = nn.Dropout(dropout)
@@ -58,10 +60,20 @@ class DecoderOnly(GenerativeModel):
     def user_offset(self) -> int:
         return 1 if self.user is not None else 0
 
-    def _embed(self, items: torch.Tensor, user_ids: torch.Tensor | None) -> torch.Tensor:
-        """items (B, W, T) -> token embeddings (B, u + W*T, C), u = 1 with a user token."""
+    def _embed(
+        self, items: torch.Tensor, user_ids: torch.Tensor | None, item_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """items (B, W, T) -> token embeddings (B, u + W*T, C), u = 1 with a user token.
+
+        With item embeddings, an item's own embedding joins its last token only: the outputs at its
+        earlier tokens predict its next levels and must not see which item it is.
+        """
         B, W, T = items.shape
         x = self.codes(items) + self.item_pos.weight[:W][None, :, None, :]  # (B, W, T, C)
+        if self.item_emb is not None:
+            valid = torch.ones(B, W, dtype=torch.bool, device=items.device)
+            last = self.item_emb(self.require_items(item_idx, valid))  # (B, W, C)
+            x = torch.cat([x[:, :, :-1], x[:, :, -1:] + last[:, :, None, :]], dim=2)
         x = x.reshape(B, W * T, -1)
         if self.user is not None:
             ids = user_ids if user_ids is not None else torch.full((B,), -1, device=items.device)
@@ -70,13 +82,15 @@ class DecoderOnly(GenerativeModel):
             )
         return self.drop(x)
 
-    def hidden(self, items: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden(
+        self, items: torch.Tensor, user_ids: torch.Tensor | None = None, item_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final hidden states (B, N, C) of left-aligned item runs (B, W, T).
 
         Padding sits after the real tokens, so a causal mask alone keeps it out of every real
         position's view.
         """
-        x = self._embed(items, user_ids)
+        x = self._embed(items, user_ids, item_idx)
         for block in self.blocks:
             x = block(x, is_causal=True)
         return self.ln(x)
@@ -89,8 +103,10 @@ class DecoderOnly(GenerativeModel):
         B, W, T = window.shape
         u = self.user_offset
         steps = torch.arange(W, device=window.device)
-        window = window.masked_fill((steps[None, :] >= length[:, None])[:, :, None], 0)
-        h = self.hidden(window, batch.get("user_ids"))
+        pad = steps[None, :] >= length[:, None]  # (B, W)
+        window = window.masked_fill(pad[:, :, None], 0)
+        items = batch.get("window_items")
+        h = self.hidden(window, batch.get("user_ids"), None if items is None else items.masked_fill(pad, 0))
         # The output at flat token p-1 predicts token p; targets are tokens T .. W*T-1.
         h = h[:, u + T - 1 : u + W * T - 1].reshape(B, W - 1, T, -1)  # (B, W-1, T, C)
         target = window[:, 1:]  # (B, W-1, T)
@@ -102,7 +118,7 @@ class DecoderOnly(GenerativeModel):
         return total, valid.sum() * T
 
     # ---- decoding ----
-    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
         """Run the history once (prefill) and return the cached step function of the decoding contract.
 
         The history's keys/values (U, H, N, dh) are shared by all beams of a user; each beam
@@ -111,13 +127,16 @@ class DecoderOnly(GenerativeModel):
         self._require_eval()
         history, history_len = batch["history"], batch["history_len"]
         self.check_history(history, history_len, self.max_history)
-        self.check_nonempty(history_len)
+        if check:  # reads a value back from the device; callers that checked on the host skip it
+            self.check_nonempty(history_len)
         U, S, T = history.shape
         u = self.user_offset
         item_valid = torch.arange(S, device=history.device)[None, :] < history_len[:, None]  # (U, S)
         history = history.masked_fill(~item_valid[:, :, None], 0)  # padding may hold any value
+        items = batch.get("history_items")
+        items = None if items is None else items.masked_fill(~item_valid, 0)
         with torch.no_grad():
-            x = self._embed(history, batch.get("user_ids"))
+            x = self._embed(history, batch.get("user_ids"), items)
             shared_kv = []
             for block in self.blocks:
                 x, kv = block(x, is_causal=True, return_kv=True)

@@ -120,13 +120,21 @@ class BatchMaker:
         valid = cols[None, :] < lengths_t[:, None]  # (B, W)
         pos = (ends_t - lengths_t)[:, None] + cols[None, :]  # (B, W) left-aligned runs
         pos = torch.where(valid, pos, torch.zeros_like(pos))
-        run = self.codes[self.items[pos]] * valid[:, :, None]  # (B, W, T), padding = 0
+        item = self.items[pos] * valid  # (B, W) item indices, padding = 0
+        run = self.codes[item]  # (B, W, T); padding rows hold item 0's ID, which models ignore
         if ex.kind == "window":
-            return {"window": run, "window_len": lengths_t, "user_ids": users_t}
+            return {"window": run, "window_len": lengths_t, "window_items": item, "user_ids": users_t}
         hist_len = lengths_t - 1
-        target = run[torch.arange(len(idx), device=self.device), hist_len]  # (B, T)
-        history = run[:, : width - 1] * (cols[None, : width - 1] < hist_len[:, None])[:, :, None]
-        return {"history": history, "history_len": hist_len, "target": target, "user_ids": users_t}
+        rows = torch.arange(len(idx), device=self.device)
+        target = run[rows, hist_len]  # (B, T)
+        keep = cols[None, : width - 1] < hist_len[:, None]  # (B, W-1)
+        return {
+            "history": run[:, : width - 1] * keep[:, :, None],
+            "history_len": hist_len,
+            "history_items": item[:, : width - 1] * keep,
+            "target": target,
+            "user_ids": users_t,
+        }
 
     def target_tokens(self, idx: np.ndarray, num_levels: int) -> int:
         """Target tokens of a (global) batch: the loss normaliser shared by all processes."""

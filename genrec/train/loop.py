@@ -153,7 +153,7 @@ def fit(
             f"train.batch_size {t.batch_size} must divide evenly over {dist_info.world_size} processes"
         )
     torch.manual_seed(config.run.seed)
-    model = build_model(config.model, inputs.level_sizes, t.max_history).to(device)
+    model = build_model(config.model, inputs.level_sizes, t.max_history, len(inputs.codes)).to(device)
     names = {p: n for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, config, device)
     examples = build_examples(inputs.train_starts, inputs.train_ends, t.max_history, model.example_kind)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrec.models import DecoderOnly, Tiger
@@ -17,9 +17,14 @@ from genrec.models import DecoderOnly, Tiger
 LEVELS = [7, 5, 6, 3]
 
 
-def tiny(kind: str, user_buckets: int, tie: bool = True):
+NUM_ITEMS = 40
+
+
+def tiny(kind: str, user_buckets: int, tie: bool = True, variant: str = "plain"):
+    """variant: "plain", "items" (item embeddings) or, for tiger, "item_tokens" (one token per item)."""
     torch.manual_seed(0)
     common = dict(
+        num_items=NUM_ITEMS if variant in ("items", "item_tokens") else 0,
         max_history=6,
         d_model=16,
         num_heads=3,
@@ -30,7 +35,8 @@ def tiny(kind: str, user_buckets: int, tie: bool = True):
         tie_embeddings=tie,
     )
     if kind == "tiger":
-        model = Tiger(LEVELS, encoder_layers=2, decoder_layers=2, **common)
+        tokens = "items" if variant == "item_tokens" else "levels"
+        model = Tiger(LEVELS, encoder_layers=2, decoder_layers=2, history_tokens=tokens, **common)
     else:
         model = DecoderOnly(LEVELS, num_layers=2, **common)
     return model.double().eval()
@@ -44,45 +50,72 @@ def random_histories(g: torch.Generator, users: int, max_items: int, min_len: in
     pad = torch.arange(S)[None, :] >= lengths[:, None]
     history = torch.where(pad[:, :, None], torch.full_like(history, 999), history)
     user_ids = torch.randint(-1, 50, (users,), generator=g)
-    return history, lengths, user_ids
+    items = torch.where(
+        pad, torch.full((users, S), 777), torch.randint(0, NUM_ITEMS, (users, S), generator=g)
+    )
+    return history, lengths, user_ids, items
 
 
-def full_logits(model, history, lengths, user_ids, prefix: torch.Tensor, t: int) -> torch.Tensor:
+def full_logits(model, history, lengths, user_ids, items, prefix: torch.Tensor, t: int) -> torch.Tensor:
     """Level-t logits for each (user, beam) prefix (U, B, t) from an uncached forward pass."""
     U, B, _ = prefix.shape
     T = len(LEVELS)
     rep = lambda x: x.repeat_interleave(B, dim=0)  # noqa: E731
     hist, lens, ids = rep(history), rep(lengths), rep(user_ids)
+    its = torch.where(rep(items) == 777, torch.zeros_like(rep(items)), rep(items))
     partial = torch.zeros(U * B, T, dtype=torch.long)
     partial[:, :t] = prefix.reshape(U * B, t)
     if isinstance(model, Tiger):
         clean = torch.where(hist == 999, torch.zeros_like(hist), hist)
-        logits = model({"history": clean, "history_len": lens, "target": partial, "user_ids": ids})[t]
+        batch = {
+            "history": clean,
+            "history_len": lens,
+            "target": partial,
+            "user_ids": ids,
+            "history_items": its,
+        }
+        logits = model(batch)[t]
     else:
         S = hist.shape[1]
         window = torch.zeros(U * B, S + 1, T, dtype=torch.long)
         window[:, :S] = torch.where(hist == 999, torch.zeros_like(hist), hist)
         window[torch.arange(U * B), lens] = partial  # the partial item right after the history
-        h = model.hidden(window, ids)  # (U*B, N, C)
+        window_items = torch.cat([its, torch.zeros(U * B, 1, dtype=torch.long)], dim=1)
+        window_items[torch.arange(U * B), lens] = 5  # the partial item's own index stays unseen (causal)
+        h = model.hidden(window, ids, window_items)  # (U*B, N, C)
         pos = model.user_offset + lens * T + t - 1  # the token whose output predicts level t
         logits = model.codes.logits(t, h[torch.arange(U * B), pos])
     return logits.view(U, B, -1)
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
-@pytest.mark.parametrize("user_buckets", [0, 11])
+@pytest.mark.parametrize(
+    "kind, variant, user_buckets",
+    [
+        ("tiger", "plain", 0),
+        ("tiger", "plain", 11),
+        ("tiger", "items", 11),
+        ("tiger", "item_tokens", 0),
+        ("decoder_only", "plain", 0),
+        ("decoder_only", "plain", 11),
+        ("decoder_only", "items", 11),
+    ],
+)
+@settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1), users=st.integers(1, 4), beam=st.integers(1, 5))
-def test_cached_steps_match_full_forward(kind, user_buckets, seed, users, beam):
-    model = tiny(kind, user_buckets)
+def test_cached_steps_match_full_forward(kind, variant, user_buckets, seed, users, beam):
+    model = tiny(kind, user_buckets, variant=variant)
     g = torch.Generator().manual_seed(seed)
-    history, lengths, user_ids = random_histories(g, users, model.max_history)
-    step = model.step_fn({"history": history, "history_len": lengths, "user_ids": user_ids}, beam)
+    history, lengths, user_ids, items = random_histories(g, users, model.max_history)
+    batch = {"history": history, "history_len": lengths, "user_ids": user_ids, "history_items": items}
+    step = model.step_fn(batch, beam)
     prefix = torch.zeros(users, 1, 0, dtype=torch.long)
     parents = torch.zeros(users, 1, dtype=torch.long)
     for t in range(len(LEVELS)):
         got = step(prefix, parents)
         assert got.shape == (users, prefix.shape[1], LEVELS[t])
-        torch.testing.assert_close(got, full_logits(model, history, lengths, user_ids, prefix, t).float())
+        torch.testing.assert_close(
+            got, full_logits(model, history, lengths, user_ids, items, prefix, t).float()
+        )
         if t + 1 == len(LEVELS):
             break
         # The next step's beams: random parents (with repeats), random tokens appended.
@@ -95,12 +128,12 @@ def test_cached_steps_match_full_forward(kind, user_buckets, seed, users, beam):
 def test_untied_heads_match_too(kind):
     model = tiny(kind, 0, tie=False)
     g = torch.Generator().manual_seed(3)
-    history, lengths, _ = random_histories(g, 3, model.max_history)
+    history, lengths, _, items = random_histories(g, 3, model.max_history)
     step = model.step_fn({"history": history, "history_len": lengths}, 2)
     prefix = torch.zeros(3, 2, 0, dtype=torch.long)
     parents = torch.zeros(3, 2, dtype=torch.long)
     for t in range(2):
-        want = full_logits(model, history, lengths, torch.full((3,), -1), prefix, t).float()
+        want = full_logits(model, history, lengths, torch.full((3,), -1), items, prefix, t).float()
         torch.testing.assert_close(step(prefix, parents), want)
         parents = torch.tensor([[1, 0]] * 3)
         prefix = torch.cat([prefix[torch.arange(3)[:, None], parents], torch.ones(3, 2, 1).long()], dim=2)
@@ -135,3 +168,23 @@ def test_empty_history_with_user_token(kind):
     step = model.step_fn({"history": history, "history_len": torch.tensor([0, 1])}, 1)
     logits = step(torch.zeros(2, 1, 0, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long))
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
+def test_item_embeddings_need_item_indices(kind):
+    model = tiny(kind, 0, variant="items")
+    batch = {"history": torch.zeros(2, 3, len(LEVELS), dtype=torch.long), "history_len": torch.tensor([3, 1])}
+    with pytest.raises(ValueError, match="history_items"):
+        model.step_fn(batch, 2)
+
+
+def test_decoder_only_item_embedding_does_not_leak_the_target():
+    """The outputs that predict an item's levels must not depend on that item's own index."""
+    model = tiny("decoder_only", 0, variant="items")
+    g = torch.Generator().manual_seed(0)
+    window = torch.stack([torch.randint(0, v, (1, 4), generator=g) for v in LEVELS], dim=-1)
+    a = model.hidden(window, None, torch.tensor([[1, 2, 3, 4]]))
+    b = model.hidden(window, None, torch.tensor([[1, 2, 3, 9]]))
+    T = len(LEVELS)
+    torch.testing.assert_close(a[:, : 4 * T - 1], b[:, : 4 * T - 1])  # all but the last item's last token
+    assert not torch.allclose(a[:, -1], b[:, -1])

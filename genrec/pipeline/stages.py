@@ -1,0 +1,191 @@
+"""The stages of ``genrec train`` before training: prepare, embed, tokenize, each cached.
+
+Every stage's key hashes its settings (the fields that change its output) and the contents of
+its inputs (the dataset's manifest hash, the embeddings' hash), never paths: a cache folder
+copied to another machine is found there too. Folders given in the config (``data.prepared``,
+``data.embeddings``, ``data.tokenizer``) replace a stage; they are checked against the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genrec.config import Config, ConfigError, cache_relevant, stable_hash
+from genrec.pipeline.cache import StageCache, StageOutput
+
+# Bump when a stage's output for the same settings changes meaning.
+STAGE_VERSIONS = {"prepare": 1, "embed": 1, "tokenize": 1}
+# Settings of the other areas' config sections that change how fast, not what, a stage computes.
+EMBED_RUNTIME_FIELDS = ("batch_size", "device", "cache", "cache_dir", "progress")
+TOKENIZE_RUNTIME_FIELDS = ("device", "progress", "encode_backend")
+
+
+def _settings(section, runtime_fields: tuple[str, ...]) -> dict:
+    values = cache_relevant(section)
+    return {k: v for k, v in values.items() if k not in runtime_fields}
+
+
+def _file_digests(source: Path) -> dict[str, str]:
+    """sha256 of every file under ``source`` (or of ``source`` itself), keyed by relative path."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    out = {}
+    for path in files:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out[str(path.relative_to(source)) if source.is_dir() else path.name] = h.hexdigest()
+    return out
+
+
+# ---- prepare ----
+def prepare_stage(config: Config, cache: StageCache) -> StageOutput:
+    """The prepared dataset: ``data.prepared`` when given, else ``genrec data prepare`` of the source."""
+    from genrec.data import load_prepared
+
+    d = config.data
+    if d.prepared:
+        started = time.perf_counter()
+        dataset = load_prepared(d.prepared)
+        info = {
+            "given": True,
+            "name": dataset.name,
+            "num_users": dataset.num_users,
+            "num_items": dataset.num_items,
+        }
+        return StageOutput(
+            "prepare", dataset.fingerprint[:16], Path(d.prepared), True, time.perf_counter() - started, info
+        )
+
+    from genrec.data import dataset_dir, get_dataset
+
+    fmt, source = d.format, Path(d.source) if d.source else None
+    if source is None or not fmt:
+        try:
+            known = get_dataset(d.dataset)
+        except KeyError as e:
+            raise ConfigError(f"data.dataset: {e.args[0]}") from None
+        fmt = fmt or known.format
+        source = source or dataset_dir(d.dataset)
+    if not source.exists():
+        raise ConfigError(
+            f"data: the raw files of {d.dataset!r} are not at {source} (set GENREC_DATA_DIR, run "
+            "`genrec data download`, or point data.source / data.prepared elsewhere)"
+        )
+    options = {
+        "min_user_interactions": None if d.min_user_interactions < 0 else d.min_user_interactions,
+        "min_item_interactions": None if d.min_item_interactions < 0 else d.min_item_interactions,
+    }
+    name = d.dataset.split("/")[-1] if not d.source else source.name
+    settings = {"format": fmt, "name": name, **options}
+    inputs = {"source_sha256": _file_digests(source)}
+    key = stable_hash({"stage": "prepare", "v": STAGE_VERSIONS["prepare"], **settings, **inputs})
+
+    def produce(folder: Path) -> dict:
+        from genrec.data.prepare import prepare_dataset
+
+        prepare_dataset(fmt, source, folder, name=name, overwrite=True, **options)
+        data = load_prepared(folder)
+        return {"name": data.name, "num_users": data.num_users, "num_items": data.num_items}
+
+    return cache.build("prepare", key, settings, {"source": str(source), **inputs}, produce)
+
+
+# ---- embed ----
+def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
+    """Item embeddings: ``data.embeddings`` when given, else ``genrec.embed.embed_items``."""
+    from genrec.embed.artifacts import item_ids_sha256, load_embeddings
+
+    if config.data.embeddings:
+        started = time.perf_counter()
+        path = Path(config.data.embeddings)
+        item_ids = dataset.item_table(columns=["item_id"]).column("item_id").to_pylist()
+        array, meta = load_embeddings(
+            path, num_items=dataset.num_items, item_ids_hash=item_ids_sha256(item_ids)
+        )
+        info = {"given": True, "dimension": int(array.shape[1]), "encoder": meta.get("encoder")}
+        return StageOutput(
+            "embed", _embeddings_hash(path)[:16], path, True, time.perf_counter() - started, info
+        )
+
+    settings = _settings(config.embed, EMBED_RUNTIME_FIELDS)
+    inputs = {"dataset": dataset.fingerprint}
+    key = stable_hash({"stage": "embed", "v": STAGE_VERSIONS["embed"], **settings, **inputs})
+
+    def produce(folder: Path) -> dict:
+        from genrec.embed import embed_items
+
+        artifact = embed_items(dataset, config.embed, out_dir=folder)
+        return {"dimension": int(artifact.embeddings.shape[1]), "encoder": artifact.meta.get("encoder")}
+
+    return cache.build("embed", key, settings, inputs, produce)
+
+
+def _embeddings_hash(path: Path) -> str:
+    from genrec.embed.artifacts import array_sha256, read_meta
+
+    meta = read_meta(path) if path.is_dir() else {}
+    if "embeddings_sha256" in meta:
+        return meta["embeddings_sha256"]
+    file = path / "embeddings.npy" if path.is_dir() else path
+    return array_sha256(np.load(file, allow_pickle=False))
+
+
+# ---- tokenize ----
+def tokenize_stage(config: Config, dataset, embeddings: StageOutput, cache: StageCache) -> StageOutput:
+    """Semantic IDs: ``data.tokenizer`` when given, else ``genrec.tokenize.tokenize_dataset``."""
+    from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
+
+    if config.data.tokenizer:
+        started = time.perf_counter()
+        path = Path(config.data.tokenizer)
+        ids = load_semantic_ids(path)
+        if len(ids) != dataset.num_items:
+            raise ConfigError(
+                f"data.tokenizer: {path} gives {len(ids)} items semantic IDs but the dataset has {dataset.num_items}"
+            )
+        info = read_tokenizer_info(path)
+        return StageOutput(
+            "tokenize",
+            semantic_ids_hash(ids)[:16],
+            path,
+            True,
+            time.perf_counter() - started,
+            _tok_info(info),
+        )
+
+    settings = _settings(config.tokenize, TOKENIZE_RUNTIME_FIELDS)
+    inputs = {"embeddings": _embeddings_hash(embeddings.path), "dataset": dataset.fingerprint}
+    key = stable_hash({"stage": "tokenize", "v": STAGE_VERSIONS["tokenize"], **settings, **inputs})
+
+    def produce(folder: Path) -> dict:
+        from genrec.tokenize.pipeline import tokenize_dataset
+
+        tokenize_dataset(dataset.path, embeddings.path, folder, config.tokenize)
+        return _tok_info(read_tokenizer_info(folder))
+
+    return cache.build("tokenize", key, settings, inputs, produce)
+
+
+def _tok_info(info: dict) -> dict:
+    return {"method": info.get("method"), "level_sizes": info.get("level_sizes")}
+
+
+def semantic_ids_hash(ids: np.ndarray) -> str:
+    from genrec.embed.artifacts import array_sha256
+
+    return array_sha256(np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def stage_settings_for_display(config: Config) -> dict:
+    """Each stage's hashed settings (what decides whether it is reused), for run.json."""
+    return {
+        "prepare": dataclasses.asdict(config.data),
+        "embed": _settings(config.embed, EMBED_RUNTIME_FIELDS),
+        "tokenize": _settings(config.tokenize, TOKENIZE_RUNTIME_FIELDS),
+    }

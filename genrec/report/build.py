@@ -199,12 +199,24 @@ def _cost_row(method: Method) -> dict:
         return float(np.mean(v)) if v else None
 
     decode = lambda ev: ev.cost.get("decode") or {}  # noqa: E731
-    devices = sorted(
-        {str(ev.cost.get("device") or ev.info.get("device") or "") for ev in method.evaluations} - {""}
-    )
+
+    def device(ev) -> str:
+        return str(
+            ev.cost.get("device")
+            or (ev.run.get("summary") or {}).get("device")
+            or ev.info.get("device")
+            or ""
+        )
+
+    def train_seconds(ev):
+        if "train_seconds" in ev.cost:
+            return ev.cost["train_seconds"]
+        return (ev.run.get("train") or {}).get("train_seconds")  # the training loop's own clock
+
+    devices = sorted({device(ev) for ev in method.evaluations} - {""})
     return {
         "device": ", ".join(devices) or None,
-        "train_seconds": mean(lambda ev: ev.cost.get("train_seconds", ev.run.get("train_seconds"))),
+        "train_seconds": mean(train_seconds),
         "train_peak_memory_bytes": mean(lambda ev: ev.cost["train_peak_memory"]["bytes"]),
         "train_peak_memory_kind": next(
             (

@@ -2,7 +2,8 @@
 
 A RUN given to ``genrec report`` is one of:
 - a ``genrec train`` run folder (``run.json``), whose test results are the evaluator's JSON
-  (named by run.json's ``test_results``, else ``test.json``) and its ``.per_user.parquet``;
+  (named by run.json's ``test_results``, else ``test_eval.json``) and its ``.per_user.parquet``,
+  with the decode cost in ``cost.json`` when it was measured;
 - a multi-seed folder (``seeds.json``, written by ``genrec train --seeds N``) listing its runs;
 - an evaluator result file (``genrec eval --output FILE.json``), e.g. a baseline.
 
@@ -23,7 +24,7 @@ import numpy as np
 SEEDS_FILE = "seeds.json"
 RUN_FILE = "run.json"
 COST_FILE = "cost.json"
-DEFAULT_TEST_RESULTS = "test.json"
+DEFAULT_TEST_RESULTS = "test_eval.json"
 
 
 class ReportInputError(ValueError):

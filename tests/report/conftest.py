@@ -52,8 +52,8 @@ def score(dataset_path: Path, model: str, out: Path, split: str = "test", **para
 def fake_training_run(folder: Path, dataset_path: Path, seed: int, name: str, **params) -> Path:
     """A run folder as genrec train leaves it (run.json, test results, cost.json), scored by a baseline."""
     folder.mkdir(parents=True)
-    score(dataset_path, "cooccurrence", folder / "test.json", **params)
-    run = {"format_version": 1, "config": {"run": {"seed": seed, "name": name}}, "test_results": "test.json"}
+    score(dataset_path, "cooccurrence", folder / "test_eval.json", **params)
+    run = {"format_version": 1, "config": {"run": {"seed": seed, "name": name}}}
     (folder / "run.json").write_text(json.dumps(run))
     cost = {
         "device": "test CPU",

@@ -62,7 +62,7 @@ def test_multi_seed_runs_give_mean_and_spread(toy, tmp_path):
     per_seed = []
     for seed, window in zip(seeds, (1, 3), strict=True):  # two "seeds" that really differ
         run = fake_training_run(folder / f"seed-{seed}", toy["data"], seed, "cooc", window=window)
-        per_seed.append(json.loads((run / "test.json").read_text())["metrics"])
+        per_seed.append(json.loads((run / "test_eval.json").read_text())["metrics"])
     write_seeds_file(folder, name="cooc", seeds=seeds, runs=[f"seed-{s}" for s in seeds], per_seed=per_seed)
 
     report = build_report(

@@ -209,7 +209,7 @@ def _cost_row(method: Method) -> dict:
         )
 
     def train_seconds(ev):
-        if "train_seconds" in ev.cost:
+        if ev.cost.get("train_seconds") is not None:
             return ev.cost["train_seconds"]
         return (ev.run.get("train") or {}).get("train_seconds")  # the training loop's own clock
 

@@ -120,3 +120,43 @@ def measure_decode(
 
 def count_parameters(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def write_run_cost(
+    run_dir,
+    *,
+    recommender,
+    dataset,
+    device: torch.device | str,
+    train_seconds: float | None = None,
+    train_peak_memory: dict | None = None,
+    parameters: int | None = None,
+    batch_size: int = 1024,
+    k: int = 10,
+) -> dict:
+    """Measure the decode cost of a trained run and write ``run_dir/cost.json`` (what genrec report reads).
+
+    ``train_peak_memory`` is :func:`peak_memory` taken right after training (reset before it on CUDA).
+    """
+    import datetime as _dt
+    import json
+    from pathlib import Path
+
+    from genrec.bench.results import atomic_write_text
+
+    device = torch.device(device)
+    reset_peak_memory(device)
+    decode = measure_decode(recommender, dataset, "test", k=k, batch_size=batch_size, device=device)
+    payload = {
+        "format_version": COST_FORMAT_VERSION,
+        "device": device_description(device),
+        "train_seconds": train_seconds,
+        "train_peak_memory": train_peak_memory,
+        "parameters": parameters,
+        "decode": decode,
+        "decode_peak_memory": peak_memory(device),
+        "torch": torch.__version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(Path(run_dir) / "cost.json", json.dumps(payload, indent=2) + "\n")
+    return payload

@@ -111,6 +111,8 @@ class ModelConfig:
     """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
     negatives: int = 1
     """sasrec with loss "bce": random negative items per target."""
+    exclude_seen: bool = False
+    """sasrec: recommend only items outside the user's history (validation and test alike)."""
 
     def validate(self) -> None:
         from genrec.models import MODEL_KINDS
@@ -136,6 +138,12 @@ class ModelConfig:
             '"ce" for generative models (sampled "bce" is a sasrec option)',
         )
         _require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
+        _require(
+            not self.exclude_seen or self.kind == "sasrec",
+            "model.exclude_seen",
+            self.exclude_seen,
+            "false for generative models (their beam search does not read it)",
+        )
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -195,6 +195,10 @@ class RetrievalRecommender:
     and ``max_history``. The index is built from the item vectors on first use and rebuilt by
     :meth:`refresh` (training changes them). Follows genrec.eval's recommender protocol and the
     API of genrec.recommend.Recommender (``topk``, ``topk_ranges``, ``ranking_sums``).
+
+    ``exclude_seen`` leaves every item of a user's (whole) history out of its list: the index is
+    asked for enough extra items to fill k after dropping them. None follows the model's
+    ``exclude_seen`` attribute (False when it has none).
     """
 
     def __init__(
@@ -206,9 +210,13 @@ class RetrievalRecommender:
         kind: str = "exact",
         backend: str = "auto",
         amp_dtype: torch.dtype | None = None,
+        exclude_seen: bool | None = None,
         **index_options,
     ) -> None:
         self.model = model
+        self.exclude_seen = bool(
+            getattr(model, "exclude_seen", False) if exclude_seen is None else exclude_seen
+        )
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_users = int(batch_users)
         self.kind, self.backend, self.index_options = kind, backend, index_options
@@ -233,7 +241,7 @@ class RetrievalRecommender:
         self._index = InnerProductIndex(vectors, kind=self.kind, backend=self.backend, **self.index_options)
 
     def config(self) -> dict:
-        return {"model": self.name, "retrieval": self.index.describe()}
+        return {"model": self.name, "retrieval": self.index.describe(), "exclude_seen": self.exclude_seen}
 
     def recommend(self, histories, k: int, users: np.ndarray | None = None) -> np.ndarray:
         """genrec.eval's protocol: item indices [len(histories), k], best first."""
@@ -274,7 +282,19 @@ class RetrievalRecommender:
                     ),
                 ):
                     queries = self.model.user_vectors(history, length)
-                scores[lo:hi], items[lo:hi] = index.search(queries.float(), k)
+                if not self.exclude_seen:
+                    scores[lo:hi], items[lo:hi] = index.search(queries.float(), k)
+                    continue
+                seen = [np.unique(flat[s:e]) for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)]
+                fetch = min(self.num_items, k + max(len(s) for s in seen))
+                got_scores, got_items = index.search(queries.float(), fetch)
+                for r, (row_items, row_scores, row_seen) in enumerate(
+                    zip(got_items, got_scores, seen, strict=True)
+                ):
+                    keep = (row_items >= 0) & ~np.isin(row_items, row_seen)
+                    kept = row_items[keep][:k]
+                    items[lo + r, : len(kept)] = kept
+                    scores[lo + r, : len(kept)] = row_scores[keep][:k]
         finally:
             self.model.train(was_training)
         return items, scores

@@ -116,3 +116,24 @@ def test_recommender_ranks_by_the_models_scores_and_keeps_recent_items():
     assert sums == {"ndcg@6": 1.0, "recall@6": 1.0, "count": 2.0}
     with pytest.raises(ValueError, match="outside"):
         rec.recommend([np.array([40])], 3)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("faiss", marks=needs_faiss)])
+def test_exclude_seen_drops_the_whole_history_and_refills_to_k(backend):
+    torch.manual_seed(1)
+    model = _BagOfItems(30)
+    model.exclude_seen = True  # the model's own setting is followed
+    rec = RetrievalRecommender(model, backend=backend)
+    histories = [np.array([3, 4, 5, 6, 7, 8]), np.array([1, 1, 2])]
+    got, scores = rec.topk(histories, 8)
+    weights = model.emb.weight.detach().numpy()
+    for row, h in zip(got, histories, strict=True):
+        ranked = brute_force(weights[h[-4:]].sum(0, keepdims=True), weights, 30)[0]
+        expected = [i for i in ranked if i not in set(h.tolist())][:8]  # items 3 and 4 are excluded too
+        np.testing.assert_array_equal(row, expected)
+    assert np.isfinite(scores).all()
+    assert RetrievalRecommender(model, backend=backend, exclude_seen=False).config()["exclude_seen"] is False
+    # Fewer unseen items than k: the rest is padding.
+    small = _BagOfItems(5)
+    items, _ = RetrievalRecommender(small, exclude_seen=True, backend=backend).topk([np.array([0, 1, 2])], 4)
+    assert sorted(items[0, :2].tolist()) == [3, 4] and (items[0, 2:] == -1).all()

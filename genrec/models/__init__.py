@@ -54,6 +54,7 @@ def build_model(config, level_sizes: list[int], max_history: int, num_items: int
             dropout=config.dropout,
             loss=config.loss,
             negatives=config.negatives,
+            exclude_seen=config.exclude_seen,
         )
     if config.kind == "tiger":
         return Tiger(

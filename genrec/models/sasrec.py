@@ -16,6 +16,10 @@ ID" has a single level of ``num_items`` codes. So it is a :class:`GenerativeMode
 ``level_sizes = [num_items]``: the training loop's window batches ([B, W, 1] item indices) and
 the decoding contract (a one-level ``step_fn``) carry over unchanged, while
 :meth:`user_vectors` / :meth:`item_vectors` give the fast top-K path.
+
+With ``exclude_seen`` the model never recommends an item already in the user's history: where
+items are not bought twice (Amazon 5-core: no test item appears in its user's history) the
+items it would repeat only take the places of new ones.
 """
 
 from __future__ import annotations
@@ -55,9 +59,12 @@ class SASRec(GenerativeModel):
         dropout: float = 0.2,
         loss: str = "ce",
         negatives: int = 1,
+        exclude_seen: bool = False,
     ) -> None:
         """``head_dim`` 0 means d_model / num_heads; ``d_ff`` 0 means d_model (the original's
-        point-wise feed-forward width); ``negatives`` is used by the "bce" loss only."""
+        point-wise feed-forward width); ``negatives`` is used by the "bce" loss only.
+        ``exclude_seen``: recommend only items outside the user's history (read by
+        genrec.retrieval.RetrievalRecommender; the scores themselves are unchanged)."""
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         if loss not in LOSSES:
@@ -75,6 +82,7 @@ class SASRec(GenerativeModel):
         self.d_model = int(d_model)
         self.loss_kind = loss
         self.negatives = int(negatives)
+        self.exclude_seen = bool(exclude_seen)
         head_dim = head_dim or d_model // num_heads
         self.item_emb = nn.Embedding(num_items, d_model)
         self.pos_emb = nn.Embedding(self.max_history, d_model)  # position 0 = the window's oldest item

@@ -142,3 +142,34 @@ def test_rejects_bad_settings_and_inputs():
         model.user_vectors(torch.zeros(1, 7, dtype=torch.long), torch.tensor([7]))
     with pytest.raises(ValueError, match="at least one item"):
         model.user_vectors(torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))
+
+
+def test_built_from_a_config():
+    from genrec.config import ConfigError, load_config
+    from genrec.models import build_model
+
+    overrides = [
+        "model.kind=sasrec",
+        "model.d_model=16",
+        "model.num_heads=2",
+        "model.head_dim=8",
+        "model.d_ff=32",
+    ]
+    config = load_config(
+        None, overrides=[*overrides, "model.loss=bce", "model.negatives=3", "model.exclude_seen=true"]
+    )
+    model = build_model(config.model, [NUM_ITEMS], 6)
+    assert isinstance(model, SASRec)
+    assert (model.num_items, model.loss_kind, model.negatives, model.exclude_seen) == (
+        NUM_ITEMS,
+        "bce",
+        3,
+        True,
+    )
+    assert RetrievalRecommender(model).exclude_seen
+    with pytest.raises(ValueError, match="one-token ID"):
+        build_model(config.model, [4, 4, 4], 6)  # semantic IDs are not what SASRec reads
+    with pytest.raises(ConfigError, match=r"model\.exclude_seen"):
+        load_config(None, overrides=["model.kind=tiger", "model.exclude_seen=true"])
+    with pytest.raises(ConfigError, match=r"model\.loss"):
+        load_config(None, overrides=["model.kind=tiger", "model.loss=bce"])

@@ -243,6 +243,23 @@ def _cost_row(method: Method) -> dict:
     }
 
 
+def excludes_seen(method: Method) -> bool:
+    """Whether the method's lists leave out the user's history items (by the evaluator or by itself)."""
+    ev = method.evaluations[0]
+    return bool(
+        ev.info.get("exclude_history") or (ev.info.get("recommender_config") or {}).get("exclude_seen")
+    )
+
+
+def _seen_note(methods: list[Method]) -> list[str]:
+    flags = {m.label: excludes_seen(m) for m in methods}
+    if len(set(flags.values())) < 2:
+        return []
+    yes = ", ".join(k for k, v in flags.items() if v)
+    no = ", ".join(k for k, v in flags.items() if not v)
+    return [f"{yes} never recommend items already in the user's history; {no} may (see the Methods table)"]
+
+
 def compute_report(
     methods: list[Method], dataset=None, options: ReportOptions | None = None, notes=()
 ) -> dict:
@@ -263,13 +280,14 @@ def compute_report(
         "num_users": ref.info.get("num_users"),
         "num_items": ref.info.get("num_items"),
         "dataset_fingerprint": ref.info.get("dataset_fingerprint"),
-        "notes": list(notes),
+        "notes": [*notes, *_seen_note(methods)],
         "methods": [
             {
                 "label": m.label,
                 "path": str(m.path),
                 "seeds": m.seeds,
                 "recommender": m.evaluations[0].info.get("recommender"),
+                "excludes_seen": excludes_seen(m),
             }
             for m in methods
         ],

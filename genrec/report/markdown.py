@@ -115,7 +115,7 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
     out.append("## Methods")
     out.append(
         _table(
-            ["method", "seeds", "recommender", "source"],
+            ["method", "seeds", "recommender", "seen items", "source"],
             [
                 [
                     m["label"],
@@ -123,11 +123,12 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
                     if len(m["seeds"]) > 1
                     else "1 run",
                     str(m.get("recommender") or "–"),
+                    "excluded" if m.get("excludes_seen") else "allowed",
                     f"`{m['path']}`",
                 ]
                 for m in data["methods"]
             ],
-            ["---", "---", "---", "---"],
+            ["---", "---", "---", "---", "---"],
         )
     )
 

@@ -132,3 +132,27 @@ def test_cli_report_refuses_mismatched_runs_with_a_clear_error(toy, tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "ok" / "report.md").is_file()
+
+
+def test_methods_that_leave_out_seen_items_are_marked(toy, tmp_path):
+    from genrec.data import load_prepared
+    from genrec.eval import MostPop, evaluate
+
+    dataset = load_prepared(toy["data"])
+    evaluate(
+        MostPop.from_dataset(dataset),
+        dataset,
+        "test",
+        progress=False,
+        exclude_history=True,
+        output=tmp_path / "x.json",
+    )
+    report = build_report(
+        [tmp_path / "x.json", toy["cooc"]],
+        tmp_path / "out",
+        labels=["pop-unseen", "cooc"],
+        options=ReportOptions(plots=False),
+    )
+    assert [m["excludes_seen"] for m in report.data["methods"]] == [True, False]
+    assert any(n.startswith("pop-unseen never recommend") for n in report.data["notes"])
+    assert "| excluded |" in report.markdown

@@ -6,7 +6,9 @@
 // run, or the V entries of a dense row) get a slot, in (parent, token) order; each slot holds
 // the candidate's 32-bit order key (0 when invalid); a radix select finds the beam_size-th
 // largest key and an ordered pass takes the winners, lowest slot first among exact ties, which
-// is the tie rule: score descending, then parent ascending, then token ascending.
+// is the tie rule: score descending, then parent ascending, then token ascending. Before the
+// select, keys below a cheap lower bound of the beam_size-th largest (the smallest of the live
+// beams' best keys) are dropped: the select then runs over a few dozen keys instead of all.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -113,12 +116,13 @@ void check_mask_values(const Mask& m, int64_t U) {
   }
 }
 
-// The k_eff largest keys (k_eff <= number of non-zero keys) in (key descending, slot ascending)
-// order, as slots. The same algorithm as the CUDA kernel, done sequentially: a radix select of
-// the k_eff-th largest key T (8 bits a pass, counting only keys that share the bits fixed so far,
-// digits scanned from 255 down), then every key above T plus the first `need` keys equal to T in
-// slot order, then a sort of those.
-void select_top(const std::vector<uint32_t>& keys, int64_t k_eff, std::vector<int64_t>& selected) {
+// The k_eff largest of `keys` (k_eff <= number of non-zero keys; `slots` ascending, parallel to
+// `keys`) in (key descending, slot ascending) order, as positions into keys. The same algorithm as
+// the CUDA kernel, done sequentially: a radix select of the k_eff-th largest key T (8 bits a pass,
+// counting only keys that share the bits fixed so far, digits scanned from 255 down), then every
+// key above T plus the first `need` keys equal to T in slot order, then a sort of those.
+void select_top(const std::vector<uint32_t>& keys, const std::vector<int64_t>& slots, int64_t k_eff,
+                std::vector<int64_t>& selected) {
   const int64_t C = static_cast<int64_t>(keys.size());
   uint32_t prefix = 0, pmask = 0;
   int64_t krem = k_eff;
@@ -150,7 +154,7 @@ void select_top(const std::vector<uint32_t>& keys, int64_t k_eff, std::vector<in
   TORCH_CHECK(static_cast<int64_t>(selected.size()) == k_eff && n_gt >= 0,
               "constrained_beam_step: internal error in the radix select");
   std::sort(selected.begin(), selected.end(), [&](int64_t a, int64_t b) {
-    return keys[a] > keys[b] || (keys[a] == keys[b] && a < b);
+    return keys[a] > keys[b] || (keys[a] == keys[b] && slots[a] < slots[b]);
   });
 }
 
@@ -171,8 +175,8 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
 
   at::parallel_for(0, U, grain, [&](int64_t u0, int64_t u1) {
     std::vector<int32_t> node(B), first(B);
-    std::vector<int64_t> off(B + 1), selected;
-    std::vector<uint32_t> keys;
+    std::vector<int64_t> off(B + 1), selected, kept_slots;
+    std::vector<uint32_t> keys, kept_keys, beam_best, bound_pool;
     std::vector<float> row(std::is_same_v<scalar_t, float> ? 0 : V);
     for (int64_t u = u0; u < u1; ++u) {
       // Slots: beam b's candidates (its CSR children, or all V tokens of a dense level) are slots
@@ -197,6 +201,7 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
         off[b + 1] = off[b] + count;
       }
       keys.assign(static_cast<size_t>(off[B]), 0u);
+      beam_best.clear();
       int64_t n_valid = 0;
       for (int64_t b = 0; b < B; ++b) {
         const int64_t s = node[b];
@@ -211,6 +216,7 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
         }
         const float lse = logsumexp(x, V);
         const float bs = bsp[u * B + b];
+        uint32_t best = 0;
         for (int64_t j = 0, n = off[b + 1] - off[b]; j < n; ++j) {
           int64_t c, v;
           if (level.dense != nullptr) {
@@ -225,10 +231,37 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
           if (key != 0 && !mask_allows(mask, u, static_cast<int32_t>(c))) key = 0;
           keys[off[b] + j] = key;
           n_valid += key != 0;
+          best = std::max(best, key);
         }
+        if (best != 0) beam_best.push_back(best);
       }
       const int64_t k_eff = std::min<int64_t>(K, n_valid);
-      if (k_eff > 0) select_top(keys, k_eff, selected);
+      if (k_eff > 0) {
+        // Only keys >= the smallest of any k_eff distinct valid keys can be among the k_eff largest:
+        // take the best key of each live beam when there are enough beams (tight), else the first
+        // k_eff valid keys, and hand the survivors (in slot order) to the selection.
+        bound_pool.clear();
+        if (static_cast<int64_t>(beam_best.size()) >= k_eff) {
+          bound_pool = beam_best;
+        } else {
+          for (int64_t i = 0; i < off[B] && static_cast<int64_t>(bound_pool.size()) < k_eff; ++i) {
+            if (keys[i] != 0) bound_pool.push_back(keys[i]);
+          }
+        }
+        std::nth_element(bound_pool.begin(), bound_pool.begin() + (k_eff - 1), bound_pool.end(),
+                         std::greater<uint32_t>());
+        const uint32_t bound = bound_pool[k_eff - 1];
+        kept_keys.clear();
+        kept_slots.clear();
+        for (int64_t i = 0; i < off[B]; ++i) {
+          if (keys[i] >= bound && keys[i] != 0) {
+            kept_keys.push_back(keys[i]);
+            kept_slots.push_back(i);
+          }
+        }
+        select_top(kept_keys, kept_slots, k_eff, selected);
+        for (int64_t& r : selected) r = kept_slots[r];
+      }
       for (int64_t r = 0; r < K; ++r) {
         const int64_t o = u * K + r;
         if (r >= k_eff) {

@@ -255,9 +255,14 @@ __global__ void __launch_bounds__(kThreads) beam_step_kernel(const Params<scalar
       for (int shift = 24; shift >= 0; shift -= 8) {
         hist[tid] = 0;  // kThreads == 256 bins
         __syncthreads();
-        for (int i = tid; i < C; i += kThreads) {
-          const uint32_t k = keys[i];
-          if ((k & pmask) == prefix) atomicAdd(&hist[(k >> shift) & 0xFF], 1);
+        // Most keys share their top digits, so lanes with the same bin add once through a leader.
+        for (int start = 0; start < C; start += kThreads) {  // block-uniform trip count
+          const int i = start + tid;
+          const uint32_t k = i < C ? keys[i] : 0u;
+          const bool match = i < C && (k & pmask) == prefix;
+          const int bin = match ? static_cast<int>((k >> shift) & 0xFF) : 256;
+          const unsigned peers = __match_any_sync(kFull, bin);
+          if (match && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
         }
         __syncthreads();
         if (warp == 0) {
@@ -459,8 +464,14 @@ void beam_step_out_cuda(const at::Tensor& logits_in, const at::Tensor& beam_scor
     params.n_mask = mask_offsets.defined() ? mask_nodes.size(0) : 0;
     auto kernel = &beam_step_kernel<scalar_t>;
     if (lay.total > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(lay.total)));
+      // Raised once per device to the largest size asked for so far (the attribute is per function).
+      static int raised[64] = {};
+      int& current = raised[std::min(device, 63)];
+      if (lay.total > current) {
+        C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(lay.total)));
+        current = static_cast<int>(lay.total);
+      }
     }
     kernel<<<static_cast<unsigned>(grid), kThreads, static_cast<size_t>(lay.total), stream>>>(
         params, shared_keys ? max_candidates : 0);

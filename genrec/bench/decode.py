@@ -826,6 +826,8 @@ def run_gpu_check(
     users: int | None = None,
     kernel_users: int | None = None,
     extra_kernel_items: int = 1_000_000,
+    backends: list[str] | None = None,
+    quick: bool = False,
 ) -> dict:
     """The decode part of bench/gpu_check.sh, about two minutes on an H100: the TIGER-size model on a
     Beauty-size catalogue at beam 20 per CUDA backend (graphed), the mask-and-select share, and the
@@ -846,6 +848,8 @@ def run_gpu_check(
         users=users,
         kernel_users=kernel_users,
         extra_kernels=((items, (10, 50, 100)), (extra_kernel_items, (20,))),
+        backends=backends,
+        quick=quick,
         log=log,
     )
     rows = result["rows"]

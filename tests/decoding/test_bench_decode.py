@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from genrec.bench.decode import (
     PrecomputedLogits,
     PythonTrie,
+    default_backends,
     python_trie_search,
     run_gpu_check,
     synthetic_catalogue,
@@ -89,6 +90,7 @@ def test_decode_cli_rejects_bad_options(tmp_path):
 
 
 def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path):
+    backends = ["cpp"] if "cpp" in {b.value for b in default_backends(torch.device("cpu"))} else ["reference"]
     out = run_gpu_check(
         tmp_path,
         log=lambda *_: None,
@@ -97,6 +99,8 @@ def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path):
         users=2,
         kernel_users=8,
         extra_kernel_items=3000,
+        backends=backends,
+        quick=True,
     )
     summary = json.loads((tmp_path / "decode_summary.json").read_text())
     assert summary == json.loads(json.dumps(out["summary"]))

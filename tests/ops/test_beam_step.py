@@ -562,7 +562,7 @@ def test_auto_picks_compiled_cpu_kernel_when_built():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @given(data=st.data())
-@settings(max_examples=60)
+@settings(max_examples=40)
 def test_cuda_backends_match_reference(dtype, data):
     case = draw_case(data)
     case["logits"] = case["logits"].to(dtype)  # multiples of 1/2 up to 3: exact in every dtype

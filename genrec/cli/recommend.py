@@ -1,0 +1,61 @@
+"""``genrec recommend``: top-k items for a history, from a finished ``genrec train`` run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("recommend")
+    def recommend(
+        run: Path = typer.Option(..., "--run", help="A run folder written by genrec train."),
+        history: str = typer.Option(..., "--history", help="Item ids, oldest first, comma-separated."),
+        k: int = typer.Option(10, "--k", help="How many items to recommend."),
+        by_index: bool = typer.Option(
+            False, "--by-index", help="--history holds item indices, not item ids."
+        ),
+        user: int = typer.Option(None, "--user", help="The user's index (for models with user tokens)."),
+        beam: int = typer.Option(
+            None, "--beam", help="Beam size (default: the run's eval.beam_size, at least k)."
+        ),
+        device: str = typer.Option("auto", help="cpu, cuda or auto."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """Recommend the k most likely next items after --history, with titles and log-probabilities."""
+        from genrec.recommend import RunError, load_run
+
+        console = Console()
+        ids = [part.strip() for part in history.split(",") if part.strip()]
+        try:
+            rec = load_run(run, device=device, beam_size=beam)
+            if rec.recommender.beam_size < k:
+                rec.recommender.beam_size = k
+            users = None if user is None else [user]
+            if by_index:
+                try:
+                    indices = [int(i) for i in ids]
+                except ValueError:
+                    raise typer.BadParameter(
+                        "--by-index needs integer item indices", param_hint="--history"
+                    ) from None
+                out = rec.recommend_indices([indices], k, users)[0]
+            else:
+                out = rec.recommend_ids([ids], k, users)[0]
+        except (RunError, KeyError, ValueError) as e:
+            message = e.args[0] if isinstance(e, KeyError) else str(e)
+            console.print(f"[red]error:[/] {message}")
+            raise typer.Exit(1) from None
+        if as_json:
+            typer.echo(json.dumps([r.__dict__ for r in out], indent=2))
+            return
+        table = Table(title=f"top {k} after {len(ids)} item(s) ({run})")
+        for col in ("rank", "item_id", "title", "log-prob"):
+            table.add_column(col)
+        for rank, r in enumerate(out, 1):
+            table.add_row(str(rank), r.item_id, r.title or "", f"{r.score:.3f}")
+        console.print(table)

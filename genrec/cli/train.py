@@ -1,0 +1,51 @@
+"""``genrec train``: the whole pipeline from raw data to a tested generative recommender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        config: Path = typer.Option(None, "--config", help="TOML config (e.g. configs/tiger_beauty.toml)."),
+        profile: str = typer.Option(
+            None, "--profile", help="A profile of the config (its profile.NAME tables), e.g. cpu."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="section.key=value, applied last (repeatable), e.g. --set train.lr=3e-4."
+        ),
+        run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<run.name>)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir."),
+        until: str = typer.Option(
+            "test", "--until", help="Stop after this stage: prepare, embed, tokenize, train or test."
+        ),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Prepare -> embed -> tokenize -> train -> test; each stage reused when its inputs and settings are unchanged.
+
+        Under ``torchrun --nproc_per_node N -m genrec.cli train ...`` training runs on N processes
+        (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) with the same global batch.
+        """
+        from genrec.config import ConfigError, load_config
+        from genrec.pipeline import STAGES, run_pipeline
+        from genrec.recommend import RunError
+        from genrec.train.checkpoint import CheckpointError
+
+        console = Console()
+        if until not in STAGES:
+            raise typer.BadParameter(f"must be one of {', '.join(STAGES)}", param_hint="--until")
+        try:
+            cfg = load_config(config, profile, overrides)
+        except ConfigError as e:
+            console.print(f"[red]config error:[/] {e}")
+            raise typer.Exit(2) from None
+        folder = run_dir or Path("runs") / (cfg.run.name or "run")
+        try:
+            run_pipeline(cfg, folder, resume=resume, until=until, console=console, progress=progress)
+        except (ConfigError, CheckpointError, RunError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None

@@ -1,0 +1,14 @@
+"""``genrec train`` as a pipeline of cached stages: prepare, embed, tokenize, train, test."""
+
+from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
+from genrec.pipeline.run import STAGES, PipelineResult, print_summary, run_pipeline
+
+__all__ = [
+    "STAGES",
+    "PipelineResult",
+    "StageCache",
+    "StageOutput",
+    "default_cache_root",
+    "print_summary",
+    "run_pipeline",
+]

@@ -1,0 +1,412 @@
+"""``genrec train`` end to end: prepare -> embed -> tokenize -> train -> test, each stage reused
+when its inputs and settings are unchanged, and an honest table at the end.
+
+The run folder holds everything needed to use the model later (``genrec recommend``):
+
+```
+RUN/config.json        the resolved config           RUN/run.json       stages, inputs, results
+RUN/tokenizer/         semantic_ids.npy, tokenizer.json (the IDs the model was trained on)
+RUN/items.parquet      item_idx, item_id, title       RUN/model.safetensors  the best weights
+RUN/checkpoints/       resumable checkpoints          RUN/best.safetensors
+RUN/metrics.jsonl      training/validation log (+ RUN/tensorboard/ when installed)
+RUN/metrics.json       the test metrics, under genrec.eval's keys
+RUN/test_eval.json     the evaluator's full result (+ per-user parquet for paired tests)
+RUN/summary.json       headline numbers and wall-clock per stage (gpu_summary.json on a GPU)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genrec.bench.results import atomic_write_text
+from genrec.config import Config, cache_relevant, stable_hash
+from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
+from genrec.pipeline.stages import (
+    embed_stage,
+    prepare_stage,
+    semantic_ids_hash,
+    stage_settings_for_display,
+    tokenize_stage,
+)
+from genrec.recommend import RUN_FORMAT_VERSION, Recommender, RunError
+from genrec.train import distributed
+from genrec.train.loop import TrainInputs, autocast_dtype, fit, training_signature
+
+STAGES = ("prepare", "embed", "tokenize", "train", "test")
+HEADLINE = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    stages: dict[str, dict] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _data_stages(
+    config: Config, cache: StageCache, until: str, item_id_model: bool, say
+) -> dict[str, StageOutput]:
+    out: dict[str, StageOutput] = {}
+    say("[bold]prepare[/]")
+    out["prepare"] = prepare_stage(config, cache)
+    _report(out["prepare"], say)
+    if until == "prepare" or item_id_model:
+        return out
+    from genrec.data import load_prepared
+
+    dataset = load_prepared(out["prepare"].path)
+    say("[bold]embed[/]")
+    out["embed"] = embed_stage(config, dataset, cache)
+    _report(out["embed"], say)
+    if until == "embed":
+        return out
+    say("[bold]tokenize[/]")
+    out["tokenize"] = tokenize_stage(config, dataset, out["embed"], cache)
+    _report(out["tokenize"], say)
+    return out
+
+
+def _report(stage: StageOutput, say) -> None:
+    how = (
+        "given"
+        if stage.info.get("given")
+        else ("cached" if stage.cached else f"done in {stage.seconds:.1f}s")
+    )
+    say(f"  {stage.stage}: {how} -> {stage.path} (key {stage.key})")
+
+
+def run_pipeline(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    until: str = "test",
+    console=None,
+    progress: bool = True,
+) -> PipelineResult:
+    """Run the stages of ``config`` up to ``until`` into ``run_dir``; see the module docstring."""
+    from rich.console import Console
+
+    from genrec.data import load_prepared
+    from genrec.models import ITEM_ID_KINDS
+
+    if until not in STAGES:
+        raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    console = console or Console()
+    run_dir = Path(run_dir)
+    device = distributed.resolve_device(config.run.device)
+    info = distributed.setup(device)
+    say = console.print if info.is_main else (lambda *a, **k: None)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    cache = StageCache(config.run.cache_dir or default_cache_root())
+    item_id_model = config.model.kind in ITEM_ID_KINDS
+    result = PipelineResult(run_dir)
+    wall: dict[str, float] = {}
+
+    # Stages before training run on the main process; the others then find them in the cache.
+    started = time.perf_counter()
+    outputs = _data_stages(config, cache, until, item_id_model, say) if info.is_main else None
+    distributed.barrier(info)
+    if not info.is_main:
+        outputs = _data_stages(config, cache, until, item_id_model, say)
+    for name, out in outputs.items():
+        wall[name] = out.seconds
+        result.stages[name] = out.summary()
+    if until in ("prepare", "embed", "tokenize"):
+        say(f"stopped after {until} (--until); stage cache: {cache.root}")
+        return result
+
+    dataset = load_prepared(outputs["prepare"].path)
+    if item_id_model:
+        from genrec.models import identity_codes
+
+        codes, level_sizes, tok_dir = identity_codes(dataset.num_items), [dataset.num_items], None
+    else:
+        from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
+
+        tok_dir = outputs["tokenize"].path
+        codes = load_semantic_ids(tok_dir)
+        level_sizes = [int(v) for v in read_tokenizer_info(tok_dir)["level_sizes"]]
+    fingerprints = {"dataset": dataset.fingerprint, "semantic_ids": semantic_ids_hash(codes)}
+    inputs = TrainInputs.from_dataset(dataset, codes, level_sizes, fingerprints)
+    if info.is_main:
+        _prepare_run_dir(run_dir, config, dataset, codes, tok_dir, fingerprints, resume)
+    distributed.barrier(info)
+
+    # ---- train ----
+    say("[bold]train[/]")
+    signature = training_signature(config, inputs)
+    run_info = _read_run_json(run_dir)
+    trained = run_info.get("train", {})
+    if trained.get("signature_hash") == stable_hash(signature) and (run_dir / "model.safetensors").is_file():
+        say(f"  train: cached (run folder {run_dir} already holds this training)")
+        from genrec.models import build_model
+        from genrec.train.checkpoint import load_model_weights
+
+        model = build_model(config.model, level_sizes, config.train.max_history, len(codes)).to(device)
+        load_model_weights(run_dir / "model.safetensors", model)
+        wall["train"] = 0.0
+        result.train = {**trained, "cached": True}
+    else:
+        started = time.perf_counter()
+        validate_fn = _validator(config, inputs, codes, level_sizes, device, item_id_model)
+        trained_result = fit(
+            config,
+            inputs,
+            run_dir,
+            device=device,
+            dist_info=info,
+            resume=resume,
+            validate_fn=validate_fn,
+            console=console if info.is_main else None,
+            progress=progress,
+        )
+        model = trained_result.model
+        wall["train"] = time.perf_counter() - started
+        result.train = {
+            "signature_hash": stable_hash(signature),
+            "steps": trained_result.steps,
+            "epochs": round(trained_result.epochs_completed, 2),
+            "best": trained_result.best,
+            "stopped_because": trained_result.stopped_because,
+            "train_seconds": round(trained_result.train_seconds, 1),
+            "cached": False,
+        }
+        if info.is_main:
+            _update_run_json(run_dir, {"train": result.train})
+    result.stages["train"] = {**result.train, "seconds": round(wall["train"], 2)}
+    if until == "train" or not info.is_main:
+        distributed.cleanup(info)
+        return result
+
+    # ---- test ----
+    say("[bold]test[/]")
+    started = time.perf_counter()
+    result.metrics, cached = _test(
+        config, dataset, model, codes, level_sizes, device, run_dir, item_id_model, progress
+    )
+    wall["test"] = 0.0 if cached else time.perf_counter() - started
+    result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
+    say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
+    _finish(config, run_dir, result, wall, device)
+    print_summary(result, console)
+    distributed.cleanup(info)
+    return result
+
+
+def _prepare_run_dir(
+    run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, resume: bool
+):
+    """Copy what the run depends on into it, after checking the folder holds no other run's work."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_run_json(run_dir)
+    old = previous.get("inputs", {})
+    for key, now in fingerprints.items():
+        if key in old and old[key] != now:
+            what = "semantic IDs (another tokenizer)" if key == "semantic_ids" else "dataset"
+            raise RunError(
+                f"{run_dir} was trained on a different {what}: {key} {old[key][:16]}..., this config gives "
+                f"{now[:16]}...; train into a new --run-dir (or delete {run_dir})"
+            )
+    tok_out = run_dir / "tokenizer"
+    tok_out.mkdir(exist_ok=True)
+    if tok_dir is not None:
+        for name in ("semantic_ids.npy", "tokenizer.json", "metrics.json"):
+            if (tok_dir / name).is_file():
+                shutil.copyfile(tok_dir / name, tok_out / f".{name}.tmp")
+                (tok_out / f".{name}.tmp").replace(tok_out / name)
+    else:  # item-ID models: the identity "tokenizer"
+        np.save(tok_out / "semantic_ids.npy", codes)
+        _write_json(tok_out / "tokenizer.json", {"method": "identity", "level_sizes": [len(codes)]})
+    import pyarrow.parquet as pq
+
+    columns = [c for c in ("item_idx", "item_id", "title") if c in dataset.item_table().column_names]
+    pq.write_table(dataset.item_table(columns=columns), run_dir / ".items.parquet.tmp")
+    (run_dir / ".items.parquet.tmp").replace(run_dir / "items.parquet")
+    _write_json(run_dir / "config.json", config.to_dict())
+    _update_run_json(
+        run_dir,
+        {
+            "format_version": RUN_FORMAT_VERSION,
+            "config": config.to_dict(),
+            "level_sizes": [int(v) for v in (codes.max(0) + 1)] if tok_dir is None else _level_sizes(tok_dir),
+            "inputs": fingerprints,
+            "dataset": {"name": dataset.name, "path": str(dataset.path), "num_items": dataset.num_items},
+            "stage_settings": stage_settings_for_display(config),
+        },
+    )
+
+
+def _level_sizes(tok_dir: Path) -> list[int]:
+    return [int(v) for v in json.loads((tok_dir / "tokenizer.json").read_text())["level_sizes"]]
+
+
+def _read_run_json(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: damaged ({e}); delete it to start the run folder over") from None
+
+
+def _update_run_json(run_dir: Path, values: dict) -> None:
+    _write_json(run_dir / "run.json", {**_read_run_json(run_dir), **values})
+
+
+def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, item_id_model: bool):
+    """validate_fn for fit(): summed NDCG@10/Recall@10 of validation rows, by the model's own decoding."""
+    amp = autocast_dtype(config, device)
+    holder: dict = {}
+
+    def validate(model, users, starts, ends, targets):
+        if item_id_model:
+            from genrec.retrieval import RetrievalRecommender
+
+            rec = RetrievalRecommender(
+                model, batch_users=config.train.eval_batch_users, device=device, amp_dtype=amp
+            )
+        else:
+            if "rec" not in holder:  # one recommender for the whole run: its trie and CUDA graphs are reused
+                holder["rec"] = Recommender(
+                    model,
+                    codes,
+                    beam_size=config.train.val_beam,
+                    batch_users=config.train.eval_batch_users,
+                    device=device,
+                    amp_dtype=amp,
+                )
+            rec = holder["rec"]
+        return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
+
+    return validate
+
+
+def _test(
+    config, dataset, model, codes, level_sizes, device, run_dir: Path, item_id_model: bool, progress: bool
+):
+    """Test metrics through genrec.eval (reused when the weights and test settings are unchanged)."""
+    from genrec.eval import evaluate
+
+    weights = run_dir / "model.safetensors"
+    import hashlib
+
+    key = stable_hash(
+        {
+            "weights": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "eval": config.eval.__dict__,
+            "dataset": dataset.fingerprint,
+        }
+    )
+    metrics_path = run_dir / "metrics.json"
+    previous = _read_run_json(run_dir).get("test", {})
+    if previous.get("key") == key and metrics_path.is_file():
+        return json.loads(metrics_path.read_text()), True
+    amp = autocast_dtype(config, device)
+    if item_id_model:
+        from genrec.retrieval import RetrievalRecommender
+
+        rec = RetrievalRecommender(
+            model,
+            batch_users=config.eval.batch_users,
+            device=device,
+            amp_dtype=amp,
+            kind=config.eval.retrieval,
+        )
+    else:
+        rec = Recommender(
+            model,
+            codes,
+            beam_size=config.eval.beam_size,
+            batch_users=config.eval.batch_users,
+            device=device,
+            amp_dtype=amp,
+        )
+    model.eval()
+    evaluated = evaluate(
+        rec,
+        dataset,
+        "test",
+        ks=tuple(config.eval.ks),
+        batch_size=config.eval.batch_users,
+        max_history=config.train.max_history,
+        progress=progress,
+    )
+    evaluated.info.update({"run": str(run_dir), "beam_size": config.eval.beam_size})
+    evaluated.save(run_dir / "test_eval.json")
+    metrics = {k: v for k, v in evaluated.metrics.items()}
+    if "invalid_rate" not in metrics:
+        metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
+    _write_json(metrics_path, metrics)
+    _update_run_json(run_dir, {"test": {"key": key}})
+    return metrics, False
+
+
+def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, device) -> None:
+    after_prepare = sum(v for k, v in wall.items() if k != "prepare")
+    summary = {
+        **{k: result.metrics.get(k) for k in HEADLINE},
+        "invalid_rate": result.metrics.get("invalid_rate"),
+        "train_seconds": round(after_prepare, 1),
+        "train_loop_seconds": result.train.get("train_seconds"),
+        "seed": config.run.seed,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": config.model.kind,
+        "steps": result.train.get("steps"),
+        "epochs": result.train.get("epochs"),
+        "stopped_because": result.train.get("stopped_because"),
+        "best_validation": result.train.get("best"),
+        "stage_seconds": {k: round(v, 1) for k, v in wall.items()},
+        "config_hash": stable_hash(cache_relevant(config)),
+    }
+    _write_json(run_dir / "summary.json", summary)
+    if device.type == "cuda":
+        _write_json(run_dir / "gpu_summary.json", summary)
+    _update_run_json(run_dir, {"stages": result.stages, "summary": summary})
+
+
+def print_summary(result: PipelineResult, console) -> None:
+    """The final table: ranking quality, beyond-accuracy metrics, invalid IDs and time per stage."""
+    from rich.table import Table
+
+    m = result.metrics
+    table = Table(title=f"test metrics ({result.run_dir})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        *HEADLINE,
+        "mrr",
+        "coverage@10",
+        "gini@10",
+        "novelty@10",
+        "avg_popularity@10",
+        "invalid_rate",
+    ):
+        if key in m and m[key] is not None:
+            table.add_row(key, f"{m[key]:.4f}")
+    console.print(table)
+    times = Table(title="wall-clock per stage")
+    times.add_column("stage")
+    times.add_column("seconds", justify="right")
+    times.add_column("")
+    for name in STAGES:
+        if name in result.stages:
+            s = result.stages[name]
+            note = "given" if s.get("given") else ("cached" if s.get("cached") else "")
+            times.add_row(name, f"{s.get('seconds', 0.0):.1f}", note)
+    console.print(times)

@@ -4,6 +4,7 @@ Importing this package needs numpy and pyarrow only; polars is imported by the f
 when preparing, never on the training/evaluation path.
 """
 
+from genrec.data.cold_start import ColdStart, select_cold_items, write_cold_start
 from genrec.data.dataset import PreparedDataset, load_prepared
 from genrec.data.errors import DataError, DataFormatError, DownloadError, PreparedDatasetError
 from genrec.data.paths import data_dir, dataset_dir
@@ -14,6 +15,7 @@ from genrec.data.writer import build_item_table, write_prepared, write_prepared_
 __all__ = [
     "DATASETS",
     "SPLIT_NAMES",
+    "ColdStart",
     "DataError",
     "DataFormatError",
     "DownloadError",
@@ -27,6 +29,8 @@ __all__ = [
     "dataset_dir",
     "get_dataset",
     "load_prepared",
+    "select_cold_items",
+    "write_cold_start",
     "write_prepared",
     "write_prepared_arrays",
 ]

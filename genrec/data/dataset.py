@@ -95,6 +95,10 @@ class PreparedDataset:
         """bool [num_interactions]: True where the interaction belongs to the training part."""
         return self._scheme.train_mask(self.offsets)
 
+    def cold_items(self) -> np.ndarray:
+        """int64 [C] sorted: items a cold-start split withheld from training (genrec.data.cold_start); else empty."""
+        return getattr(self._scheme, "cold_items", np.zeros(0, dtype=np.int64))
+
     def train_item_counts(self) -> np.ndarray:
         """int64 [num_items]: interactions per item in the training part only (popularity)."""
         return np.bincount(self.items[self.train_mask()], minlength=self.num_items).astype(np.int64)

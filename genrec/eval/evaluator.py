@@ -216,6 +216,11 @@ def evaluate(
         metrics[f"gini@{k}"] = M.gini(per_k_counts[k])
         metrics[f"novelty@{k}"] = _mean(novelty[k])
         metrics[f"avg_popularity@{k}"] = _mean(popularity[k])
+    cold_items = dataset.cold_items() if hasattr(dataset, "cold_items") else np.zeros(0, dtype=np.int64)
+    if len(cold_items):  # a cold-start split (genrec.data.cold_start): report cold-target users apart
+        per_user["cold_target"] = np.isin(per_user["target"], cold_items)
+        metrics.update(_group_metrics(per_user, ks, per_user["cold_target"], "cold_target"))
+        metrics.update(_group_metrics(per_user, ks, ~per_user["cold_target"], "warm_target"))
     extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
     clash = set(extra) & set(metrics)
     if clash:
@@ -246,6 +251,16 @@ def evaluate(
     if output is not None:
         result.save(output)
     return result
+
+
+def _group_metrics(per_user: dict[str, np.ndarray], ks: Sequence[int], rows: np.ndarray, group: str) -> dict:
+    """Accuracy over the users in ``rows`` (bool), keys ``{group}/recall@k`` etc. and ``{group}/users``."""
+    out = {f"{group}/users": float(rows.sum())}
+    for k in ks:
+        out[f"{group}/recall@{k}"] = _mean(per_user[f"recall@{k}"][rows])
+        out[f"{group}/ndcg@{k}"] = _mean(per_user[f"ndcg@{k}"][rows])
+    out[f"{group}/mrr"] = _mean(per_user["reciprocal_rank"][rows])
+    return out
 
 
 def _mean(values: np.ndarray) -> float:

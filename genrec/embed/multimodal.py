@@ -1,0 +1,605 @@
+"""The multimodal encoder: text, image, attributes and collaborative signal fused into one embedding.
+
+Content modalities (text, image, attributes) each pass through their own projection into a
+shared width; a learned attention pool weighs the modalities an item has (absent ones are masked
+out, and a learned "nothing" token keeps an item with no content well defined) into one content
+embedding ``c``. The fusion is trained by contrastive alignment (InfoNCE, in-batch negatives):
+an alignment head maps ``c`` into collaborative space, where it must pick out the item's own
+collaborative embedding ``b`` (learned from the training split). Modality dropout teaches it to
+work from any subset of modalities. Without the collaborative modality, it aligns two random
+modality subsets of the same item instead.
+
+An item's embedding is ``[content_weight * c ; behaviour_weight * b]`` with both parts unit
+length; an item without a collaborative embedding (no training interactions) gets the alignment
+head's estimate of ``b`` from its content, or a generated one from the diffusion encoder.
+A seeded share of the warm items is held out of training as a cold-start probe: how well their
+``b`` is recovered from content alone is written to embed.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.embed.artifacts import EmbeddingError
+from genrec.embed.encoder_config import CONTENT_MODALITIES, MultimodalConfig
+from genrec.embed.modality import ModalityFeatures
+
+PROBE_K = 10
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` CPU threads (0: leave torch's setting), restoring it after."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- gathering the modalities of a prepared dataset ----
+def text_presence(item_table, text_columns: list[str]) -> np.ndarray:
+    """bool [num_items]: the item has a non-empty value in at least one text column."""
+    present = np.zeros(item_table.num_rows, dtype=bool)
+    for column in text_columns:
+        if column not in item_table.column_names:
+            continue
+        for i, v in enumerate(item_table.column(column).to_pylist()):
+            if v is not None and (v if isinstance(v, list) else str(v).strip()):
+                present[i] = True
+    return present
+
+
+def text_modality(dataset, embeddings: np.ndarray, info: dict | None = None) -> ModalityFeatures:
+    """Text embeddings [num_items, D] of ``dataset`` as a modality (items without any text are absent)."""
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or embeddings.shape[0] != dataset.num_items:
+        raise EmbeddingError(
+            f"text embeddings have shape {list(embeddings.shape)}; {dataset.path} has {dataset.num_items} items "
+            "(row i must be item i: embed the same prepared dataset)"
+        )
+    columns = dataset.item_text_columns or ["title"]
+    table = dataset.item_table([c for c in columns if c in dataset.item_table().column_names] or None)
+    present = text_presence(table, columns)
+    return ModalityFeatures(
+        "text", embeddings.astype(np.float32), present, {"columns": columns, **(info or {})}
+    )
+
+
+def gather_modalities(
+    dataset,
+    config: MultimodalConfig,
+    *,
+    text: ModalityFeatures | None = None,
+    image_encoder=None,
+    log=print,
+) -> dict[str, ModalityFeatures]:
+    """Each configured modality of ``dataset``: text must be given (the text encoder computes it)."""
+    from genrec.embed.attributes import embed_attributes
+    from genrec.embed.collaborative import embed_collaborative
+    from genrec.embed.image import embed_item_images, item_image_paths
+
+    out: dict[str, ModalityFeatures] = {}
+    for name in config.modalities:
+        start = time.perf_counter()
+        if name == "text":
+            if text is None:
+                raise EmbeddingError(
+                    "the multimodal encoder needs the items' text embeddings (modality 'text')"
+                )
+            out[name] = text.check_items(dataset.num_items)
+        elif name == "image":
+            s = config.image
+            table = dataset.item_table()
+            paths = item_image_paths(
+                table,
+                column=s.column,
+                root=s.root or dataset.path,
+                directory=s.directory or None,
+                where=str(dataset.path / "items.parquet"),
+            )
+            ids = [str(v) for v in table.column("item_id").to_pylist()]
+            if any(p is not None for p in paths):
+                from genrec.embed.image import ImageEncoder
+
+                encoder = image_encoder or ImageEncoder(batch_size=s.batch_size, device=config.device)
+                out[name] = embed_item_images(paths, ids, encoder=encoder, on_unreadable=s.on_unreadable)
+            else:  # no item has an image: an empty modality, reported, never zero vectors posing as images
+                from genrec.embed.image import EMBEDDING_DIM
+
+                out[name] = ModalityFeatures(
+                    "image",
+                    np.zeros((len(ids), EMBEDDING_DIM), np.float32),
+                    np.zeros(len(ids), bool),
+                    {"with_image": 0, "without_image": len(ids)},
+                )
+        elif name == "attributes":
+            s = config.attributes
+            out[name] = embed_attributes(
+                dataset.item_table(),
+                columns=s.columns,
+                dim=s.dim,
+                min_count=s.min_count,
+                seed=config.seed,
+                where=str(dataset.path / "items.parquet"),
+            )
+        elif name == "collaborative":
+            s = config.collaborative
+            out[name] = embed_collaborative(
+                dataset,
+                dim=s.dim,
+                window=s.window,
+                shift=s.shift,
+                context_power=s.context_power,
+                seed=config.seed,
+            )
+        feats = out[name].check_items(dataset.num_items)
+        log(
+            f"  {name}: {int(feats.present.sum()):,} of {feats.num_items:,} items, dimension {feats.dimension} "
+            f"({time.perf_counter() - start:.1f}s)"
+        )
+    return out
+
+
+# ---- the fusion network ----
+class ContentFusion(nn.Module):
+    """Content modalities -> one embedding of width ``dim``: projections, then masked attention pooling."""
+
+    def __init__(self, dims: dict[str, int], dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.names = list(dims)
+        self.proj = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.LayerNorm(d),
+                    nn.Linear(d, hidden),
+                    nn.GELU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(hidden, dim),
+                )
+                for name, d in dims.items()
+            }
+        )
+        self.kind = nn.Parameter(torch.randn(len(dims) + 1, dim) * 0.02)  # one per modality, then "nothing"
+        self.nothing = nn.Parameter(torch.zeros(dim))
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+
+    def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """features[name] (B, D_name), mask (B, M) bool in ``self.names`` order -> (B, dim)."""
+        tokens = [self.proj[name](features[name]) for name in self.names]
+        tokens.append(self.nothing.expand_as(tokens[0]))
+        z = torch.stack(tokens, dim=1) + self.kind  # (B, M + 1, dim)
+        keep = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # "nothing" is always a candidate
+        weights = self.score(z).squeeze(-1).masked_fill(~keep, float("-inf")).softmax(dim=1)
+        return self.out((weights.unsqueeze(-1) * z).sum(dim=1))
+
+
+class AlignmentHead(nn.Module):
+    """Fused content -> collaborative space (the content-only estimate of an item's behaviour)."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.net(c)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of row-aligned pairs (a_i, b_i), the other rows as negatives."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def modality_dropout(mask: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """``mask`` with each present entry hidden with probability p; a row keeps at least one it had."""
+    if p <= 0:
+        return mask
+    noise = torch.rand(mask.shape, generator=generator)
+    kept = mask & (noise >= p)
+    empty = ~kept.any(dim=1) & mask.any(dim=1)
+    if empty.any():
+        pick = (noise * mask).argmax(dim=1)  # one present modality per emptied row
+        kept[empty, pick[empty]] = True
+    return kept
+
+
+# ---- probing how well behaviour is recovered from content ----
+def behaviour_probe(
+    estimates: np.ndarray, probe: np.ndarray, behaviour: np.ndarray, warm: np.ndarray, k: int = PROBE_K
+) -> dict:
+    """How close estimated behaviour embeddings of held-out warm items are to their real ones.
+
+    ``estimates`` [P, D] for items ``probe``; ``behaviour`` [N, D] unit rows, real for ``warm`` items.
+    ``recall@k``: the item itself is among the k warm items nearest its estimate; ``neighbours@k``:
+    overlap of the k nearest warm items of estimate and of truth (the item excluded).
+    """
+    if len(probe) == 0:
+        return {}
+    est = torch.from_numpy(estimates).float()
+    est = F.normalize(est, dim=-1)
+    warm_idx = np.flatnonzero(warm)
+    bank = torch.from_numpy(behaviour[warm_idx]).float()
+    truth = torch.from_numpy(behaviour[probe]).float()
+    pos = torch.from_numpy(np.searchsorted(warm_idx, probe))
+    sims = est @ bank.t()  # (P, W)
+    own = sims.gather(1, pos[:, None])
+    rank = (sims > own).sum(dim=1)
+    kk = min(k, len(warm_idx) - 1)
+    true_sims = truth @ bank.t()
+    rows = torch.arange(len(probe))
+    sims[rows, pos] = float("-inf")
+    true_sims[rows, pos] = float("-inf")
+    near_est = sims.topk(kk, dim=1).indices
+    near_true = true_sims.topk(kk, dim=1).indices
+    overlap = (near_est[:, :, None] == near_true[:, None, :]).any(dim=2).float().mean(dim=1)
+    return {
+        "items": len(probe),
+        "cosine": float((est * truth).sum(dim=1).mean()),
+        f"recall@{k}": float((rank < k).float().mean()),
+        f"neighbours@{k}": float(overlap.mean()) if kk > 0 else 0.0,
+    }
+
+
+# ---- training ----
+@dataclass
+class FusionResult:
+    """A trained fusion and the embeddings it gives every item."""
+
+    content: np.ndarray  # float32 [N, dim], unit rows
+    behaviour: np.ndarray | None  # float32 [N, Dc], unit rows (real for warm items, estimated otherwise)
+    warm: np.ndarray  # bool [N]: items with a real collaborative embedding
+    probe: np.ndarray  # int64: warm items held out of training
+    fusion: ContentFusion
+    head: AlignmentHead | None
+    info: dict = field(default_factory=dict)
+
+    def embeddings(self, config: MultimodalConfig, behaviour: np.ndarray | None = None) -> np.ndarray:
+        """``[content_weight * c ; behaviour_weight * b]`` (``behaviour`` replaces the stored b)."""
+        behaviour = self.behaviour if behaviour is None else behaviour
+        parts = [config.content_weight * self.content]
+        if behaviour is not None and config.behaviour_weight > 0:
+            parts.append(config.behaviour_weight * behaviour)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def split_probe(warm: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, probe) item indices: a seeded ``holdout`` share of the warm items is held out."""
+    warm_idx = np.flatnonzero(warm)
+    rng = np.random.default_rng([seed, 0x9B0BE])
+    n_probe = round(holdout * len(warm_idx)) if len(warm_idx) >= 20 else 0
+    perm = rng.permutation(len(warm_idx))
+    return np.sort(warm_idx[perm[n_probe:]]), np.sort(warm_idx[perm[:n_probe]])
+
+
+def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, log=print) -> FusionResult:
+    """Train the fusion on ``modalities`` (row i = item i) and embed every item."""
+    config.validate()
+    content_names = [m for m in config.modalities if m in CONTENT_MODALITIES and m in modalities]
+    missing = [m for m in config.modalities if m not in modalities]
+    if missing:
+        raise EmbeddingError(f"modalities {', '.join(missing)} were configured but not computed")
+    sizes = {modalities[m].num_items for m in config.modalities}
+    if len(sizes) != 1:
+        counts = ", ".join(f"{m}: {modalities[m].num_items}" for m in config.modalities)
+        raise EmbeddingError(
+            f"modalities disagree on the number of items ({counts}); row i must be item i everywhere"
+        )
+    (num_items,) = sizes
+    skipped = [m for m in content_names if not modalities[m].present.any()]
+    content_names = [m for m in content_names if m not in skipped]
+    if not content_names:
+        raise EmbeddingError(
+            f"no item has any of the content modalities {', '.join(m for m in config.modalities if m in CONTENT_MODALITIES)}"
+        )
+    for m in skipped:
+        log(f"  note: no item has modality {m!r}; the fusion leaves it out")
+    device = torch.device(config.device)
+    feats = {m: torch.from_numpy(modalities[m].values).to(device) for m in content_names}
+    mask = torch.from_numpy(np.stack([modalities[m].present for m in content_names], axis=1)).to(device)
+
+    collab = modalities.get("collaborative") if config.uses_collaborative else None
+    if collab is not None:
+        warm = collab.present.copy()
+        behaviour_true = _unit(collab.values)
+        train_items, probe = split_probe(warm, config.holdout, config.seed)
+    else:
+        warm = np.zeros(num_items, dtype=bool)
+        behaviour_true = None
+        train_items, probe = np.arange(num_items), np.zeros(0, dtype=np.int64)
+    if len(train_items) < 2:
+        raise EmbeddingError(f"only {len(train_items)} item(s) to train the fusion on; need at least 2")
+
+    with torch.random.fork_rng(devices=[]), torch_threads(config.threads):
+        torch.manual_seed(config.seed)
+        fusion = ContentFusion(
+            {m: modalities[m].dimension for m in content_names}, config.dim, config.hidden, config.dropout
+        )
+        head = AlignmentHead(config.dim, config.hidden, collab.dimension) if collab is not None else None
+        fusion.to(device)
+        if head is not None:
+            head.to(device)
+        params = list(fusion.parameters()) + (list(head.parameters()) if head is not None else [])
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        gen = torch.Generator().manual_seed(config.seed)
+        target = torch.from_numpy(behaviour_true).to(device) if behaviour_true is not None else None
+        batch = min(config.batch_size, len(train_items))
+        best, best_state, since_best, history = -1.0, None, 0, []
+        start = time.perf_counter()
+        for epoch in range(config.epochs):
+            fusion.train()
+            if head is not None:
+                head.train()
+            order = torch.from_numpy(train_items)[torch.randperm(len(train_items), generator=gen)]
+            losses = []
+            for lo in range(0, len(order) - batch + 1, batch):
+                idx = order[lo : lo + batch].to(device)
+                sub = {m: x[idx] for m, x in feats.items()}
+                view = modality_dropout(mask[idx].cpu(), config.modality_dropout, gen).to(device)
+                c = fusion(sub, view)
+                if head is not None:
+                    loss = info_nce(head(c), target[idx], config.temperature)
+                else:  # no behaviour to align to: two views of the same item must agree
+                    other = modality_dropout(mask[idx].cpu(), config.modality_dropout, gen).to(device)
+                    loss = info_nce(c, fusion(sub, other), config.temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+            if head is not None and len(probe):
+                result = _probe(fusion, head, feats, mask, probe, behaviour_true, warm)
+                entry.update(result)
+                score = result[f"recall@{PROBE_K}"]
+                if score > best:
+                    best, since_best = score, 0
+                    best_state = (
+                        copy.deepcopy(fusion.state_dict()),
+                        copy.deepcopy(head.state_dict()),
+                        epoch + 1,
+                    )
+                else:
+                    since_best += 1
+            history.append(entry)
+            if config.patience and best_state is not None and since_best >= config.patience:
+                break
+        if best_state is not None:
+            fusion.load_state_dict(best_state[0])
+            head.load_state_dict(best_state[1])
+        fusion.eval()
+        if head is not None:
+            head.eval()
+        with torch.no_grad():
+            raw = torch.from_numpy(
+                _batched(
+                    lambda idx: fusion({m: x[idx] for m, x in feats.items()}, mask[idx]), num_items, device
+                )
+            ).to(device)
+            content = _unit(raw.cpu().numpy())
+            behaviour = None
+            probe_metrics = {}
+            if head is not None:
+                estimate = _unit(_batched(lambda idx: head(raw[idx]), num_items, device))
+                probe_metrics = behaviour_probe(estimate[probe], probe, behaviour_true, warm)
+                behaviour = np.where(warm[:, None], behaviour_true, estimate).astype(np.float32)
+    seconds = time.perf_counter() - start
+    last = history[-1] if history else {}
+    log(
+        f"  fusion: {len(history)} epochs in {seconds:.0f}s, loss {last.get('loss', float('nan')):.3f}"
+        + (f", probe recall@{PROBE_K} {probe_metrics[f'recall@{PROBE_K}']:.3f}" if probe_metrics else "")
+    )
+    info = {
+        "content_modalities": content_names,
+        "skipped_modalities": skipped,
+        "objective": "infonce content->collaborative"
+        if head is not None
+        else "infonce between modality views",
+        "train_items": len(train_items),
+        "warm_items": int(warm.sum()),
+        "estimated_items": int(num_items - warm.sum()) if head is not None else 0,
+        "epochs_run": len(history),
+        "best_epoch": best_state[2] if best_state is not None else len(history),
+        "seconds": seconds,
+        "final_loss": last.get("loss"),
+        "probe": {"content": probe_metrics},
+        "items_without_content": int((~mask.any(dim=1)).sum()),
+    }
+    return FusionResult(content, behaviour, warm, probe, fusion, head, info)
+
+
+def _batched(fn, n: int, device: torch.device, size: int = 4096) -> np.ndarray:
+    out = [
+        fn(torch.arange(lo, min(n, lo + size), device=device)).float().cpu().numpy()
+        for lo in range(0, n, size)
+    ]
+    return np.concatenate(out)
+
+
+def _probe(fusion, head, feats, mask, probe, behaviour, warm) -> dict:
+    fusion.eval()
+    head.eval()
+    with torch.no_grad():
+        idx = torch.from_numpy(probe).to(mask.device)
+        est = head(fusion({m: x[idx] for m, x in feats.items()}, mask[idx])).float().cpu().numpy()
+    return behaviour_probe(est, probe, behaviour, warm)
+
+
+# ---- the encoder ----
+def encode_multimodal(
+    dataset, config: MultimodalConfig, *, text: ModalityFeatures | None = None, image_encoder=None, log=print
+) -> tuple[np.ndarray, dict, FusionResult]:
+    """(embeddings [num_items, D], embed.json fields, the trained fusion) for a prepared dataset."""
+    config.validate()
+    modalities = gather_modalities(dataset, config, text=text, image_encoder=image_encoder, log=log)
+    result = fuse(modalities, config, log=log)
+    meta = {
+        "encoder": "multimodal",
+        "modalities": {name: feats.summary() for name, feats in modalities.items()},
+        "fusion": result.info,
+        "layout": _layout(result, config),
+    }
+    return result.embeddings(config), meta, result
+
+
+def _layout(result: FusionResult, config: MultimodalConfig) -> dict:
+    dims = {"content": [0, result.content.shape[1]]}
+    if result.behaviour is not None and config.behaviour_weight > 0:
+        dims["behaviour"] = [result.content.shape[1], result.content.shape[1] + result.behaviour.shape[1]]
+    return {
+        "columns": dims,
+        "content_weight": config.content_weight,
+        "behaviour_weight": config.behaviour_weight,
+    }
+
+
+def save_modalities(out_dir: str | Path, modalities: dict[str, ModalityFeatures]) -> None:
+    """Each modality's features and presence mask as ``modalities.safetensors`` (for inspection and reuse)."""
+    from safetensors.numpy import save_file
+
+    from genrec.embed.artifacts import atomic_path
+
+    tensors = {}
+    for name, feats in modalities.items():
+        tensors[f"{name}.values"] = feats.values
+        tensors[f"{name}.present"] = feats.present.astype(np.uint8)
+    with atomic_path(Path(out_dir) / "modalities.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+
+
+# ---- the registered encoder (``genrec embed --encoder multimodal``) ----
+ENCODER_VERSION = "multimodal-1"  # bump when the algorithm changes what equal settings produce
+
+
+def settings_of(config, name: str, cls: type):
+    """The ``name`` settings section of an EmbedConfig, as ``cls`` (a table is converted, then checked)."""
+    value = getattr(config, name, None)
+    if value is None:
+        return cls().validate()
+    if isinstance(value, dict):
+        return cls.from_dict(value, f"embed.{name}")
+    if not isinstance(value, cls):
+        raise EmbeddingError(f"embed.{name} must be a {cls.__name__} or a table, got {type(value).__name__}")
+    return value.validate()
+
+
+def _stderr_log(enabled: bool):
+    if not enabled:
+        return lambda message: None
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return lambda message: console.print(message, markup=False)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def multimodal_fingerprint(encoder, dataset, settings: MultimodalConfig, extra: dict | None = None) -> str:
+    """Hash of what the embeddings depend on: the text inputs and model, the item table, the training
+    split (the dataset's manifest), image files (path, size, mtime) and every cache-relevant setting."""
+    import hashlib
+    import json
+
+    from genrec.config import cache_relevant
+
+    parts: dict = {
+        "version": ENCODER_VERSION,
+        "settings": cache_relevant(settings),
+        "dataset_manifest": dataset.fingerprint,
+        "items_parquet": _file_digest(Path(dataset.path) / "items.parquet"),
+        **(extra or {}),
+    }
+    if "text" in settings.modalities:
+        parts["text"] = encoder.text_encoder().fingerprint(dataset)
+    if "image" in settings.modalities:
+        from genrec.embed.image import item_image_paths
+
+        s = settings.image
+        paths = item_image_paths(
+            dataset.item_table(), column=s.column, root=s.root or dataset.path, directory=s.directory or None
+        )
+        h = hashlib.sha256()
+        for p in paths:
+            stat = p.stat() if p is not None and p.is_file() else None
+            h.update(f"{p}\0{stat.st_size if stat else -1}\0{stat.st_mtime_ns if stat else -1}\n".encode())
+        parts["images"] = h.hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class MultimodalEncoder:
+    """``genrec embed --encoder multimodal``: settings from ``config.multimodal`` ([embed.multimodal]).
+
+    The text modality is the ``text`` encoder's output for the same config (model, template), taken
+    from the embedding cache when it was computed before.
+    """
+
+    name = "multimodal"
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.settings = settings_of(config, "multimodal", MultimodalConfig)
+        self._meta: dict = {}
+        self._text_encoder = None
+
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from genrec.embed.text import TextEncoder
+
+            self._text_encoder = TextEncoder(self.config)
+        return self._text_encoder
+
+    def text_modality(self, dataset) -> ModalityFeatures:
+        """The text encoder's embeddings (through the shared cache); items whose text is empty are absent."""
+        import dataclasses
+
+        from genrec.embed.pipeline import embed_items
+
+        artifact = embed_items(dataset, dataclasses.replace(self.config, encoder="text"))
+        texts = self.text_encoder().texts(dataset)
+        present = np.array([bool(t.strip()) for t in texts], dtype=bool)
+        info = {
+            "model": artifact.meta.get("model"),
+            "template": self.config.template,
+            "cache": str(artifact.path),
+        }
+        return ModalityFeatures("text", artifact.embeddings, present, info).check_items(dataset.num_items)
+
+    def describe(self) -> dict:
+        import dataclasses
+
+        return {"multimodal_settings": dataclasses.asdict(self.settings), **self._meta}
+
+    def fingerprint(self, dataset) -> str:
+        return multimodal_fingerprint(self, dataset, self.settings)
+
+    def encode(self, dataset) -> np.ndarray:
+        log = _stderr_log(self.config.progress)
+        text = self.text_modality(dataset) if "text" in self.settings.modalities else None
+        embeddings, meta, _ = encode_multimodal(dataset, self.settings, text=text, log=log)
+        self._meta = meta
+        return embeddings

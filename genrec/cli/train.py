@@ -24,6 +24,13 @@ def register(app: typer.Typer) -> None:
             "test", "--until", help="Stop after this stage: prepare, embed, tokenize, train or test."
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        seeds: int = typer.Option(
+            1,
+            "--seeds",
+            min=1,
+            help="Train this many seeds (run.seed, run.seed + 1, ...) into RUN_DIR/seed-<s>/ and write their "
+            "mean and spread to RUN_DIR/seeds.json (genrec report RUN_DIR compares them).",
+        ),
     ) -> None:
         """Prepare -> embed -> tokenize -> train -> test; each stage reused when its inputs and settings are unchanged.
 
@@ -44,8 +51,21 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]config error:[/] {e}")
             raise typer.Exit(2) from None
         folder = run_dir or Path("runs") / (cfg.run.name or "run")
+        if seeds > 1 and until != "test":
+            raise typer.BadParameter(
+                "several seeds are aggregated from their test metrics: leave --until out"
+            )
         try:
-            run_pipeline(cfg, folder, resume=resume, until=until, console=console, progress=progress)
+            if seeds > 1:
+                from genrec.report.seeds import print_seeds_summary, run_seeds
+
+                def one_seed(seed_config, seed_folder):
+                    kwargs = dict(resume=resume, until=until, console=console, progress=progress)
+                    return run_pipeline(seed_config, seed_folder, **kwargs).metrics
+
+                print_seeds_summary(run_seeds(one_seed, cfg, folder, seeds, say=console.print), console)
+            else:
+                run_pipeline(cfg, folder, resume=resume, until=until, console=console, progress=progress)
         except (ConfigError, CheckpointError, RunError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from None

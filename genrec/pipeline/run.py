@@ -162,7 +162,10 @@ def run_pipeline(
         wall["train"] = 0.0
         result.train = {**trained, "cached": True}
     else:
+        from genrec.report.cost import peak_memory, reset_peak_memory
+
         started = time.perf_counter()
+        reset_peak_memory(device)
         validate_fn = _validator(config, inputs, codes, level_sizes, device, item_id_model)
         trained_result = fit(
             config,
@@ -184,6 +187,7 @@ def run_pipeline(
             "best": trained_result.best,
             "stopped_because": trained_result.stopped_because,
             "train_seconds": round(trained_result.train_seconds, 1),
+            "peak_memory": peak_memory(device),  # read by the cost measurement after the test
             "cached": False,
         }
         if info.is_main:
@@ -354,7 +358,25 @@ def _test(
         metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
     _write_json(metrics_path, metrics)
     _update_run_json(run_dir, {"test": {"key": key}})
+    _measure_cost(config, dataset, model, rec, device, run_dir)
     return metrics, False
+
+
+def _measure_cost(config, dataset, model, rec, device, run_dir: Path) -> None:
+    """cost.json: decode latency and throughput, peak memory and device, for genrec report."""
+    from genrec.report.cost import count_parameters, write_run_cost
+
+    trained = _read_run_json(run_dir).get("train", {})
+    write_run_cost(
+        run_dir,
+        recommender=rec,
+        dataset=dataset,
+        device=device,
+        train_seconds=trained.get("train_seconds"),
+        train_peak_memory=trained.get("peak_memory"),
+        parameters=count_parameters(model),
+        batch_size=config.eval.batch_users,
+    )
 
 
 def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, device) -> None:

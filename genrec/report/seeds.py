@@ -94,3 +94,20 @@ def write_seeds_file(
 
 def _finite(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def print_seeds_summary(seeds_file: str | Path, console) -> None:
+    """The headline metrics of a multi-seed run: mean ± std (min-max) over its seeds."""
+    from rich.table import Table
+
+    data = json.loads(Path(seeds_file).read_text())
+    table = Table(title=f"{data['name']}: {len(data['seeds'])} seeds ({seeds_file})")
+    for column in ("metric", "mean", "std", "95% CI ±", "min", "max"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "gini@10"):
+        s = data["aggregate"].get(key)
+        if not s or s.get("mean") is None:
+            continue
+        cells = [s["mean"], s["std"], s["ci95"], s["min"], s["max"]]
+        table.add_row(key, *("-" if v is None else f"{v:.4f}" for v in cells))
+    console.print(table)

@@ -192,13 +192,17 @@ class PartTimer:
         return out
 
 
-def _select_share(run: Callable[[PartTimer], object], device: torch.device) -> tuple[float, float]:
-    """(mask-and-select seconds, whole-decode seconds) of one instrumented run."""
+def _select_share(
+    run: Callable[[PartTimer], object], device: torch.device, runs: int = 1
+) -> tuple[float, float]:
+    """(mask-and-select seconds, whole-decode seconds) summed over ``runs`` instrumented runs, so that
+    a pause of the process in one run (a busy machine) weighs little."""
     timer = PartTimer(device)
-    with timer("total"):
-        run(timer)
+    for _ in range(runs):
+        with timer("total"):
+            run(timer)
     parts = timer.seconds()
-    return parts.get("select", 0.0), parts["total"]
+    return parts.get("select", 0.0) / runs, parts["total"] / runs
 
 
 # ---------------------------------------------------------------- the Python-trie baseline
@@ -467,7 +471,7 @@ def _genrec_row(sweep, index, cat, model_name, beam, backend, users, model) -> d
             beam_search(make_step(batch), index, users, beam, top_k, backend=backend.value, timer=timer)
 
         _select_share(instrumented, device)  # warm-up of the eager path
-        select_s, total_s = _select_share(instrumented, device)
+        select_s, total_s = _select_share(instrumented, device, runs=sweep.repeats)
     latency = statistics.median(times)
     return {
         "kind": "decode",
@@ -506,7 +510,7 @@ def _python_trie_row(sweep, trie, cat, model_name, beam, users, model) -> dict:
             return python_trie_search(make_step(), trie, users, beam, beam, levels, device, timer)
 
         times = time_calls(run, device, max(1, sweep.repeats - 1), warmup=0)
-        select_s, total_s = _select_share(run, device)
+        select_s, total_s = _select_share(run, device, runs=max(1, sweep.repeats - 1))
     latency = statistics.median(times)
     return {
         "kind": "decode",
@@ -691,6 +695,16 @@ def _add_speedups(rows: list[dict]) -> None:
             r["speedup_vs_hf_generate"] = r["users_per_s"] / hf[(r["num_items"], r["beam"])]
 
 
+_COLORS = {
+    "genrec (cuda)": "C0",
+    "genrec (cpp)": "C0",
+    "genrec (triton)": "C4",
+    "genrec (reference)": "C1",
+    "python_trie": "C3",
+    "hf_generate": "C2",
+}
+
+
 def plot_decode(path: Path, rows: list[dict], title: str) -> Path | None:
     """users/s against beam: one panel per (model, catalogue size), one line per method/backend."""
     try:
@@ -719,7 +733,9 @@ def plot_decode(path: Path, rows: list[dict], title: str) -> Path | None:
             lines.setdefault(label, []).append((r["beam"], r["users_per_s"]))
         for label, pts in sorted(lines.items()):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, color=_COLORS.get(label)
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("beam")

@@ -67,7 +67,7 @@ def ppmi(counts: torch.Tensor, *, shift: float = 1.0, context_power: float = 0.7
     )
     keep = pmi > 0
     return torch.sparse_coo_tensor(
-        torch.stack([i[keep], j[keep]]), pmi[keep], counts.shape, dtype=torch.float64
+        torch.stack([i[keep], j[keep]]), pmi[keep], counts.shape, dtype=torch.float64, check_invariants=True
     ).coalesce()
 
 

@@ -253,7 +253,10 @@ def train_diffusion(
         torch.manual_seed(config.seed)
         model = Denoiser(x.shape[1], c.shape[1], config.hidden, config.layers, config.dropout).to(device)
         ema = copy.deepcopy(model).eval() if config.ema > 0 else model
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+        )
+        ema_params, model_params = list(ema.parameters()), list(model.parameters())
         gen = torch.Generator().manual_seed(config.seed)
         losses = []
         for step in range(config.steps):
@@ -274,8 +277,8 @@ def train_diffusion(
             opt.step()
             if config.ema > 0:
                 with torch.no_grad():
-                    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                        pe.lerp_(pm, 1 - config.ema)
+                    decay = min(config.ema, (1 + step) / (10 + step))  # warm-up: early weights fade fast
+                    torch._foreach_lerp_(ema_params, model_params, 1 - decay)
             losses.append(loss.item())
             if (step + 1) % max(1, config.steps // 5) == 0:
                 log(f"  diffusion: step {step + 1}/{config.steps}, loss {np.mean(losses[-200:]):.4f}")

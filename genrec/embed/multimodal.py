@@ -33,6 +33,7 @@ from torch import nn
 from genrec.embed.artifacts import EmbeddingError
 from genrec.embed.encoder_config import CONTENT_MODALITIES, MultimodalConfig
 from genrec.embed.modality import ModalityFeatures
+from genrec.embed.registry import ItemEncoder
 
 PROBE_K = 10
 
@@ -338,7 +339,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
         if head is not None:
             head.to(device)
         params = list(fusion.parameters()) + (list(head.parameters()) if head is not None else [])
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         gen = torch.Generator().manual_seed(config.seed)
         target = torch.from_numpy(behaviour_true).to(device) if behaviour_true is not None else None
         batch = min(config.batch_size, len(train_items))
@@ -551,7 +552,7 @@ def multimodal_fingerprint(encoder, dataset, settings: MultimodalConfig, extra: 
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class MultimodalEncoder:
+class MultimodalEncoder(ItemEncoder):
     """``genrec embed --encoder multimodal``: settings from ``config.multimodal`` ([embed.multimodal]).
 
     The text modality is the ``text`` encoder's output for the same config (model, template), taken
@@ -561,7 +562,7 @@ class MultimodalEncoder:
     name = "multimodal"
 
     def __init__(self, config) -> None:
-        self.config = config
+        super().__init__(config)
         self.settings = settings_of(config, "multimodal", MultimodalConfig)
         self._meta: dict = {}
         self._text_encoder = None

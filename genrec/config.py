@@ -103,8 +103,11 @@ class ModelConfig:
     tie_embeddings: bool = True
     """Output heads share the semantic-ID embedding tables."""
     history_tokens: str = "levels"
-    """tiger: "levels" (one encoder token per semantic-ID level, as TIGER) or "items" (one per item:
-    the sum of its levels' embeddings, an encoder sequence T times shorter)."""
+    """"levels": one input token per semantic-ID level of each history item (TIGER); "items": one
+    token per item, the sum of its levels' embeddings (T times shorter sequences; for decoder_only
+    this selects the item-level model with a depth decoder, genrec.models.ItemDecoder)."""
+    depth_layers: int = 1
+    """decoder_only with history_tokens = "items": layers of the depth decoder that emits the levels."""
     item_embeddings: bool = False
     """History items also add a learned embedding of their own (memorised identity; input side only)."""
     loss: str = "ce"
@@ -121,6 +124,7 @@ class ModelConfig:
         for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
             _require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
         _require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
+        _require(self.depth_layers >= 1, "model.depth_layers", self.depth_layers, ">= 1")
         _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
         _require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
         _require(

@@ -1,4 +1,8 @@
-"""Generative models over semantic IDs: TIGER (encoder-decoder) and a decoder-only variant.
+"""Generative models over semantic IDs: TIGER (encoder-decoder) and decoder-only variants.
+
+``decoder_only`` reads one token per semantic-ID level (:class:`DecoderOnly`) or, with
+``history_tokens = "items"``, one token per item plus a small depth decoder for the levels
+(:class:`ItemDecoder`).
 
 ``build_model(config, level_sizes, max_history)`` makes the model a config names; both serve
 the decoding contract through ``model.step_fn(batch, beam_size)``.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 from genrec.models.base import GenerativeModel, StepFn, last_items
 from genrec.models.decoder_only import DecoderOnly
+from genrec.models.item_decoder import ItemDecoder
 from genrec.models.layers import user_buckets
 from genrec.models.sasrec import SASRec, identity_codes
 from genrec.models.tiger import Tiger
@@ -64,6 +69,10 @@ def build_model(config, level_sizes: list[int], max_history: int, num_items: int
             history_tokens=config.history_tokens,
             **common,
         )
+    if config.kind == "decoder_only" and config.history_tokens == "items":
+        return ItemDecoder(
+            level_sizes, num_layers=config.decoder_layers, depth_layers=config.depth_layers, **common
+        )
     if config.kind == "decoder_only":
         return DecoderOnly(level_sizes, num_layers=config.decoder_layers, **common)
     raise ValueError(f"model.kind {config.kind!r} is not one of {', '.join(MODEL_KINDS)}")
@@ -74,6 +83,7 @@ __all__ = [
     "MODEL_KINDS",
     "DecoderOnly",
     "GenerativeModel",
+    "ItemDecoder",
     "SASRec",
     "StepFn",
     "Tiger",

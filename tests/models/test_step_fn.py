@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrec.models import DecoderOnly, Tiger
+from genrec.models import DecoderOnly, ItemDecoder, Tiger
 
 LEVELS = [7, 5, 6, 3]
 
@@ -37,6 +37,8 @@ def tiny(kind: str, user_buckets: int, tie: bool = True, variant: str = "plain")
     if kind == "tiger":
         tokens = "items" if variant == "item_tokens" else "levels"
         model = Tiger(LEVELS, encoder_layers=2, decoder_layers=2, history_tokens=tokens, **common)
+    elif kind == "item_decoder":
+        model = ItemDecoder(LEVELS, num_layers=2, depth_layers=2, **common)
     else:
         model = DecoderOnly(LEVELS, num_layers=2, **common)
     return model.double().eval()
@@ -65,7 +67,12 @@ def full_logits(model, history, lengths, user_ids, items, prefix: torch.Tensor, 
     its = torch.where(rep(items) == 777, torch.zeros_like(rep(items)), rep(items))
     partial = torch.zeros(U * B, T, dtype=torch.long)
     partial[:, :t] = prefix.reshape(U * B, t)
-    if isinstance(model, Tiger):
+    if isinstance(model, ItemDecoder):
+        clean = torch.where(hist == 999, torch.zeros_like(hist), hist)
+        h = model.hidden(clean, lens, ids, its)  # (U*B, u + S, C)
+        h_last = h[torch.arange(U * B), (model.user_offset + lens - 1).clamp(min=0)]
+        logits = model.depth_logits(h_last, partial)[t]
+    elif isinstance(model, Tiger):
         clean = torch.where(hist == 999, torch.zeros_like(hist), hist)
         batch = {
             "history": clean,
@@ -98,6 +105,8 @@ def full_logits(model, history, lengths, user_ids, items, prefix: torch.Tensor, 
         ("decoder_only", "plain", 0),
         ("decoder_only", "plain", 11),
         ("decoder_only", "items", 11),
+        ("item_decoder", "plain", 0),
+        ("item_decoder", "items", 11),
     ],
 )
 @settings(max_examples=10)
@@ -124,7 +133,7 @@ def test_cached_steps_match_full_forward(kind, variant, user_buckets, seed, user
         prefix = torch.cat([prefix[torch.arange(users)[:, None], parents], tokens], dim=2)
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
+@pytest.mark.parametrize("kind", ["tiger", "decoder_only", "item_decoder"])
 def test_untied_heads_match_too(kind):
     model = tiny(kind, 0, tie=False)
     g = torch.Generator().manual_seed(3)
@@ -139,7 +148,7 @@ def test_untied_heads_match_too(kind):
         prefix = torch.cat([prefix[torch.arange(3)[:, None], parents], torch.ones(3, 2, 1).long()], dim=2)
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
+@pytest.mark.parametrize("kind", ["tiger", "decoder_only", "item_decoder"])
 def test_step_fn_rejects_misuse(kind):
     model = tiny(kind, 0)
     history = torch.zeros(2, 3, len(LEVELS), dtype=torch.long)
@@ -160,7 +169,7 @@ def test_step_fn_rejects_misuse(kind):
         model.step_fn({"history": history[..., :3], "history_len": torch.tensor([3, 1])}, 2)
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
+@pytest.mark.parametrize("kind", ["tiger", "decoder_only", "item_decoder"])
 def test_empty_history_with_user_token(kind):
     """With a user token an empty history is allowed: the user token alone conditions the decode."""
     model = tiny(kind, 5)

@@ -14,12 +14,20 @@ from tests.train.helpers import tiny_config
 from tests.train.tiny_run import inputs_for_world, validator
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder_only"])
-def test_tiny_model_overfits_tiny_dataset(tmp_path, kind):
+@pytest.mark.parametrize(
+    "kind, extra",
+    [
+        ("tiger", []),
+        ("tiger", ["model.history_tokens=items", "model.item_embeddings=true"]),
+        ("decoder_only", []),
+        ("decoder_only", ["model.history_tokens=items", "model.item_embeddings=true"]),
+    ],
+)
+def test_tiny_model_overfits_tiny_dataset(tmp_path, kind, extra):
     """Users walk a fixed item cycle; a working model must learn to predict the next item."""
     torch.set_num_threads(1)
     config = tiny_config(
-        "train.epochs=1000", "train.max_steps=150", "train.eval_every=10", "train.lr=0.005", kind=kind
+        "train.epochs=1000", "train.max_steps=150", "train.eval_every=10", "train.lr=0.005", *extra, kind=kind
     )
     inputs = inputs_for_world()
     result = fit(

@@ -1,0 +1,188 @@
+"""A decoder-only model over items, with a small depth decoder for the semantic-ID levels.
+
+The flat decoder-only model spends T tokens on every history item. This one reads one token per
+item (the sum of its levels' embeddings, plus an optional learned item embedding, plus its window
+position) with a causal "item" transformer, so one pass over a window of W items trains all W-1
+next-item targets at a T-times shorter sequence. From the hidden state h_j after item j, a
+"depth" transformer of a few layers generates item j+1's semantic ID level by level: its input is
+[h_j, e(c_0), ..., e(c_{T-2})] (causal), its output at position t gives level t's logits through
+the tied level-t table. This is the spatial/depth split of RQ-Transformer (Lee et al., CVPR 2022)
+applied to recommendation.
+
+Decoding: the history runs once per user; h_last is the depth decoder's first position, shared
+by all beams (its keys/values are computed once per user); each beam caches only its own
+generated tokens' keys/values, reordered through ``parents``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
+from genrec.models.layers import (
+    Block,
+    SemanticIdEmbedding,
+    attend_shared_and_own,
+    init_weights,
+    reorder_beams,
+    user_buckets,
+)
+
+
+class ItemDecoder(GenerativeModel):
+    example_kind = "window"
+
+    def __init__(
+        self,
+        level_sizes: list[int],
+        *,
+        max_history: int = 20,
+        d_model: int = 128,
+        num_layers: int = 4,
+        depth_layers: int = 1,
+        num_heads: int = 6,
+        head_dim: int = 64,
+        d_ff: int = 1024,
+        dropout: float = 0.1,
+        user_buckets: int = 0,
+        user_dropout: float = 0.0,
+        tie_embeddings: bool = True,
+        num_items: int = 0,
+    ) -> None:
+        super().__init__(level_sizes, max_history, user_buckets, user_dropout, num_items)
+        C = d_model
+        self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
+        self.item_emb = nn.Embedding(self.num_items, C) if self.num_items else None
+        self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position of each item
+        self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(num_layers))
+        self.ln = nn.LayerNorm(C)
+        self.depth_pos = nn.Embedding(self.num_levels, C)
+        self.depth_blocks = nn.ModuleList(
+            Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(max(1, depth_layers))
+        )
+        self.depth_ln = nn.LayerNorm(C)
+        init_weights(self, num_layers + depth_layers)
+
+    @property
+    def user_offset(self) -> int:
+        return 1 if self.user is not None else 0
+
+    # ---- the item transformer ----
+    def hidden(
+        self,
+        codes: torch.Tensor,
+        length: torch.Tensor,
+        user_ids: torch.Tensor | None = None,
+        item_idx: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (B, u + W, C) of left-aligned runs ``codes`` (B, W, T): position u + j has seen
+        items 0..j (u = 1 with a user token, whose own state comes first).
+
+        Padding after ``length`` items is zeroed; it sits after the real items, so the causal mask
+        keeps it out of every real position's view.
+        """
+        B, W = codes.shape[:2]
+        valid = torch.arange(W, device=codes.device)[None, :] < length[:, None]  # (B, W)
+        codes = codes.masked_fill(~valid[:, :, None], 0)
+        x = self.codes(codes).sum(dim=2) + self.item_pos.weight[:W]  # (B, W, C)
+        if self.item_emb is not None:
+            x = x + self.item_emb(self.require_items(item_idx, valid))
+        if self.user is not None:
+            ids = user_ids if user_ids is not None else torch.full((B,), -1, device=codes.device)
+            u = self.user(user_buckets(self.drop_users(ids), self.user_buckets))  # (B, C)
+            x = torch.cat([u[:, None, :], x], dim=1)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return self.ln(x)
+
+    # ---- the depth decoder ----
+    def depth_logits(self, h: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
+        """Teacher-forced logits of each level of ``target`` (N, T) after item states ``h`` (N, C)."""
+        T = target.shape[1]
+        prev = [self.codes.level(t, target[:, t]) for t in range(T - 1)]  # T-1 x (N, C)
+        z = torch.stack([h, *prev], dim=1) + self.depth_pos.weight  # (N, T, C)
+        z = self.drop(z)
+        for block in self.depth_blocks:
+            z = block(z, is_causal=True)
+        z = self.depth_ln(z)
+        return [self.codes.logits(t, z[:, t]) for t in range(T)]
+
+    # ---- training ----
+    def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
+        """Cross-entropy of every level of items 1..len-1 of each window (B, W, T)."""
+        window, length = batch["window"], batch["window_len"]
+        self.check_history(window, length, self.max_history + 1)
+        W = window.shape[1]
+        h = self.hidden(window[:, :-1], (length - 1).clamp(min=0), batch.get("user_ids"), _head(batch, W))
+        h = h[:, self.user_offset :]  # (B, W-1, C): position j predicts item j+1
+        valid = torch.arange(1, W, device=window.device)[None, :] < length[:, None]  # (B, W-1)
+        target = window[:, 1:][valid]  # (N, T): only real targets reach the depth decoder
+        logits = self.depth_logits(h[valid], target)
+        total = sum(cross_entropy_sum(lg, target[:, t], None, label_smoothing) for t, lg in enumerate(logits))
+        return total, valid.sum() * self.num_levels
+
+    # ---- decoding ----
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
+        """Run each history once; the depth decoder's first position (the history's last state) is
+        shared by a user's beams, each beam caches its own generated tokens."""
+        self._require_eval()
+        history, history_len = batch["history"], batch["history_len"]
+        self.check_history(history, history_len, self.max_history)
+        if check:  # reads a value back from the device; callers that checked on the host skip it
+            self.check_nonempty(history_len)
+        U = history.shape[0]
+        users = torch.arange(U, device=history.device)
+        with torch.no_grad():
+            if history.shape[1] == 0:
+                history = history.new_zeros(U, 1, self.num_levels)
+            h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
+            # The last item's state (the user token's for an empty history). (U, C)
+            h_last = h[users, (self.user_offset + history_len - 1).clamp(min=0)]
+            z = self.drop(h_last + self.depth_pos.weight[0])[:, None, :]  # (U, 1, C)
+            shared = []
+            for block in self.depth_blocks:
+                z, kv = block(z, return_kv=True)  # one position: nothing to mask
+                shared.append(kv)  # each (U, H, 1, dh)
+            first_logits = self.codes.logits(0, self.depth_ln(z[:, 0])).float()  # (U, V_0)
+        shared_mask = torch.ones(U, 1, dtype=torch.bool, device=history.device)
+        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.depth_blocks)
+        expected = [0]
+
+        @torch.no_grad()
+        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+            _, B, t = prefix.shape
+            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
+                raise ValueError(
+                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
+                    f"{self.num_levels}), got {tuple(prefix.shape)}"
+                )
+            expected[0] += 1
+            if t == 0:
+                return first_logits[:, None, :].expand(U, B, -1)
+            x = self.codes.level(t - 1, prefix[:, :, t - 1]) + self.depth_pos.weight[t]  # (U, B, C)
+            for i, block in enumerate(self.depth_blocks):
+                attn = block.self_attn
+                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
+                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
+                if t > 1:
+                    ck, cv = cache[i]
+                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t, dh)
+                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
+                cache[i] = (k, v)
+                x = x + attn.step_out(attend_shared_and_own(q, shared[i], shared_mask, (k, v)))
+                x = x + block.ff(block.ln_ff(x))
+            return self.codes.logits(t, self.depth_ln(x)).float()  # (U, B, V_t)
+
+        return step
+
+
+def _head(batch: Mapping[str, torch.Tensor], W: int) -> torch.Tensor | None:
+    """The item indices of a window's first W-1 items (the part the item transformer reads)."""
+    items = batch.get("window_items")
+    return None if items is None else items[:, : W - 1]

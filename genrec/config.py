@@ -79,6 +79,15 @@ class DataConfig:
     """k-core threshold for users; -1 keeps the format's default."""
     min_item_interactions: int = -1
     """k-core threshold for items; -1 keeps the format's default."""
+    cold_start: float = 0.0
+    """The cold-start protocol (genrec.data.cold_start): this share of the items (e.g. 0.1) loses every
+    training interaction, validation and test keep them as targets, and the test reports cold-target
+    users apart. 0 = off."""
+    cold_start_seed: int = 0
+    """Seeds which items go cold."""
+
+    def validate(self) -> None:
+        _require(0 <= self.cold_start < 1, "data.cold_start", self.cold_start, "in [0, 1)")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from genrec.config import Config, ConfigError, cache_relevant, stable_hash
 from genrec.pipeline.cache import StageCache, StageOutput
 
 # Bump when a stage's output for the same settings changes meaning.
-STAGE_VERSIONS = {"prepare": 1, "embed": 1, "tokenize": 1}
+STAGE_VERSIONS = {"prepare": 1, "cold_start": 1, "embed": 1, "tokenize": 1}
 # Settings of the other areas' config sections that change how fast, not what, a stage computes.
 EMBED_RUNTIME_FIELDS = ("batch_size", "device", "cache", "cache_dir", "progress")
 TOKENIZE_RUNTIME_FIELDS = ("device", "progress", "encode_backend")
@@ -45,6 +45,41 @@ def _file_digests(source: Path) -> dict[str, str]:
 
 # ---- prepare ----
 def prepare_stage(config: Config, cache: StageCache) -> StageOutput:
+    """The prepared dataset, with the cold-start protocol applied when ``data.cold_start`` > 0."""
+    prepared = _prepare_stage(config, cache)
+    return cold_start_stage(config, prepared, cache) if config.data.cold_start > 0 else prepared
+
+
+def cold_start_stage(config: Config, prepared: StageOutput, cache: StageCache) -> StageOutput:
+    """The cold-start version of a prepared dataset (genrec.data.cold_start), keyed by its manifest."""
+    from genrec.data import load_prepared
+
+    source = load_prepared(prepared.path)
+    if source.cold_items().size:
+        raise ConfigError(
+            f"data.cold_start: {prepared.path} is already a cold-start dataset; set data.cold_start = 0 to use it as is"
+        )
+    settings = {"fraction": config.data.cold_start, "seed": config.data.cold_start_seed}
+    inputs = {"dataset": source.fingerprint}
+    key = stable_hash({"stage": "cold_start", "v": STAGE_VERSIONS["cold_start"], **settings, **inputs})
+
+    def produce(folder: Path) -> dict:
+        from genrec.data.cold_start import write_cold_start
+
+        write_cold_start(source, folder, fraction=settings["fraction"], seed=settings["seed"], overwrite=True)
+        data = load_prepared(folder)
+        return {
+            "name": data.name,
+            "num_users": data.num_users,
+            "num_items": data.num_items,
+            "cold_items": int(data.cold_items().size),
+            "users_dropped": data.manifest["split"]["users_dropped"],
+        }
+
+    return cache.build("cold_start", key, settings, inputs, produce)
+
+
+def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
     """The prepared dataset: ``data.prepared`` when given, else ``genrec data prepare`` of the source."""
     from genrec.data import load_prepared
 

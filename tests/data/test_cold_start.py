@@ -143,3 +143,26 @@ def test_scheme_round_trips_through_its_description():
     again = ColdStart.from_config(described)
     assert np.array_equal(again.cold_items, scheme.cold_items)
     assert described["num_cold_items"] == 50 and described["scheme"] == "cold_start"
+
+
+def test_pipeline_applies_the_protocol_as_a_cached_stage(source, tmp_path):
+    from genrec.config import ConfigError, load_config
+    from genrec.pipeline.cache import StageCache
+    from genrec.pipeline.stages import prepare_stage
+
+    cache = StageCache(tmp_path / "cache")
+    overrides = [f"data.prepared='{source.path}'", "data.cold_start=0.2", "data.cold_start_seed=3"]
+    first = prepare_stage(load_config(None, overrides=overrides), cache)
+    derived = load_prepared(first.path)
+    assert np.array_equal(derived.cold_items(), select_cold_items(60, 0.2, seed=3))
+    assert first.info["cold_items"] == 12 and not first.cached
+    again = prepare_stage(load_config(None, overrides=overrides), cache)
+    assert again.cached and again.path == first.path
+    off = prepare_stage(load_config(None, overrides=overrides[:1]), cache)
+    assert off.path == source.path  # cold_start = 0: the dataset as prepared
+    with pytest.raises(ConfigError, match="already a cold-start dataset"):
+        prepare_stage(
+            load_config(None, overrides=[f"data.prepared='{first.path}'", "data.cold_start=0.1"]), cache
+        )
+    with pytest.raises(ConfigError, match=r"data\.cold_start"):
+        load_config(None, overrides=["data.cold_start=1.5"])

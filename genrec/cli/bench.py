@@ -170,6 +170,60 @@ def decode(
             console.print(f"{kind}: {path}")
 
 
+@bench_app.command("encoders")
+def encoders(
+    config: Path = typer.Option(
+        Path("configs/ablation_encoders_beauty.toml"),
+        "--config",
+        help="Run config (TOML) every variant starts from.",
+    ),
+    profile: str = typer.Option(None, help="A profile of the config, e.g. cpu."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="section.key=value override for every variant (repeatable)."
+    ),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="text, multimodal and/or diffusion (repeatable; default: all three)."
+    ),
+    out: Path = typer.Option(
+        Path("bench/results/local-encoders"), "--out", help="Folder for encoders.json/.csv/.md."
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs/encoders"), "--runs-dir", help="Where each variant's run folder (weights, logs) goes."
+    ),
+    label: str = typer.Option("", help="Names the results, e.g. 'CPU profile' (default: the profile)."),
+) -> None:
+    """Item-encoder ablation: text vs multimodal vs multimodal + diffusion, each trained and tested."""
+    from genrec.bench.encoders import VARIANTS, run_encoder_ablation
+    from genrec.config import ConfigError
+    from genrec.data import DataError
+    from genrec.embed import EmbeddingError
+
+    console = Console()
+    try:
+        result = run_encoder_ablation(
+            config,
+            out,
+            runs_dir,
+            profile=profile,
+            overrides=set_,
+            variants=variant or tuple(VARIANTS),
+            label=label,
+            console=console,
+        )
+    except (ConfigError, DataError, EmbeddingError, FileNotFoundError) as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"encoder ablation ({result['payload']['label']})")
+    keys = ("recall@10", "ndcg@10", "cold_target/recall@10", "cold_target/ndcg@10", "warm_target/recall@10")
+    for col in ("variant", *keys):
+        table.add_column(col)
+    for row in result["rows"]:
+        table.add_row(row["variant"], *("-" if row.get(k) is None else f"{row[k]:.4f}" for k in keys))
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""

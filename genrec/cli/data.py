@@ -201,5 +201,30 @@ def stats(
         console.print(f"skipped: {s['skipped']}  filtered: {s['filtered']}")
 
 
+@data_app.command("cold-start")
+def cold_start(
+    prepared: Path = typer.Argument(..., help="A prepared (leave-one-out) dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for the cold-start dataset."),
+    fraction: float = typer.Option(0.1, help="Share of the items that lose every training interaction."),
+    seed: int = typer.Option(0, help="Seeds which items go cold."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+) -> None:
+    """Derive the cold-start protocol's dataset: seeded cold items keep no training interaction."""
+    from genrec.data import load_prepared, write_cold_start
+    from genrec.data.errors import DataError
+
+    try:
+        path = write_cold_start(prepared, out, fraction=fraction, seed=seed, overwrite=force)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    derived = load_prepared(path)
+    split = derived.manifest["split"]
+    console.print(
+        f"wrote [bold]{path}[/]: {split['num_cold_items']:,} of {derived.num_items:,} items cold "
+        f"({derived.manifest['cold_start']['interactions_removed']:,} training interactions removed, "
+        f"{split['users_dropped']:,} users left without history dropped)"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -166,3 +166,20 @@ def test_pipeline_applies_the_protocol_as_a_cached_stage(source, tmp_path):
         )
     with pytest.raises(ConfigError, match=r"data\.cold_start"):
         load_config(None, overrides=["data.cold_start=1.5"])
+
+
+def test_cli_derives_the_cold_start_dataset(source, tmp_path):
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli-cold"
+    result = runner.invoke(
+        app, ["data", "cold-start", str(source.path), "--out", str(out), "--fraction", "0.2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 of 60 items cold" in result.output
+    assert np.array_equal(load_prepared(out).cold_items(), select_cold_items(60, 0.2))
+    again = runner.invoke(app, ["data", "cold-start", str(out), "--out", str(tmp_path / "x")])
+    assert again.exit_code == 1 and "leave-one-out" in again.output

@@ -12,7 +12,8 @@ score) and the child node is looked up again (dense table, or binary search of t
 Trie children: dense levels read ``dense[state, token]``; CSR levels binary-search the token in
 the beam's run of ``child_tokens`` (bit_length(V) + 1 steps). The per-request mask is a binary
 search of the child id in the user's sorted node list. Shapes and loop counts are run-time
-arguments and the blocks are padded to powers of two of at least 16, so few variants compile.
+arguments and the blocks are padded to powers of two (vocab >= 64, beam >= 16), so few variants
+compile.
 """
 
 from __future__ import annotations
@@ -200,9 +201,9 @@ def constrained_beam_step_triton(
         return tuple(out)
     logits = logits.contiguous()
     has_mask = mask_offsets is not None
-    # Few specialisations (each is a JIT compile): vocab and beam padded to powers of two of at least
-    # 16, a fixed tile of whole rows, loop counts passed at run time.
-    block_v = max(16, _next_pow2(V))
+    # Few specialisations (each is a JIT compile): vocab padded to a power of two of at least 64 and
+    # beam to one of at least 16, a fixed tile of whole rows, loop counts passed at run time.
+    block_v = max(64, _next_pow2(V))
     block_b = max(1, _TILE_ELEMENTS // block_v)
     dummy = row_ptr  # never read: a valid pointer for the absent optional arrays
     _beam_step_kernel[(U,)](

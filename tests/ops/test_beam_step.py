@@ -570,7 +570,7 @@ def test_cuda_backends_match_reference(dtype, data):
     gpu = to_device(case, "cuda")
     for backend in CUDA_BACKENDS:
         if backend is Backend.TRITON and dtype != torch.float32:
-            continue  # every Triton variant is a JIT compile: its dtypes are covered by the large cases
+            continue  # every Triton variant is a JIT compile: half logits are covered below
         assert_matches_reference({**case, "logits": case["logits"].float()}, run(gpu, backend), expected)
 
 
@@ -647,6 +647,21 @@ def test_cuda_large_shapes_equal_cpu(name):
         for field in ("tokens", "parents", "states"):
             assert torch.equal(getattr(got, field).cpu(), getattr(expected, field)), (backend, field)
         assert torch.equal(got.scores.cpu(), expected.scores), backend
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["tiger-step-dense", "beam-100"])
+def test_cuda_half_precision_logits_equal_cpu(name, dtype):
+    case = _large_case(11, *LARGE[name][:5], dense=LARGE[name][5], fill=LARGE[name][6], mask=LARGE[name][7])
+    case["logits"] = case["logits"].to(dtype)  # the row maximum 0 stays exact, so does logsumexp
+    cpu_backend = Backend.CPP if Backend.CPP in CPU_BACKENDS else Backend.REFERENCE
+    expected = run({**case, "logits": case["logits"].float()}, cpu_backend, poison=False)
+    gpu = to_device(case, "cuda")
+    for backend in CUDA_BACKENDS:
+        got = run(gpu, backend)
+        for field in ("tokens", "parents", "states", "scores"):
+            assert torch.equal(getattr(got, field).cpu(), getattr(expected, field)), (backend, field)
 
 
 @pytest.mark.cuda

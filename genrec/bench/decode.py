@@ -388,7 +388,17 @@ def kernel_rows(
 
             from genrec.bench.timing import median_seconds
 
-            seconds = median_seconds(call, device, min_run_time=0.05 if quick else 0.2)
+            try:
+                seconds = median_seconds(call, device, min_run_time=0.05 if quick else 0.2)
+            except Exception as exc:  # keep the other backends' figures
+                rows.append(
+                    {
+                        **_failed("kernel", backend.value, "precomputed", index.num_items, beam, exc),
+                        "level": t,
+                    }
+                )
+                rows[-1]["kind"] = "kernel"
+                continue
             gbps = moved / seconds / 1e9
             rows.append(
                 {
@@ -580,7 +590,13 @@ def run_sweep(
             for beam in sweep.beams:
                 users = _users_for(sweep, model_name, beam, "genrec")
                 for backend in sweep.backends:
-                    row = _genrec_row(sweep, index, cat, model_name, beam, backend, users, model)
+                    try:
+                        row = _genrec_row(sweep, index, cat, model_name, beam, backend, users, model)
+                    except Exception as exc:  # one failing backend must not cost the other rows
+                        row = _failed("genrec", backend.value, model_name, n, beam, exc)
+                        rows.append(row)
+                        log(f"  genrec {backend.value} beam={beam}: FAILED {row['error']}")
+                        continue
                     rows.append(row)
                     log(_describe(row))
                 if "python_trie" in sweep.baselines:
@@ -650,6 +666,19 @@ def run_sweep(
 
 def _kernel_users(sweep: DecodeSweep) -> int:
     return sweep.kernel_users or (4096 if sweep.device.type == "cuda" else 256)
+
+
+def _failed(method, backend, model, n, beam, exc: BaseException) -> dict:
+    message = str(exc).strip().splitlines()
+    return {
+        "kind": "decode",
+        "method": method,
+        "backend": backend,
+        "model": model,
+        "num_items": n,
+        "beam": beam,
+        "error": f"{type(exc).__name__}: {message[0] if message else ''}"[:500],
+    }
 
 
 def _skipped(method, model, n, beam, why) -> dict:
@@ -870,8 +899,17 @@ def run_gpu_check(
     )
     rows = result["rows"]
     decode = [r for r in rows if r.get("kind") == "decode" and "users_per_s" in r]
+    kernels = [r for r in rows if r.get("kind") == "kernel" and "GBps" in r]
+    errors = [r for r in rows if "error" in r]
+    if not decode:
+        summary = {
+            "error": "every backend failed",
+            "errors": errors,
+            "ceilings": result["payload"]["ceilings"],
+        }
+        atomic_write_text(Path(out_dir) / "decode_summary.json", json.dumps(summary, indent=2) + "\n")
+        return {"summary": summary, **result}
     best = max(decode, key=lambda r: r["users_per_s"])
-    kernels = [r for r in rows if r.get("kind") == "kernel"]
     summary = {
         "users_per_s": best["users_per_s"],
         "beam": best["beam"],
@@ -911,6 +949,7 @@ def run_gpu_check(
             }
             for r in kernels
         ],
+        "errors": errors,
         "device": result["payload"]["device"],
         "torch": torch.__version__,
         "git_sha": result["payload"].get("git_sha"),

@@ -102,6 +102,9 @@ def decode(
                 raise typer.BadParameter("--gpu-check needs a CUDA GPU")
             result = run_gpu_check(out, log=console.print)
             summary = result["summary"]
+            if "error" in summary:
+                console.print(f"[red]decode: {summary['error']}[/]: {summary['errors']}")
+                raise typer.Exit(1)
             console.print(
                 f"decode: {summary['users_per_s']:,.0f} users/s at beam {summary['beam']} on {summary['num_items']:,} "
                 f"items ({summary['backend']}, graphed={summary['graphed']}), mask-and-select "

@@ -89,8 +89,19 @@ def test_decode_cli_rejects_bad_options(tmp_path):
     assert bad.exit_code != 0 and "tiger and/or precomputed" in bad.output
 
 
-def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path):
-    backends = ["cpp"] if "cpp" in {b.value for b in default_backends(torch.device("cpu"))} else ["reference"]
+def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path, monkeypatch):
+    import genrec.bench.decode as decode
+
+    usable = {b.value for b in default_backends(torch.device("cpu"))}
+    backends = ["cpp", "reference"] if "cpp" in usable else ["reference"]
+    real_row = decode._genrec_row
+
+    def row_or_failure(sweep, index, cat, model_name, beam, backend, users, model):
+        if backend.value == "reference" and len(backends) > 1:
+            raise RuntimeError("simulated failure\nwith details")
+        return real_row(sweep, index, cat, model_name, beam, backend, users, model)
+
+    monkeypatch.setattr(decode, "_genrec_row", row_or_failure)
     out = run_gpu_check(
         tmp_path,
         log=lambda *_: None,
@@ -120,6 +131,9 @@ def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path):
     beams = {(k["num_items"], k["beam"]) for k in summary["kernels"]}
     assert beams >= {(2000, 10), (2000, 20), (2000, 50), (2000, 100), (3000, 20)}
     assert all(k["pct_of_copy_bw"] > 0 for k in summary["kernels"])
+    if len(backends) > 1:  # a failing backend is recorded and the others still report
+        assert summary["backend"] == "cpp" and set(summary["by_backend"]) == {"cpp"}
+        assert summary["errors"][0]["error"] == "RuntimeError: simulated failure"
 
 
 def test_hf_generate_baseline_decodes_valid_items():

@@ -22,7 +22,7 @@ from genrec.embed.diffusion import (
 )
 from genrec.embed.encoder_config import DiffusionConfig
 from genrec.embed.multimodal import fuse, gather_modalities
-from tests.embed.multimodal_data import clustered_dataset, kind_of, small_config, synthetic_text
+from tests.embed.multimodal_data import kind_of, small_config, synthetic_text
 
 
 def tiny(**overrides) -> DiffusionConfig:
@@ -122,8 +122,8 @@ def test_training_and_sampling_are_seeded_and_per_item():
     assert not np.allclose(out, other_seed.generate(cond[items], items))
 
 
-def test_cold_items_behaviour_lands_near_warm_items_of_their_kind(tmp_path):
-    dataset = load_prepared(clustered_dataset(tmp_path / "c"))
+def test_cold_items_behaviour_lands_near_warm_items_of_their_kind(clustered_path, tmp_path):
+    dataset = load_prepared(clustered_path)
     cold_data = load_prepared(write_cold_start(dataset, tmp_path / "cold", fraction=0.15, seed=0))
     config = small_config()
     mods = gather_modalities(cold_data, config, text=synthetic_text(60), log=lambda m: None)
@@ -140,8 +140,8 @@ def test_cold_items_behaviour_lands_near_warm_items_of_their_kind(tmp_path):
     assert set(info["probe"]) >= {"cosine", "recall@10", "neighbours@10"}
 
 
-def test_diffusion_needs_collaborative_signal(tmp_path):
-    dataset = load_prepared(clustered_dataset(tmp_path / "c"))
+def test_diffusion_needs_collaborative_signal(clustered_path):
+    dataset = load_prepared(clustered_path)
     config = small_config(epochs=2, modalities=["text", "attributes"])
     fusion = fuse(gather_modalities(dataset, config, text=synthetic_text(60), log=lambda m: None), config)
     with pytest.raises(EmbeddingError, match="'collaborative'"):
@@ -154,12 +154,11 @@ def test_diffusion_needs_collaborative_signal(tmp_path):
         DiffusionConfig(timesteps=10, sample_steps=20).validate()
 
 
-def test_genrec_embed_diffusion_writes_embeddings(tmp_path):
+def test_genrec_embed_diffusion_writes_embeddings(clustered_path, text_cache, tmp_path):
     from genrec.embed import EmbedConfig, embed_items
 
-    dataset = load_prepared(clustered_dataset(tmp_path / "c"))
-    cold_data = load_prepared(write_cold_start(dataset, tmp_path / "cold", fraction=0.15, seed=0))
-    config = EmbedConfig(encoder="diffusion", cache_dir=str(tmp_path / "cache"), progress=False)
+    cold_data = load_prepared(write_cold_start(clustered_path, tmp_path / "cold", fraction=0.15, seed=0))
+    config = EmbedConfig(encoder="diffusion", cache_dir=str(text_cache), progress=False)
     config.multimodal = small_config(epochs=10)
     config.diffusion = tiny(steps=100)
     artifact = embed_items(cold_data, config, tmp_path / "emb")

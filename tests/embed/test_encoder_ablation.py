@@ -7,7 +7,6 @@ import json
 import pytest
 
 from genrec.bench.encoders import run_encoder_ablation
-from tests.embed.multimodal_data import clustered_dataset
 
 TINY = [
     "data.cold_start=0.15",
@@ -39,7 +38,7 @@ TINY = [
     "model.user_buckets=0",
     "train.max_history=6",
     "train.batch_size=64",
-    "train.epochs=2",
+    "train.epochs=1",
     "train.patience=0",
     "train.val_beam=10",
     "eval.beam_size=10",
@@ -47,12 +46,11 @@ TINY = [
 ]
 
 
-def test_ablation_runs_every_variant_and_reports_cold_targets(tmp_path):
-    data = clustered_dataset(tmp_path / "clustered")
+def test_ablation_runs_every_variant_and_reports_cold_targets(clustered_path, text_cache, tmp_path):
     overrides = [
-        f"data.prepared='{data}'",
+        f"data.prepared='{clustered_path}'",
         f"run.cache_dir='{tmp_path / 'cache'}'",
-        f"embed.cache_dir='{tmp_path / 'emb'}'",
+        f"embed.cache_dir='{text_cache}'",
         *TINY,
     ]
     result = run_encoder_ablation(

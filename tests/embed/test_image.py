@@ -54,13 +54,14 @@ def test_classifier_head_recognises_the_photographs(encoder, photo_features):
     assert all(a.probability >= b.probability for a, b in itertools.pairwise(coffee))
 
 
-def test_architecture_matches_the_packaged_weights():
-    model = EfficientNetLite0()
+def test_architecture_matches_the_packaged_weights(encoder):
+    model = encoder.model  # loaded with strict=True: every tensor of the package's state dict has its place
+    assert isinstance(model, EfficientNetLite0)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(4.65e6, rel=0.01)  # Lite0: 4.65M
     import torch
 
     with torch.no_grad():  # TF "SAME" padding: any input size, 1280 features out
-        assert model.eval().features(torch.zeros(1, 3, 225, 199)).shape == (1, EMBEDDING_DIM)
+        assert model.features(torch.zeros(1, 3, 225, 199)).shape == (1, EMBEDDING_DIM)
     array = np.asarray(np.random.default_rng(0).integers(0, 256, (50, 80, 3)), dtype=np.uint8)
     x = preprocess(array)
     assert x.shape == (3, 224, 224) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0

@@ -15,7 +15,7 @@ from genrec.embed.collaborative import embed_collaborative
 from genrec.embed.encoder_config import MultimodalConfig
 from genrec.embed.modality import ModalityFeatures
 from genrec.embed.multimodal import behaviour_probe, fuse, gather_modalities, text_modality
-from tests.embed.multimodal_data import clustered_dataset, kind_of, small_config, synthetic_text
+from tests.embed.multimodal_data import kind_of, small_config, synthetic_text
 
 
 def _unit(x):
@@ -34,8 +34,8 @@ def _same_kind_share(query: np.ndarray, bank: np.ndarray, query_items, bank_item
 
 
 @pytest.fixture(scope="module")
-def clustered(tmp_path_factory):
-    return load_prepared(clustered_dataset(tmp_path_factory.mktemp("mm") / "clustered"))
+def clustered(clustered_path):
+    return load_prepared(clustered_path)
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +201,11 @@ def test_behaviour_probe_scores_a_perfect_and_a_useless_estimate():
 
 
 # ---- the registered encoder, end to end (the real text encoder on a tiny catalogue) ----
-def test_genrec_embed_multimodal_writes_embeddings(clustered, tmp_path):
+def test_genrec_embed_multimodal_writes_embeddings(clustered, text_cache, tmp_path):
     from genrec.embed import EmbedConfig, embed_items, read_meta
 
     settings = small_config(epochs=10)
-    config = EmbedConfig(encoder="multimodal", cache_dir=str(tmp_path / "cache"), progress=False)
+    config = EmbedConfig(encoder="multimodal", cache_dir=str(text_cache), progress=False)
     config.multimodal = settings
     artifact = embed_items(clustered, config, tmp_path / "emb")
     assert artifact.embeddings.shape == (60, 16 + 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from genrec.bench.encoders import run_encoder_ablation
@@ -70,6 +71,8 @@ def test_ablation_runs_every_variant_and_reports_cold_targets(clustered_path, te
         "probe.content.recall@10" in rows["multimodal"] and "probe.diffusion.recall@10" in rows["diffusion"]
     )
     assert rows["text"]["embed.dimension"] == 384 and rows["multimodal"]["embed.dimension"] == 16 + 8
+    for name in rows:  # the trie is built from every item's semantic ID, cold items included
+        assert np.load(tmp_path / "runs" / name / "tokenizer" / "semantic_ids.npy").shape[0] == 60
     saved = json.loads((tmp_path / "out" / "encoders.json").read_text())
     assert saved["label"] == "test" and saved["cold_start"]["fraction"] == 0.15 and len(saved["rows"]) == 3
     assert set(saved["goals"]) >= {

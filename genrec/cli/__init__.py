@@ -6,9 +6,11 @@ import typer
 
 from genrec.cli import bench, info
 from genrec.cli import data as data_cli
+from genrec.cli import embed as embed_cli
 from genrec.cli import eval as eval_cli
 from genrec.cli import recommend as recommend_cli
 from genrec.cli import report as report_cli
+from genrec.cli import tokenize as tokenize_cli
 from genrec.cli import train as train_cli
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ bench.register(app)
 data_cli.register(app)
 eval_cli.register(app)
 report_cli.register(app)
+embed_cli.register(app)
+tokenize_cli.register(app)
 train_cli.register(app)
 recommend_cli.register(app)
 

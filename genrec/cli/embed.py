@@ -1,0 +1,77 @@
+"""``genrec embed``: one embedding per item of a prepared dataset, by a registered encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from genrec.embed.config import DEFAULT_TEMPLATE
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def embed(
+        data: Path = typer.Option(..., "--data", help="Prepared dataset folder (`genrec data prepare`)."),
+        out: Path = typer.Option(..., "--out", help="Folder to write embeddings.npy and embed.json into."),
+        encoder: str = typer.Option("text", help="Item encoder: text (more may be registered)."),
+        model: str = typer.Option(
+            None, help="Local sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2)."
+        ),
+        template: str = typer.Option(
+            DEFAULT_TEMPLATE,
+            help="Item text from item-table columns: {column}; a [...] section is dropped when a column in it is empty.",
+        ),
+        list_separator: str = typer.Option(", ", help="Joins the values of list columns such as categories."),
+        batch_size: int = typer.Option(64, help="Texts per forward pass."),
+        max_length: int = typer.Option(
+            None, help="Truncate texts to this many tokens (default: the model's limit)."
+        ),
+        normalize: bool = typer.Option(True, help="Scale embeddings to unit length."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+        cache: bool = typer.Option(
+            True, help="Reuse embeddings computed before for the same model, texts and options."
+        ),
+        cache_dir: Path = typer.Option(
+            None, help="Cache folder (default: $GENREC_CACHE_DIR/embeddings or ~/.cache/genrec/embeddings)."
+        ),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Embed every item of a prepared dataset; row i of embeddings.npy is item index i."""
+        from genrec.data import DataError
+        from genrec.embed import EmbedConfig, EmbeddingError, embed_items
+
+        config = EmbedConfig(
+            encoder=encoder,
+            model=model,
+            template=template,
+            list_separator=list_separator,
+            batch_size=batch_size,
+            max_length=max_length,
+            normalize=normalize,
+            device=device,
+            cache=cache,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            progress=progress,
+        )
+        try:
+            artifact = embed_items(data, config, out)
+        except (DataError, EmbeddingError, FileNotFoundError, RuntimeError, ValueError) as e:
+            _fail(str(e))
+        meta = artifact.meta
+        how = {
+            None: f"computed in {meta.get('seconds', 0):.1f} s",
+            "output": "already up to date",
+            "cache": "from the cache",
+        }
+        Console(soft_wrap=True).print(
+            f"wrote [bold]{artifact.path}[/]: {meta['num_items']:,} items x {meta['dimension']} "
+            f"({meta['encoder']}, {meta.get('model', '?')}), {how[artifact.reused]}"
+        )

@@ -1,0 +1,166 @@
+"""Turning item embeddings into semantic IDs: :func:`tokenize` and the fitted :class:`Tokenizer`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import genrec.ops
+from genrec.embed.artifacts import check_embeddings
+from genrec.tokenize.config import TokenizeConfig
+from genrec.tokenize.kmeans import resolve_kmeans_backend
+from genrec.tokenize.metrics import reconstruction_error, token_metrics
+from genrec.tokenize.normalize import Normalizer
+from genrec.tokenize.rqkmeans import residual_kmeans
+from genrec.tokenize.rqvae import RQVAE
+from genrec.tokenize.semantic_ids import disambiguate
+from genrec.tokenize.train import train_rqvae
+
+
+@dataclass
+class Tokenizer:
+    """A fitted tokenizer: maps embeddings [N, input_dim] to codes [N, levels].
+
+    ``codebooks`` [levels, codebook_size, D] live in the RQ-VAE's latent space (rqvae) or in the
+    normalized embedding space (rqkmeans).
+    """
+
+    method: str
+    input_dim: int
+    normalizer: Normalizer
+    codebooks: torch.Tensor
+    model: RQVAE | None = None
+    encode_backend: str = "auto"
+
+    @property
+    def levels(self) -> int:
+        return self.codebooks.shape[0]
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebooks.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.codebooks.device
+
+    def _prepare(self, embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(embeddings, torch.Tensor):
+            embeddings = embeddings.detach().cpu().numpy()
+        array = check_embeddings(embeddings, dimension=self.input_dim, source="embeddings")
+        return self.normalizer(torch.from_numpy(array).to(self.device))
+
+    @torch.no_grad()
+    def encode(self, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+        """int64 codes [N, levels] (before disambiguation), e.g. for items added after training."""
+        x = self._prepare(embeddings)
+        if self.model is not None:
+            return self.model.encode(x).cpu().numpy()
+        return genrec.ops.rq_encode(x, self.codebooks, backend=self.encode_backend).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[N, input_dim] in the normalized embedding space: what the codes say the item is."""
+        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)
+        if self.model is not None:
+            return self.model.decode_codes(codes)
+        return sum(self.codebooks[level, codes[:, level]] for level in range(self.levels))
+
+
+@dataclass
+class TokenizerResult:
+    """What :func:`tokenize` returns; :func:`genrec.tokenize.write_tokenizer` saves it."""
+
+    config: TokenizeConfig
+    tokenizer: Tokenizer
+    codes: np.ndarray
+    """int64 [N, levels]: codes before disambiguation."""
+    semantic_ids: np.ndarray
+    """int64 [N, levels + 1]: codes plus the disambiguation token; every row unique."""
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    """Per epoch of RQ-VAE training: losses and codes restarted (empty for rqkmeans)."""
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Vocabulary size per column of ``semantic_ids``."""
+        return [self.config.codebook_size] * self.config.levels + [self.metrics["disambiguation_level_size"]]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"tokenize.device is {device!r} but CUDA is not available here; use cpu or auto")
+    return resolved
+
+
+def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | None = None) -> TokenizerResult:
+    """Fit ``config.method`` on ``embeddings`` [N, D] and give every item a unique semantic ID.
+
+    Row i of the result is row i of ``embeddings``. The same embeddings, config and device give
+    the same IDs.
+    """
+    config = (config or TokenizeConfig()).validate()
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = embeddings.detach().cpu().numpy()
+    array = check_embeddings(embeddings)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    kmeans_backend = resolve_kmeans_backend(config.kmeans_backend)
+    x = torch.from_numpy(array)
+    normalizer = Normalizer.fit(x, config.normalize)
+    x = normalizer(x).to(device)
+    normalizer = Normalizer(normalizer.mode, normalizer.mean.to(device), normalizer.scale.to(device))
+    history: list[dict] = []
+    if config.method == "rqvae":
+        model, history = train_rqvae(x, config)
+        tokenizer = Tokenizer(
+            "rqvae",
+            array.shape[1],
+            normalizer,
+            model.quantizer.codebooks.detach(),
+            model,
+            config.encode_backend,
+        )
+    else:
+        codebooks = residual_kmeans(
+            x,
+            config.levels,
+            config.codebook_size,
+            iters=config.rqkmeans.iters,
+            seed=config.seed,
+            backend=kmeans_backend,
+            encode_backend=config.encode_backend,
+        )
+        tokenizer = Tokenizer("rqkmeans", array.shape[1], normalizer, codebooks, None, config.encode_backend)
+    codes_t = (
+        tokenizer.model.encode(x)
+        if tokenizer.model is not None
+        else genrec.ops.rq_encode(x, tokenizer.codebooks, backend=config.encode_backend)
+    )
+    codes = codes_t.cpu().numpy()
+    semantic_ids = disambiguate(codes, config.codebook_size)
+    metrics = {
+        "method": config.method,
+        **token_metrics(codes, semantic_ids, config.codebook_size),
+        "reconstruction": reconstruction_error(x, tokenizer.reconstruct(codes)),
+    }
+    if tokenizer.model is not None:
+        with torch.no_grad():
+            z = tokenizer.model.encoder(x)
+            metrics["latent_quantization"] = reconstruction_error(
+                z, tokenizer.model.quantizer.lookup(codes_t)
+            )
+        metrics["training"] = {k: v for k, v in history[-1].items() if k != "seconds"} | {
+            "codes_restarted_total": sum(h["codes_restarted"] for h in history),
+            "seconds": sum(h["seconds"] for h in history),
+        }
+    metrics["kmeans_backend"] = kmeans_backend
+    metrics["device"] = str(device)
+    metrics["seconds"] = time.perf_counter() - started
+    return TokenizerResult(config, tokenizer, codes, semantic_ids, metrics, history)

@@ -63,10 +63,15 @@ if has decode && "$PY" -m genrec.cli bench --help 2>/dev/null | grep -q decode; 
   step_time decode "$t0" "$(stamp)"
 fi
 
+# The embed and tokenize stages come from the stage cache computed on the CPU machine and carried in
+# .carry/cache (there: genrec train --config configs/tiger_beauty.toml --until tokenize
+#   --set data.prepared=.carry/beauty --set run.cache_dir=.carry/cache); their keys hash contents, not paths.
 if has train && [ -f configs/tiger_beauty.toml ] && [ -d .carry/beauty ]; then
   t0=$(stamp)
+  cache_args=()
+  [ -d .carry/cache ] && cache_args=(--set run.cache_dir=.carry/cache)
   timeout 600 "$PY" -m genrec.cli train --config configs/tiger_beauty.toml --set data.prepared=.carry/beauty \
-    --run-dir "$OUT/tiger_beauty" 2>&1 | tail -40 | tee -a "$LOG"
+    "${cache_args[@]}" --no-progress --run-dir "$OUT/tiger_beauty" 2>&1 | tail -40 | tee -a "$LOG"
   step_time train "$t0" "$(stamp)"
 fi
 

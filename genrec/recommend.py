@@ -73,7 +73,8 @@ class Recommender:
         if index is None or search is None:
             from genrec.decoding import TrieIndex, beam_search
 
-            index = index if index is not None else TrieIndex.from_codes(self.codes, device=self.device)
+            if index is None:  # the model's vocabulary per level, also where the codes leave a value unused
+                index = TrieIndex.from_codes(self.codes, device=self.device, level_sizes=model.level_sizes)
             search = search or beam_search
         self.index, self.search = index, search
         # On a GPU the whole search of a batch replays as one CUDA graph (genrec.decoding).

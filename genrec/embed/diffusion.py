@@ -166,16 +166,30 @@ class GaussianDiffusion:
         steps: int,
         guidance: float = 1.0,
         limit=None,
+        *,
+        start: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) from ``noise`` (B, dim) to clean samples, guided by ``guidance``."""
-        x = noise
+        """Deterministic DDIM (eta = 0) from ``noise`` (B, dim) to clean samples, guided by ``guidance``.
+
+        With ``start`` (B, dim), a guess of the clean samples, sampling begins at t = strength * (T-1)
+        from the guess noised to that step (SDEdit) instead of from pure noise at T-1.
+        """
         seq = ddim_timesteps(self.timesteps, steps)
+        if start is None:
+            x = noise
+        else:
+            t_start = round(strength * (self.timesteps - 1))
+            seq = [t for t in seq if t <= t_start] or [0]
+            ab = self.alpha_bar[seq[0]]
+            x = ab.sqrt() * start + (1 - ab).sqrt() * noise
         null = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for i, step in enumerate(seq):
             t = torch.full((len(x),), step, dtype=torch.long, device=x.device)
             out = model(x, t, cond)
             if guidance != 1.0:  # classifier-free guidance: extrapolate from the unconditional output
-                out = model(x, t, cond, drop=null) + guidance * (out - model(x, t, cond, drop=null))
+                unconditional = model(x, t, cond, drop=null)
+                out = unconditional + guidance * (out - unconditional)
             x0, eps = self.split(out, x, t, limit)
             ab_prev = self.alpha_bar[seq[i + 1]] if i + 1 < len(seq) else torch.tensor(1.0)
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
@@ -194,29 +208,48 @@ class TrainedDiffusion:
     config: DiffusionConfig
     info: dict
 
-    def generate(self, cond: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def generate(self, cond: np.ndarray, items: np.ndarray, estimate: np.ndarray | None = None) -> np.ndarray:
         """Unit behaviour embeddings [len(items), dim] for conditions ``cond`` [len(items), cond_dim].
 
         Each (item, sample) starts from its own seeded noise; samples are unit-normalised and averaged.
+        ``estimate`` (unit rows) is where sampling starts when the config says start = "estimate".
         """
+        if self.config.start == "estimate" and estimate is None:
+            raise EmbeddingError('diffusion start = "estimate" needs the content-only estimates of the items')
         out = np.zeros((len(items), self.mean.shape[0]), dtype=np.float32)
         self.model.eval()
         with torch_threads(self.config.threads):
-            self._generate(cond, items, out)
+            self._generate(cond, items, out, estimate)
         return out
 
-    def _generate(self, cond: np.ndarray, items: np.ndarray, out: np.ndarray) -> None:
+    def _generate(
+        self, cond: np.ndarray, items: np.ndarray, out: np.ndarray, estimate: np.ndarray | None
+    ) -> None:
         cfg = self.config
         device = self.mean.device
         dim = self.mean.shape[0]
         for lo in range(0, len(items), 2048):
             sl = slice(lo, lo + 2048)
             c = torch.from_numpy(np.ascontiguousarray(cond[sl], dtype=np.float32)).to(device)
+            begin = None
+            if cfg.start == "estimate":
+                guess = torch.from_numpy(np.ascontiguousarray(estimate[sl], dtype=np.float32)).to(device)
+                begin = (guess - self.mean) / self.std
             total = torch.zeros(len(c), dim, device=device)
-            for j in range(cfg.samples):
-                noise = torch.stack([_item_noise(cfg.seed, int(i), j, dim) for i in items[sl]]).to(device)
+            for j in range(1 if cfg.start == "zero" else cfg.samples):
+                if cfg.start == "zero":  # the prior's mean: one deterministic sample
+                    noise = torch.zeros(len(c), dim, device=device)
+                else:
+                    noise = torch.stack([_item_noise(cfg.seed, int(i), j, dim) for i in items[sl]]).to(device)
                 x0 = self.diffusion.ddim_sample(
-                    self.model, c, noise, cfg.sample_steps, cfg.guidance, self.limit
+                    self.model,
+                    c,
+                    noise,
+                    cfg.sample_steps,
+                    cfg.guidance,
+                    self.limit,
+                    start=begin,
+                    strength=cfg.strength,
                 )
                 total += F.normalize(x0 * self.std + self.mean, dim=-1)
             out[sl] = F.normalize(total, dim=-1).cpu().numpy()
@@ -314,10 +347,11 @@ def generate_behaviour(
     trained = train_diffusion(fusion.behaviour[train], fusion.content[train], config, log=log)
     targets = np.union1d(np.flatnonzero(~fusion.warm), fusion.probe)
     start = time.perf_counter()
+    estimate = fusion.estimate[targets] if fusion.estimate is not None else None
     generated = (
-        trained.generate(fusion.content[targets], targets)
+        trained.generate(fusion.content[targets], targets, estimate)
         if len(targets)
-        else np.zeros((0, fusion.behaviour.shape[1]))
+        else np.zeros((0, fusion.behaviour.shape[1]), dtype=np.float32)
     )
     seconds = time.perf_counter() - start
     behaviour = fusion.behaviour.copy()

@@ -16,6 +16,7 @@ MODALITIES = ("text", "image", "attributes", "collaborative")
 CONTENT_MODALITIES = ("text", "image", "attributes")
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("eps", "x0", "v")
+STARTS = ("noise", "zero", "estimate")
 
 
 def _nohash(default=dataclasses.MISSING, **kw):
@@ -197,12 +198,18 @@ class DiffusionConfig:
     """Decay of the exponential moving average of the weights used for sampling (0 = off)."""
     cond_dropout: float = 0.1
     """In training, replace the condition by a learned null condition with this probability."""
-    guidance: float = 1.0
+    guidance: float = 2.0
     """Classifier-free guidance scale at sampling (1 = the plain conditional model)."""
     sample_steps: int = 50
     """DDIM steps (eta = 0: deterministic given the starting noise)."""
     samples: int = 4
     """Samples per item, each from its own seeded noise, averaged (after unit-normalising)."""
+    start: str = "estimate"
+    """Where sampling starts: "noise" (pure generation from seeded noise at t = T), "zero" (the prior's
+    mean at t = T, one deterministic sample) or "estimate" (SDEdit: the content-only estimate noised to
+    t = strength * T, then denoised: the model moves it onto the behaviour it learned)."""
+    strength: float = 0.5
+    """With start = "estimate": how far back into the noise the estimate is pushed (0 keeps it, 1 = noise)."""
     seed: int = 0
     device: str = _nohash("cpu")
     threads: int = _nohash(1)
@@ -229,6 +236,8 @@ class DiffusionConfig:
             _require(getattr(self, name) >= 1, f"{prefix}.{name}", getattr(self, name), ">= 1")
         _require(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, ">= 0")
         _require(self.threads >= 0, f"{prefix}.threads", self.threads, ">= 0")
+        _require(self.start in STARTS, f"{prefix}.start", self.start, f"one of {', '.join(STARTS)}")
+        _require(0 < self.strength <= 1, f"{prefix}.strength", self.strength, "in (0, 1]")
         _require(0 <= self.ema < 1, f"{prefix}.ema", self.ema, "in [0, 1)")
         _require(0 <= self.cond_dropout < 1, f"{prefix}.cond_dropout", self.cond_dropout, "in [0, 1)")
         _require(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "in [0, 1)")

@@ -268,6 +268,7 @@ class FusionResult:
     fusion: ContentFusion
     head: AlignmentHead | None
     info: dict = field(default_factory=dict)
+    estimate: np.ndarray | None = None  # float32 [N, Dc], unit rows: the alignment head's b for every item
 
     def embeddings(self, config: MultimodalConfig, behaviour: np.ndarray | None = None) -> np.ndarray:
         """``[content_weight * c ; behaviour_weight * b]`` (``behaviour`` replaces the stored b)."""
@@ -395,7 +396,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
                 )
             ).to(device)
             content = _unit(raw.cpu().numpy())
-            behaviour = None
+            behaviour = estimate = None
             probe_metrics = {}
             if head is not None:
                 estimate = _unit(_batched(lambda idx: head(raw[idx]), num_items, device))
@@ -423,7 +424,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
         "probe": {"content": probe_metrics},
         "items_without_content": int((~mask.any(dim=1)).sum()),
     }
-    return FusionResult(content, behaviour, warm, probe, fusion, head, info)
+    return FusionResult(content, behaviour, warm, probe, fusion, head, info, estimate)
 
 
 def _batched(fn, n: int, device: torch.device, size: int = 4096) -> np.ndarray:

@@ -33,6 +33,8 @@ def tiny(**overrides) -> DiffusionConfig:
         "batch_size": 64,
         "warmup_steps": 20,
         "sample_steps": 20,
+        "start": "noise",
+        "guidance": 1.0,
     }
     return DiffusionConfig(**{**settings, **overrides}).validate()
 
@@ -122,13 +124,32 @@ def test_training_and_sampling_are_seeded_and_per_item():
     assert not np.allclose(out, other_seed.generate(cond[items], items))
 
 
+def test_sampling_starts_from_noise_zero_or_the_content_estimate():
+    target, cond, _, a, b = _two_cluster_problem()
+    trained = train_diffusion(target, cond, tiny(start="noise"), log=lambda m: None)
+    items = np.array([0, 1])
+    conds = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    trained.config = tiny(start="zero")
+    zero = trained.generate(conds, items)
+    trained.config = tiny(start="zero", seed=5)  # no noise drawn: the seed does not matter
+    assert np.array_equal(zero, trained.generate(conds, items))
+    assert zero[0] @ a > 0.8 and zero[1] @ b > 0.8
+    trained.config = tiny(start="estimate", strength=0.3)
+    with pytest.raises(EmbeddingError, match="estimate"):
+        trained.generate(conds, items)
+    refined = trained.generate(conds, items, estimate=np.stack([a, b]).astype(np.float32))
+    assert refined[0] @ a > 0.8 and refined[1] @ b > 0.8
+
+
 def test_cold_items_behaviour_lands_near_warm_items_of_their_kind(clustered_path, tmp_path):
     dataset = load_prepared(clustered_path)
     cold_data = load_prepared(write_cold_start(dataset, tmp_path / "cold", fraction=0.15, seed=0))
     config = small_config()
     mods = gather_modalities(cold_data, config, text=synthetic_text(60), log=lambda m: None)
     fusion = fuse(mods, config, log=lambda m: None)
-    behaviour, info = generate_behaviour(fusion, tiny(steps=400, samples=2), log=lambda m: None)
+    behaviour, info = generate_behaviour(
+        fusion, tiny(steps=400, samples=2, start="estimate"), log=lambda m: None
+    )
     cold = cold_data.cold_items()
     warm = np.flatnonzero(fusion.warm)
     assert info["generated_items"] == len(cold)

@@ -113,6 +113,7 @@ def run_encoder_ablation(
             f"{config_path}: data.cold_start is 0; the encoder ablation compares cold-target users, "
             "set data.cold_start (e.g. 0.1) or pass --set data.cold_start=0.1"
         )
+    device = "cuda" if torch.cuda.is_available() and first.run.device != "cpu" else "cpu"
     rows, started = [], time.perf_counter()
     for name, config in configs.items():
         if console is not None:
@@ -120,22 +121,23 @@ def run_encoder_ablation(
         run_dir = runs_dir / name
         result = run_pipeline(config, run_dir, console=console, progress=progress)
         rows.append(variant_row(name, run_dir, result))
-    device = "cuda" if torch.cuda.is_available() and first.run.device != "cpu" else "cpu"
-    payload = {
-        "benchmark": "encoders",
-        "label": label or (f"{profile} profile" if profile else "default profile"),
-        "config": str(config_path),
-        "profile": profile,
-        "overrides": list(overrides),
-        "dataset": first.data.dataset if not first.data.prepared else first.data.prepared,
-        "cold_start": {"fraction": first.data.cold_start, "seed": first.data.cold_start_seed},
-        "seconds": round(time.perf_counter() - started, 1),
-        "environment": environment(device),
-        "goals": goals(rows),
-    }
-    paths = write_results(out_dir, "encoders", payload, rows)
-    atomic_write_text(out_dir / "encoders.md", markdown_table(rows, payload))
-    paths["md"] = out_dir / "encoders.md"
+        # Written after every variant, so a long ablation stopped midway keeps what it measured.
+        payload = {
+            "benchmark": "encoders",
+            "label": label or (f"{profile} profile" if profile else "default profile"),
+            "config": str(config_path),
+            "profile": profile,
+            "overrides": list(overrides),
+            "dataset": first.data.dataset if not first.data.prepared else first.data.prepared,
+            "cold_start": {"fraction": first.data.cold_start, "seed": first.data.cold_start_seed},
+            "variants_done": [r["variant"] for r in rows],
+            "seconds": round(time.perf_counter() - started, 1),
+            "environment": environment(device),
+            "goals": goals(rows),
+        }
+        paths = write_results(out_dir, "encoders", payload, rows)
+        atomic_write_text(out_dir / "encoders.md", markdown_table(rows, payload))
+        paths["md"] = out_dir / "encoders.md"
     return {"payload": payload, "rows": rows, "paths": paths}
 
 

@@ -124,7 +124,8 @@ class ModelConfig:
     negatives: int = 1
     """sasrec with loss "bce": random negative items per target."""
     exclude_seen: bool = False
-    """sasrec: recommend only items outside the user's history (validation and test alike)."""
+    """Recommend only items outside the user's history (validation and test alike); generative models
+    mask them in the beam search, so no beam is spent on them."""
 
     def validate(self) -> None:
         from genrec.models import MODEL_KINDS
@@ -151,12 +152,6 @@ class ModelConfig:
             '"ce" for generative models (sampled "bce" is a sasrec option)',
         )
         _require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
-        _require(
-            not self.exclude_seen or self.kind == "sasrec",
-            "model.exclude_seen",
-            self.exclude_seen,
-            "false for generative models (their beam search does not read it)",
-        )
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

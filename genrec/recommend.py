@@ -38,6 +38,17 @@ def _flatten(histories: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> tuple
     return flat.astype(np.int64), ends - lengths, ends
 
 
+def _padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, device) -> torch.Tensor:
+    """Histories as a LongTensor [U, longest] padded with -1 (genrec.decoding's item-list form)."""
+    lengths = np.asarray(ends) - np.asarray(starts)
+    width = max(1, int(lengths.max()) if len(lengths) else 1)
+    cols = np.arange(width)
+    valid = cols[None, :] < lengths[:, None]
+    out = np.full((len(lengths), width), -1, dtype=np.int64)
+    out[valid] = flat[(np.asarray(starts)[:, None] + cols[None, :])[valid]]
+    return torch.as_tensor(out, device=device)
+
+
 class Recommender:
     """Top-k items of a generative model for histories of item indices, by constrained beam search.
 
@@ -45,7 +56,8 @@ class Recommender:
     ``index`` built from the same codes is given). Only the ``model.max_history`` most recent
     items of a history are read. ``invalid_rate`` is the fraction of returned slots, over all
     calls so far, that hold no catalogue item (-1); constrained decoding keeps it at 0 whenever
-    the catalogue has at least k items.
+    the catalogue has at least k items. ``exclude_history`` masks each user's own history items out
+    of the search (through genrec.decoding's per-request masks, so no beam is spent on them).
     """
 
     def __init__(
@@ -60,8 +72,10 @@ class Recommender:
         index=None,
         search=None,
         cuda_graphs: bool = True,
+        exclude_history: bool = False,
     ) -> None:
         self.model = model
+        self.exclude_history = exclude_history
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.codes_np = np.asarray(codes, dtype=np.int64)
         self.codes = torch.as_tensor(self.codes_np, device=self.device)
@@ -139,11 +153,16 @@ class Recommender:
                         enabled=self.amp_dtype is not None,
                     ),
                 ):
+                    masks = {}
+                    if self.exclude_history:  # the whole history, not only the part the model reads
+                        masks["exclude"] = _padded(flat, starts[lo:hi], ends[lo:hi], self.device)
                     if self.use_graphs:
-                        got_items, got_scores = self._graph_search(k)(batch)
+                        got_items, got_scores = self._graph_search(k)(batch, **masks)
                     else:
                         step = self.model.step_fn(batch, self.beam_size, check=False)
-                        got_items, got_scores = self.search(step, self.index, hi - lo, self.beam_size, k)
+                        got_items, got_scores = self.search(
+                            step, self.index, hi - lo, self.beam_size, k, **masks
+                        )
                 items[lo:hi] = got_items.cpu().numpy()
                 scores[lo:hi] = got_scores.float().cpu().numpy()
         finally:
@@ -300,7 +319,13 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
     load_model_weights(run_dir / "model.safetensors", model)
     model.to(dev).eval()
     items = _read_items(run_dir / "items.parquet", len(codes))
-    rec = Recommender(model, codes, beam_size=beam_size or config.eval.beam_size, device=dev)
+    rec = Recommender(
+        model,
+        codes,
+        beam_size=beam_size or config.eval.beam_size,
+        device=dev,
+        exclude_history=config.model.exclude_seen,
+    )
     return RunRecommender(run_dir, rec, *items)
 
 

@@ -294,6 +294,7 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
                     batch_users=config.train.eval_batch_users,
                     device=device,
                     amp_dtype=amp,
+                    exclude_history=config.model.exclude_seen,
                 )
             rec = holder["rec"]
         return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
@@ -340,6 +341,7 @@ def _test(
             batch_users=config.eval.batch_users,
             device=device,
             amp_dtype=amp,
+            exclude_history=config.model.exclude_seen,
         )
     model.eval()
     evaluated = evaluate(
@@ -351,7 +353,9 @@ def _test(
         max_history=config.train.max_history,
         progress=progress,
     )
-    evaluated.info.update({"run": str(run_dir), "beam_size": config.eval.beam_size})
+    evaluated.info.update(
+        {"run": str(run_dir), "beam_size": config.eval.beam_size, "exclude_seen": config.model.exclude_seen}
+    )
     evaluated.save(run_dir / "test_eval.json")
     metrics = {k: v for k, v in evaluated.metrics.items()}
     if "invalid_rate" not in metrics:

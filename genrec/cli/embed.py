@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
         ),
         normalize: bool = typer.Option(True, help="Scale embeddings to unit length."),
         device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+        precision: str = typer.Option(
+            "float32", help="float32, or bfloat16 (about 2x faster on CPUs with AMX/AVX512-BF16)."
+        ),
+        threads: int = typer.Option(0, help="CPU threads for the model (0: torch's default, one per core)."),
         cache: bool = typer.Option(
             True, help="Reuse embeddings computed before for the same model, texts and options."
         ),
@@ -57,6 +61,8 @@ def register(app: typer.Typer) -> None:
             max_length=max_length,
             normalize=normalize,
             device=device,
+            precision=precision,
+            threads=threads,
             cache=cache,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             progress=progress,

@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
         kmeans_backend: str = typer.Option("auto", help="auto (faiss when installed), faiss or torch."),
+        threads: int = typer.Option(1, help="CPU threads (0: torch's default); see tokenize.threads."),
         setting: list[str] = typer.Option(
             [], "--set", help="Any tokenize setting, e.g. --set rqvae.learning_rate=0.002 (repeatable)."
         ),
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 device=device,
                 kmeans_backend=kmeans_backend,
+                threads=threads,
                 progress=progress,
             )
             if epochs is not None:

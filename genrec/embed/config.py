@@ -33,6 +33,11 @@ class EmbedConfig:
     """Scale each embedding to unit length."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda[:i]"."""
+    precision: str = "float32"
+    """"float32", or "bfloat16" (autocast: about twice as fast on CPUs with AMX or AVX512-BF16, each
+    embedding within cosine 0.9999 of the float32 one)."""
+    threads: int = 0
+    """CPU threads for the model; 0 keeps torch's default (one per core)."""
     cache: bool = True
     """Reuse embeddings computed before for the same model, texts and options."""
     cache_dir: str | None = None
@@ -47,6 +52,10 @@ class EmbedConfig:
     def validate(self) -> EmbedConfig:
         if self.batch_size < 1:
             raise ValueError(f"embed.batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"embed.precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.threads < 0:
+            raise ValueError(f"embed.threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"embed.max_length must be >= 1, got {self.max_length}")
         self.multimodal.validate()

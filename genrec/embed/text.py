@@ -18,6 +18,7 @@ import numpy as np
 
 from genrec.embed.progress import progress_bar
 from genrec.embed.registry import ItemEncoder
+from genrec.embed.runtime import autocast, torch_threads
 from genrec.embed.template import Template
 
 if TYPE_CHECKING:
@@ -113,12 +114,15 @@ class TextEncoder(ItemEncoder):
             "list_separator": self.config.list_separator,
             "max_length": self.config.max_length,
             "normalize": self.config.normalize,
+            "precision": self.config.precision,
         }
 
     def fingerprint(self, dataset: PreparedDataset) -> str:
         h = hashlib.sha256()
         options = {"model": model_fingerprint(self.model_dir), "max_length": self.config.max_length}
         options["normalize"] = self.config.normalize
+        if self.config.precision != "float32":  # keeps float32 keys as they were
+            options["precision"] = self.config.precision
         h.update(json.dumps(options, sort_keys=True).encode())
         for text in self.texts(dataset):
             h.update(text.encode() + b"\0")
@@ -134,18 +138,24 @@ class TextEncoder(ItemEncoder):
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         out = np.zeros((len(texts), dimension()), dtype=np.float32)
         size = self.config.batch_size
-        with progress_bar("embed text", len(texts), self.config.progress) as advance:
+        device = resolve_device(self.config.device)
+        with (
+            torch_threads(self.config.threads),
+            autocast(device, self.config.precision),
+            progress_bar("embed text", len(texts), self.config.progress) as advance,
+        ):
             for start in range(0, len(order), size):
                 rows = order[start : start + size]
                 vectors = model.encode(
                     [texts[i] for i in rows],
                     batch_size=size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=self.config.normalize,
+                    convert_to_tensor=True,
                     show_progress_bar=False,
                 )
-                out[rows] = vectors
+                out[rows] = vectors.float().cpu().numpy()  # bfloat16 has no numpy type
                 advance(len(rows))
+        if self.config.normalize:  # in float32 whatever the model computed in
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def _load_model(self):

@@ -73,6 +73,10 @@ class TokenizeConfig:
     """"auto" (faiss when installed, else PyTorch), "faiss" or "torch"; faiss and PyTorch give different IDs."""
     kmeans_iters: int = 50
     """Lloyd iterations of the codebook initialisation (rqvae)."""
+    threads: int = 1
+    """CPU threads for training and k-means. The network is small, so one thread is about as fast
+    as several on an idle machine and much faster on a busy one; the IDs then also do not depend
+    on the machine's core count. 0 keeps torch's default."""
     encode_backend: str = "auto"
     """Backend of ``genrec.ops.rq_encode`` for every nearest-codeword search."""
     progress: bool = field(default=True, metadata={"cache": False})
@@ -88,6 +92,8 @@ class TokenizeConfig:
             raise ValueError(f"tokenize.levels must be >= 1, got {self.levels}")
         if self.codebook_size < 2:
             raise ValueError(f"tokenize.codebook_size must be >= 2, got {self.codebook_size}")
+        if self.threads < 0:
+            raise ValueError(f"tokenize.threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.normalize not in ("l2", "standardize", "none"):
             raise ValueError(f"tokenize.normalize must be l2, standardize or none, got {self.normalize!r}")
         r = self.rqvae

@@ -10,6 +10,7 @@ import torch
 
 import genrec.ops
 from genrec.embed.artifacts import check_embeddings
+from genrec.embed.runtime import torch_threads
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.kmeans import resolve_kmeans_backend
 from genrec.tokenize.metrics import reconstruction_error, token_metrics
@@ -109,6 +110,11 @@ def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | Non
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu().numpy()
     array = check_embeddings(embeddings)
+    with torch_threads(config.threads):
+        return _fit(array, config)
+
+
+def _fit(array: np.ndarray, config: TokenizeConfig) -> TokenizerResult:
     started = time.perf_counter()
     device = resolve_device(config.device)
     kmeans_backend = resolve_kmeans_backend(config.kmeans_backend)
@@ -162,5 +168,6 @@ def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | Non
         }
     metrics["kmeans_backend"] = kmeans_backend
     metrics["device"] = str(device)
+    metrics["threads"] = torch.get_num_threads()
     metrics["seconds"] = time.perf_counter() - started
     return TokenizerResult(config, tokenizer, codes, semantic_ids, metrics, history)

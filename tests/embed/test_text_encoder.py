@@ -60,3 +60,28 @@ def test_cli_embed_then_cached(tmp_path):
         app, ["embed", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]
     )
     assert missing.exit_code == 1 and "not a prepared dataset" in missing.output
+
+
+def test_bfloat16_stays_close_to_float32_and_has_its_own_cache_key(tmp_path, minilm):
+    data = make_prepared(tmp_path, num_items=16)
+    base = EmbedConfig(cache_dir=str(tmp_path / "c"), progress=False, device="cpu", threads=1)
+    full = embed_items(data, base, tmp_path / "f32")
+    base.precision = "bfloat16"
+    half = embed_items(data, base, tmp_path / "bf16")
+    assert half.reused is None and half.meta["cache_key"] != full.meta["cache_key"]
+    assert half.meta["precision"] == "bfloat16" and half.embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(half.embeddings, axis=1), 1.0, atol=1e-5)
+    assert (half.embeddings * full.embeddings).sum(1).min() > 0.999
+
+
+def test_torch_threads_is_restored():
+    import torch
+
+    from genrec.embed.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 0"), torch_threads(-1):
+        pass

@@ -66,7 +66,6 @@ class ItemDecoder(GenerativeModel):
             Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(max(1, depth_layers))
         )
         self.depth_ln = nn.LayerNorm(C)
-        self.embed_scale = C**0.5
         init_weights(self, num_layers + depth_layers)
 
     @property
@@ -90,11 +89,9 @@ class ItemDecoder(GenerativeModel):
         B, W = codes.shape[:2]
         valid = torch.arange(W, device=codes.device)[None, :] < length[:, None]  # (B, W)
         codes = codes.masked_fill(~valid[:, :, None], 0)
-        x = self.codes(codes).sum(dim=2)  # (B, W, C)
+        x = self.codes(codes).sum(dim=2) + self.item_pos.weight[:W]  # (B, W, C)
         if self.item_emb is not None:
             x = x + self.item_emb(self.require_items(item_idx, valid))
-        # Scaled like SASRec's inputs (x sqrt(d)): the item, not its position, dominates the token.
-        x = x * self.embed_scale + self.item_pos.weight[:W]
         if self.user is not None:
             ids = user_ids if user_ids is not None else torch.full((B,), -1, device=codes.device)
             u = self.user(user_buckets(self.drop_users(ids), self.user_buckets))  # (B, C)

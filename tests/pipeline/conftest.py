@@ -34,6 +34,17 @@ class CycleEncoder(ItemEncoder):
 register_encoder("test_cycle", CycleEncoder)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one CPU thread is faster than two, and far faster on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory):
     """60 users walking a cycle of 24 items, written as a prepared dataset."""

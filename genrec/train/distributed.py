@@ -72,13 +72,13 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's value of ``flag`` on every rank (so all ranks stop at the same step)."""
+def broadcast_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (e.g. its clock, so all ranks decay and stop alike)."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return float(t.item())
 
 
 def cleanup(info: DistInfo) -> None:

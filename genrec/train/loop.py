@@ -21,7 +21,7 @@ from torch import nn
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.models import GenerativeModel, build_model
 from genrec.train import checkpoint as ckpt
-from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag
+from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches, shard
 from genrec.train.metrics_log import MetricsLog
 from genrec.train.schedule import learning_rate
@@ -296,6 +296,9 @@ def fit(
         global_idx = batches[state["batch_in_epoch"]]
         batch = maker(shard(global_idx, dist_info.rank, dist_info.world_size))
         normalizer = maker.target_tokens(global_idx, model.num_levels)
+        elapsed = time.perf_counter() - started
+        if t.time_budget_s:  # ranks' clocks differ: rank 0's decides the schedule and the stop
+            elapsed = broadcast_value(elapsed, dist_info, device)
         lr = learning_rate(
             state["step"],
             lr=t.lr,
@@ -303,6 +306,7 @@ def fit(
             total_steps=total_steps,
             schedule=t.schedule,
             min_lr_ratio=t.min_lr_ratio,
+            time_progress=elapsed / t.time_budget_s if t.time_budget_s else 0.0,
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -333,10 +337,8 @@ def fit(
             loss_sum.zero_()
             loss_tokens, examples_since_log, last_log = 0, 0, now
 
-        elapsed = time.perf_counter() - started
+        # Judged on the clock read before the step, which every rank shares: all validate together.
         over_budget = bool(t.time_budget_s) and elapsed >= t.time_budget_s
-        if t.time_budget_s:  # ranks' clocks differ: rank 0 decides, so all validate together
-            over_budget = broadcast_flag(over_budget, dist_info, device)
         if step % eval_every == 0 or step == total_steps or over_budget:
             metrics = validate() if validate_fn is not None else None
             if metrics is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import genrec.ops
-from genrec.embed.artifacts import check_embeddings
+from genrec.embed.artifacts import EmbeddingError, check_embeddings
 from genrec.embed.runtime import torch_threads
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.kmeans import resolve_kmeans_backend
@@ -110,6 +110,8 @@ def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | Non
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu().numpy()
     array = check_embeddings(embeddings)
+    if array.shape[0] == 0:
+        raise EmbeddingError("embeddings: no items to tokenize (0 rows)")
     with torch_threads(config.threads):
         return _fit(array, config)
 

@@ -103,6 +103,7 @@ def test_tokenizer_encodes_new_items_like_training(method):
         (np.zeros((10,), dtype=np.float32), "must be 2-D"),
         (np.zeros((10, 4, 2), dtype=np.float32), "must be 2-D"),
         (np.zeros((10, 4), dtype=np.int64), "floating point"),
+        (np.zeros((0, 4), dtype=np.float32), "no items"),
     ],
 )
 def test_bad_embeddings_get_a_clear_error(bad, message):

@@ -38,7 +38,7 @@ def train_rqvae(x: torch.Tensor, config: TokenizeConfig) -> tuple[RQVAE, list[di
             return model, _fit(model, x, config, generator)
     finally:
         # Adam's moments of rarely used codewords decay into denormal floats, which the CPU
-        # computes with many times slower; flushing them to zero changes nothing else.
+        # computes with many times slower; flushing them to zero only touches values below 1e-38.
         if flush_denormal:
             torch.set_flush_denormal(False)
 
@@ -68,12 +68,8 @@ def _optimizer(model: RQVAE, config: TokenizeConfig) -> torch.optim.Optimizer:
 
 
 def _lr_factor(total_steps: int, warmup: float):
-    """Linear warm-up over the first ``warmup`` fraction of the steps, then cosine decay to a tenth.
-
-    Adam's first steps move the latents by about the learning rate whatever the gradient's size;
-    at full rate they scatter items across the freshly initialised codes before the codebooks can
-    follow. Warming up keeps the k-means initialisation intact.
-    """
+    """Linear warm-up over the first ``warmup`` fraction of the steps (Adam's first steps are
+    full-size whatever the gradient), then cosine decay to a tenth: settled codes at the end."""
     warmup_steps = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:

@@ -173,3 +173,26 @@ def test_built_from_a_config():
     assert load_config(None, overrides=["model.kind=tiger", "model.exclude_seen=true"]).model.exclude_seen
     with pytest.raises(ConfigError, match=r"model\.loss"):
         load_config(None, overrides=["model.kind=tiger", "model.loss=bce"])
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_chunked_cross_entropy_matches_the_plain_one(label_smoothing):
+    from genrec.models.sasrec import softmax_cross_entropy
+
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(37, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(23, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    target = torch.randint(0, 23, (37,), generator=g)
+    plain = torch.nn.functional.cross_entropy(
+        h @ w.T, target, reduction="sum", label_smoothing=label_smoothing
+    )
+    chunked = softmax_cross_entropy(h, w, target, label_smoothing, max_logits=100)  # 1-row chunks
+    torch.testing.assert_close(chunked, plain)
+    for a, b in zip(torch.autograd.grad(chunked, (h, w)), torch.autograd.grad(plain, (h, w)), strict=True):
+        torch.testing.assert_close(a, b)
+    # Through the model: a batch too big for one block of logits trains exactly as a small one.
+    model = tiny()
+    window, lengths = cycle_windows(6, 7, seed=4)
+    small = model.loss_terms({"window": window, "window_len": lengths})[0]
+    model.max_logits = 2 * NUM_ITEMS  # two rows of logits at a time
+    torch.testing.assert_close(model.loss_terms({"window": window, "window_len": lengths})[0], small)

@@ -64,6 +64,9 @@ class TokenizeConfig:
     """Code levels before the disambiguation token."""
     codebook_size: int = 256
     """Codes per level; also the largest allowed disambiguation level."""
+    disambiguation: str = "popularity"
+    """Order of the items that share all code levels, in the disambiguation token: "popularity"
+    (most training interactions first, then item index) or "index" (item index)."""
     seed: int = 0
     normalize: str = "l2"
     """Input scaling: "l2" (unit-length rows), "standardize" (zero mean, unit variance per dimension) or "none"."""
@@ -88,6 +91,10 @@ class TokenizeConfig:
         """Raise ValueError naming the field when a setting is out of range; returns self."""
         if self.method not in METHODS:
             raise ValueError(f"tokenize.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.disambiguation not in ("popularity", "index"):
+            raise ValueError(
+                f"tokenize.disambiguation must be popularity or index, got {self.disambiguation!r}"
+            )
         if self.levels < 1:
             raise ValueError(f"tokenize.levels must be >= 1, got {self.levels}")
         if self.codebook_size < 2:

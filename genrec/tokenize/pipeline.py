@@ -29,7 +29,7 @@ def tokenize_dataset(
     array, meta = load_embeddings(
         embeddings, num_items=dataset.num_items, item_ids_hash=item_ids_sha256(item_ids)
     )
-    result = tokenize(array, config)
+    result = tokenize(array, config, dataset.train_item_counts())
     inputs = {
         "embeddings_sha256": array_sha256(array),
         "embeddings": {

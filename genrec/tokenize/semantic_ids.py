@@ -21,9 +21,11 @@ def collision_groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group.reshape(-1).astype(np.int64), sizes.astype(np.int64)
 
 
-def disambiguate(codes: np.ndarray, max_token: int) -> np.ndarray:
+def disambiguate(codes: np.ndarray, max_token: int, priority: np.ndarray | None = None) -> np.ndarray:
     """Semantic IDs int64 [N, L + 1]: ``codes`` [N, L] plus a last column numbering the items that
-    share a code tuple 0, 1, 2, ... in item-index order (0 for items whose codes are unique).
+    share a code tuple 0, 1, 2, ... (0 for items whose codes are unique): by descending
+    ``priority`` [N] where given (e.g. training interactions, so that token 0 means "the most
+    popular item of its group" in every group, something a model can learn), then by item index.
 
     Raises :class:`CodebookOverflowError` when a group is larger than ``max_token`` (the
     codebook size), since the last token must stay within the same vocabulary bound.
@@ -43,8 +45,15 @@ def disambiguate(codes: np.ndarray, max_token: int) -> np.ndarray:
             "values. Raise tokenize.codebook_size or tokenize.levels, train the RQ-VAE longer, or "
             "check the embeddings for near-duplicate items."
         )
-    # Stable sort by group keeps item-index order inside each group.
-    order = np.argsort(group, kind="stable")
+    if priority is None:  # a stable sort by group keeps item-index order inside each group
+        order = np.argsort(group, kind="stable")
+    else:
+        priority = np.asarray(priority)
+        if priority.shape != (len(codes),):
+            raise ValueError(
+                f"priority must have one value per item ({len(codes)}), got shape {priority.shape}"
+            )
+        order = np.lexsort((np.arange(len(codes)), -priority.astype(np.float64), group))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, dtype=np.int64)
     token = np.empty(len(codes), dtype=np.int64)
     token[order] = np.arange(len(codes)) - starts[group[order]]

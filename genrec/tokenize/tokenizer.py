@@ -100,11 +100,16 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | None = None) -> TokenizerResult:
+def tokenize(
+    embeddings: np.ndarray | torch.Tensor,
+    config: TokenizeConfig | None = None,
+    popularity: np.ndarray | None = None,
+) -> TokenizerResult:
     """Fit ``config.method`` on ``embeddings`` [N, D] and give every item a unique semantic ID.
 
-    Row i of the result is row i of ``embeddings``. The same embeddings, config and device give
-    the same IDs.
+    Row i of the result is row i of ``embeddings``. ``popularity`` [N] (training interactions per
+    item) orders colliding items when ``config.disambiguation`` is "popularity"; without it they
+    keep item-index order. The same inputs, config and device give the same IDs.
     """
     config = (config or TokenizeConfig()).validate()
     if isinstance(embeddings, torch.Tensor):
@@ -113,10 +118,10 @@ def tokenize(embeddings: np.ndarray | torch.Tensor, config: TokenizeConfig | Non
     if array.shape[0] == 0:
         raise EmbeddingError("embeddings: no items to tokenize (0 rows)")
     with torch_threads(config.threads):
-        return _fit(array, config)
+        return _fit(array, config, popularity if config.disambiguation == "popularity" else None)
 
 
-def _fit(array: np.ndarray, config: TokenizeConfig) -> TokenizerResult:
+def _fit(array: np.ndarray, config: TokenizeConfig, popularity: np.ndarray | None) -> TokenizerResult:
     started = time.perf_counter()
     device = resolve_device(config.device)
     kmeans_backend = resolve_kmeans_backend(config.kmeans_backend)
@@ -152,7 +157,7 @@ def _fit(array: np.ndarray, config: TokenizeConfig) -> TokenizerResult:
         else genrec.ops.rq_encode(x, tokenizer.codebooks, backend=config.encode_backend)
     )
     codes = codes_t.cpu().numpy()
-    semantic_ids = disambiguate(codes, config.codebook_size)
+    semantic_ids = disambiguate(codes, config.codebook_size, popularity)
     metrics = {
         "method": config.method,
         **token_metrics(codes, semantic_ids, config.codebook_size),

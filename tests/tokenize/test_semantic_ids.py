@@ -56,6 +56,31 @@ def test_disambiguation_token_counts_in_item_order():
     assert disambiguate(codes, 4)[:, -1].tolist() == [0, 0, 1, 2, 1, 0]
 
 
+def reference_by_priority(codes: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    token = np.zeros(len(codes), dtype=np.int64)
+    for i, row in enumerate(codes.tolist()):
+        # Items of the same tuple ranked before i: higher priority, or equal priority and lower index.
+        for j, other in enumerate(codes.tolist()):
+            if other == row and (priority[j] > priority[i] or (priority[j] == priority[i] and j < i)):
+                token[i] += 1
+    return np.concatenate([codes, token[:, None]], axis=1)
+
+
+@given(codes=codes_strategy, data=st.data())
+def test_disambiguate_by_priority_matches_reference(codes, data):
+    priority = data.draw(arrays(np.int64, codes.shape[0], elements=st.integers(0, 3)))
+    ids = disambiguate(codes, max_token=256, priority=priority)
+    np.testing.assert_array_equal(ids, reference_by_priority(codes, priority))
+
+
+def test_disambiguation_by_priority_ranks_popular_items_first_ties_by_index():
+    codes = np.array([[5, 1], [2, 2], [5, 1], [5, 1], [2, 2]])
+    popularity = np.array([3, 1, 9, 3, 1])
+    assert disambiguate(codes, 4, popularity)[:, -1].tolist() == [1, 0, 0, 2, 1]
+    with pytest.raises(ValueError, match="one value per item"):
+        disambiguate(codes, 4, popularity[:3])
+
+
 def test_overflow_names_the_group_and_the_fix():
     codes = np.array([[1, 2]] * 5 + [[0, 0]])
     assert disambiguate(codes, 5)[:, -1].max() == 4  # exactly fits

@@ -247,7 +247,9 @@ def excludes_seen(method: Method) -> bool:
     """Whether the method's lists leave out the user's history items (by the evaluator or by itself)."""
     ev = method.evaluations[0]
     return bool(
-        ev.info.get("exclude_history") or (ev.info.get("recommender_config") or {}).get("exclude_seen")
+        ev.info.get("exclude_history")
+        or ev.info.get("exclude_seen")  # genrec train's test_eval.json (model.exclude_seen)
+        or (ev.info.get("recommender_config") or {}).get("exclude_seen")
     )
 
 

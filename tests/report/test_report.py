@@ -156,3 +156,17 @@ def test_methods_that_leave_out_seen_items_are_marked(toy, tmp_path):
     assert [m["excludes_seen"] for m in report.data["methods"]] == [True, False]
     assert any(n.startswith("pop-unseen never recommend") for n in report.data["notes"])
     assert "| excluded |" in report.markdown
+
+
+def test_a_generative_run_that_masks_its_history_counts_as_excluding_seen_items():
+    from types import SimpleNamespace
+
+    from genrec.report.build import excludes_seen
+
+    def method(info):
+        return SimpleNamespace(evaluations=[SimpleNamespace(info=info)])
+
+    # genrec train records model.exclude_seen at the top level of test_eval.json
+    assert excludes_seen(method({"exclude_history": False, "exclude_seen": True, "recommender_config": {}}))
+    assert excludes_seen(method({"recommender_config": {"exclude_seen": True}}))
+    assert not excludes_seen(method({"exclude_history": False, "exclude_seen": False}))

@@ -118,7 +118,18 @@ class ModelConfig:
     depth_layers: int = 1
     """decoder_only with history_tokens = "items": layers of the depth decoder that emits the levels."""
     item_embeddings: bool = False
-    """History items also add a learned embedding of their own (memorised identity; input side only)."""
+    """History items also add a learned embedding of their own (memorised identity)."""
+    item_loss: float = 0.0
+    """decoder_only with history_tokens = "items" and item_embeddings: weight of an auxiliary
+    next-item cross-entropy over the whole catalogue, scored against the item embeddings (trains
+    the history states faster; decoding still generates semantic IDs). 0 turns it off."""
+    item_negatives: int = 0
+    """item_loss over the target and this many uniformly drawn items shared by the batch (a sampled
+    softmax, about catalogue / item_negatives times cheaper); 0: over the whole catalogue."""
+    rerank_weight: float = 0.0
+    """With item_loss > 0: rank the items the beam search found (every beam, only real items) by
+    their sequence log-probability plus this weight times the item head's log-probability, a
+    hybrid of generative and dense scoring (as in LIGER, Yang et al. 2024). 0 keeps the beam order."""
     loss: str = "ce"
     """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
     negatives: int = 1
@@ -152,6 +163,22 @@ class ModelConfig:
             '"ce" for generative models (sampled "bce" is a sasrec option)',
         )
         _require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
+        _require(
+            self.item_loss == 0
+            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            "model.item_loss",
+            self.item_loss,
+            '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+        )
+        _require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
+        _require(
+            self.rerank_weight == 0 or self.item_loss > 0,
+            "model.rerank_weight",
+            self.rerank_weight,
+            "0 unless model.item_loss > 0 (the item head it re-ranks with)",
+        )
+        _require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
+        _require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -13,6 +13,7 @@ Recommendation(item_idx=812, item_id='B00AB', title='...', score=-3.21)
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genrec.models import GenerativeModel, build_model
+from genrec.models import ITEM_ID_KINDS, GenerativeModel, build_model
 
 RUN_FORMAT_VERSION = 1
 
@@ -73,7 +74,13 @@ class Recommender:
         search=None,
         cuda_graphs: bool = True,
         exclude_history: bool = False,
+        rerank_weight: float = 0.0,
     ) -> None:
+        if rerank_weight and not hasattr(model, "item_log_probs"):
+            raise ValueError(
+                f"rerank_weight needs a model with an item head; {type(model).__name__} has none"
+            )
+        self.rerank_weight = float(rerank_weight)
         self.model = model
         self.exclude_history = exclude_history
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -84,6 +91,7 @@ class Recommender:
                 f"semantic IDs have {self.codes.shape[1]} columns but the model generates {model.num_levels}"
             )
         self.num_items = self.codes.shape[0]
+        custom_search = search is not None
         if index is None or search is None:
             from genrec.decoding import TrieIndex, beam_search
 
@@ -92,7 +100,7 @@ class Recommender:
             search = search or beam_search
         self.index, self.search = index, search
         # On a GPU the whole search of a batch replays as one CUDA graph (genrec.decoding).
-        self.use_graphs = cuda_graphs and self.device.type == "cuda" and search is None
+        self.use_graphs = cuda_graphs and self.device.type == "cuda" and not custom_search
         self._graphed: dict[int, object] = {}
         self.beam_size = beam_size
         self.batch_users = batch_users
@@ -156,13 +164,18 @@ class Recommender:
                     masks = {}
                     if self.exclude_history:  # the whole history, not only the part the model reads
                         masks["exclude"] = _padded(flat, starts[lo:hi], ends[lo:hi], self.device)
-                    if self.use_graphs:
-                        got_items, got_scores = self._graph_search(k)(batch, **masks)
+                    # Re-ranking reads every beam's item; otherwise the search keeps the best k.
+                    want = self.beam_size if self.rerank_weight else k
+                    got = self._try_graphed(want, batch, masks) if self.use_graphs else None
+                    if got is not None:
+                        got_items, got_scores = got
                     else:
                         step = self.model.step_fn(batch, self.beam_size, check=False)
                         got_items, got_scores = self.search(
-                            step, self.index, hi - lo, self.beam_size, k, **masks
+                            step, self.index, hi - lo, self.beam_size, want, **masks
                         )
+                    if self.rerank_weight:
+                        got_items, got_scores = self._rerank(batch, got_items, got_scores, k)
                 items[lo:hi] = got_items.cpu().numpy()
                 scores[lo:hi] = got_scores.float().cpu().numpy()
         finally:
@@ -170,6 +183,28 @@ class Recommender:
         self._slots += items.size
         self._invalid += int(((items < 0) | (items >= self.num_items)).sum())
         return items, scores
+
+    def _rerank(self, batch, items: torch.Tensor, scores: torch.Tensor, k: int):
+        """The best k of the beam's items by sequence log-probability + weight x item-head
+        log-probability; ties keep the beam order (a stable sort); missing items (-1) stay last."""
+        item_lp = self.model.item_log_probs(batch, items.clamp(min=0))
+        combined = (scores.float() + self.rerank_weight * item_lp).masked_fill(items < 0, float("-inf"))
+        order = torch.sort(combined, dim=1, descending=True, stable=True).indices[:, :k]
+        return items.gather(1, order), combined.gather(1, order)
+
+    def _try_graphed(self, k: int, batch, masks):
+        """The graphed search's result, or None (and eager search from now on) where the first
+        capture fails: a model whose step cannot be captured still decodes, only slower."""
+        first = k not in self._graphed
+        try:
+            return self._graph_search(k)(batch, **masks)
+        except RuntimeError as err:
+            if not first:
+                raise
+            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {err}", RuntimeWarning, stacklevel=3)
+            self.use_graphs = False
+            self._graphed.clear()
+            return None
 
     def _graph_search(self, k: int):
         from genrec.decoding import GraphedBeamSearch
@@ -319,13 +354,19 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
     load_model_weights(run_dir / "model.safetensors", model)
     model.to(dev).eval()
     items = _read_items(run_dir / "items.parquet", len(codes))
-    rec = Recommender(
-        model,
-        codes,
-        beam_size=beam_size or config.eval.beam_size,
-        device=dev,
-        exclude_history=config.model.exclude_seen,
-    )
+    if config.model.kind in ITEM_ID_KINDS:  # items are their own IDs: top-K by inner product
+        from genrec.retrieval import RetrievalRecommender
+
+        rec = RetrievalRecommender(model, device=dev, kind=config.eval.retrieval)
+    else:
+        rec = Recommender(
+            model,
+            codes,
+            beam_size=beam_size or config.eval.beam_size,
+            device=dev,
+            exclude_history=config.model.exclude_seen,
+            rerank_weight=config.model.rerank_weight,
+        )
     return RunRecommender(run_dir, rec, *items)
 
 

@@ -71,7 +71,12 @@ def build_model(config, level_sizes: list[int], max_history: int, num_items: int
         )
     if config.kind == "decoder_only" and config.history_tokens == "items":
         return ItemDecoder(
-            level_sizes, num_layers=config.decoder_layers, depth_layers=config.depth_layers, **common
+            level_sizes,
+            num_layers=config.decoder_layers,
+            depth_layers=config.depth_layers,
+            item_loss=config.item_loss,
+            item_negatives=config.item_negatives,
+            **common,
         )
     if config.kind == "decoder_only":
         return DecoderOnly(level_sizes, num_layers=config.decoder_layers, **common)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
@@ -30,6 +31,7 @@ from genrec.models.layers import (
     reorder_beams,
     user_buckets,
 )
+from genrec.models.sasrec import softmax_cross_entropy
 
 
 class ItemDecoder(GenerativeModel):
@@ -51,8 +53,16 @@ class ItemDecoder(GenerativeModel):
         user_dropout: float = 0.0,
         tie_embeddings: bool = True,
         num_items: int = 0,
+        item_loss: float = 0.0,
+        item_negatives: int = 0,
     ) -> None:
         super().__init__(level_sizes, max_history, user_buckets, user_dropout, num_items)
+        if item_loss < 0 or (item_loss and not num_items):
+            raise ValueError(f"item_loss {item_loss} needs item embeddings (num_items > 0) and must be >= 0")
+        if item_negatives < 0:
+            raise ValueError(f"item_negatives must be >= 0 (0: the whole catalogue), got {item_negatives}")
+        self.item_loss = float(item_loss)
+        self.item_negatives = int(item_negatives)
         C = d_model
         self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
         self.item_emb = nn.Embedding(self.num_items, C) if self.num_items else None
@@ -123,9 +133,50 @@ class ItemDecoder(GenerativeModel):
         h = h[:, self.user_offset :]  # (B, W-1, C): position j predicts item j+1
         valid = torch.arange(1, W, device=window.device)[None, :] < length[:, None]  # (B, W-1)
         target = window[:, 1:][valid]  # (N, T): only real targets reach the depth decoder
-        logits = self.depth_logits(h[valid], target)
+        h = h[valid]
+        logits = self.depth_logits(h, target)
         total = sum(cross_entropy_sum(lg, target[:, t], None, label_smoothing) for t, lg in enumerate(logits))
+        if self.item_loss:
+            # Auxiliary: the next item itself among the catalogue's items, scored against the
+            # learned item embeddings. A dense signal per target that shapes the states the depth decoder
+            # reads (as SASRec's loss does); decoding still generates semantic IDs.
+            items = batch["window_items"][:, 1:][valid]
+            total = total + self.item_loss * self._item_cross_entropy(h, items, label_smoothing)
         return total, valid.sum() * self.num_levels
+
+    def _item_cross_entropy(
+        self, h: torch.Tensor, items: torch.Tensor, label_smoothing: float
+    ) -> torch.Tensor:
+        """Summed cross-entropy of the target ``items`` (N,) after states ``h`` (N, C): over the whole
+        catalogue, or (``item_negatives`` > 0) over each target and one set of uniformly drawn
+        items shared by the batch, a draw equal to the target left out. Uniform draws need no
+        correction: the ranking a sampled softmax learns is that of the full one, at a fraction of
+        the cost on a CPU."""
+        weight = self.item_emb.weight
+        if not self.item_negatives or self.item_negatives >= self.num_items:
+            return softmax_cross_entropy(h, weight, items, label_smoothing)
+        negatives = torch.randint(0, self.num_items, (self.item_negatives,), device=h.device)
+        pos = (h * weight[items]).sum(-1, keepdim=True)  # (N, 1)
+        neg = (h @ weight[negatives].T).masked_fill(negatives[None, :] == items[:, None], float("-inf"))
+        logits = torch.cat([pos, neg], dim=1).float()
+        target = torch.zeros(len(items), dtype=torch.long, device=h.device)
+        return F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
+
+    # ---- the item head (with item_loss) ----
+    def item_log_probs(self, batch: Mapping[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
+        """log P(item | history) [U, K] of candidate ``items`` [U, K] under the auxiliary item head:
+        a softmax over the whole catalogue of the history state's inner products with the item
+        embeddings. Used to re-rank the beam search's items (genrec.recommend.Recommender)."""
+        if not self.item_loss:
+            raise ValueError("item_log_probs needs a model trained with item_loss > 0 (model.item_loss)")
+        history, history_len = batch["history"], batch["history_len"]
+        U = history.shape[0]
+        with torch.no_grad():
+            h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
+            users = torch.arange(U, device=history.device)
+            h_last = h[users, (self.user_offset + history_len - 1).clamp(min=0)]  # (U, C)
+            logits = (h_last @ self.item_emb.weight.T).float()  # (U, N)
+            return logits.gather(1, items) - torch.logsumexp(logits, dim=1, keepdim=True)
 
     # ---- decoding ----
     def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:

@@ -251,8 +251,9 @@ class SASRec(GenerativeModel):
         return F.softplus(-pos).sum() + (F.softplus(neg) * keep).sum()
 
     # ---- decoding ----
-    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int) -> StepFn:
-        """The one-level decoding contract: step 0 returns every item's score for every beam."""
+    def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
+        """The one-level decoding contract: step 0 returns every item's score for every beam.
+        (``check`` is accepted like the other models'; histories are always checked here.)"""
         self._require_eval()
         with torch.no_grad():
             logits = self.scores(batch["history"], batch["history_len"]).float()  # (U, N)

@@ -295,6 +295,7 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
                     device=device,
                     amp_dtype=amp,
                     exclude_history=config.model.exclude_seen,
+                    rerank_weight=config.model.rerank_weight,
                 )
             rec = holder["rec"]
         return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
@@ -342,6 +343,7 @@ def _test(
             device=device,
             amp_dtype=amp,
             exclude_history=config.model.exclude_seen,
+            rerank_weight=config.model.rerank_weight,
         )
     model.eval()
     evaluated = evaluate(

@@ -197,3 +197,82 @@ def test_decoder_only_item_embedding_does_not_leak_the_target():
     T = len(LEVELS)
     torch.testing.assert_close(a[:, : 4 * T - 1], b[:, : 4 * T - 1])  # all but the last item's last token
     assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def test_item_loss_adds_the_catalogue_cross_entropy_of_each_target():
+    from genrec.models import ItemDecoder
+
+    def model(item_loss):
+        torch.manual_seed(0)
+        m = ItemDecoder(
+            LEVELS,
+            max_history=4,
+            d_model=16,
+            num_layers=1,
+            num_heads=2,
+            head_dim=8,
+            d_ff=32,
+            dropout=0.0,
+            num_items=9,
+            item_loss=item_loss,
+        )
+        return m.eval()
+
+    g = torch.Generator().manual_seed(1)
+    window = torch.stack([torch.randint(0, v, (2, 5), generator=g) for v in LEVELS], dim=-1)
+    items = torch.randint(0, 9, (2, 5), generator=g)
+    batch = {"window": window, "window_len": torch.tensor([5, 3]), "window_items": items}
+    plain, n = model(0.0).loss_terms(batch)
+    m = model(0.5)
+    with_items, n2 = m.loss_terms(batch)
+    assert n == n2
+    # By hand: the history state before each real target against every item embedding.
+    h = m.hidden(window[:, :-1], torch.tensor([4, 2]), None, items[:, :-1])
+    valid = torch.arange(1, 5)[None, :] < torch.tensor([5, 3])[:, None]
+    logits = h[valid] @ m.item_emb.weight.T
+    expected = torch.nn.functional.cross_entropy(logits, items[:, 1:][valid], reduction="sum")
+    torch.testing.assert_close(with_items - plain, 0.5 * expected)
+    m.item_negatives = 4  # the sampled softmax goes through the same path
+    torch.manual_seed(3)
+    sampled, _ = m.loss_terms(batch)
+    torch.manual_seed(3)
+    expected = m._item_cross_entropy(h[valid], items[:, 1:][valid], 0.0)
+    torch.testing.assert_close(sampled - plain, 0.5 * expected)
+    assert not torch.allclose(sampled, with_items)
+    with pytest.raises(ValueError, match="item_loss"):
+        ItemDecoder(LEVELS, num_items=0, item_loss=1.0)
+
+
+def test_sampled_item_loss_uses_shared_uniform_negatives_without_the_target():
+    from genrec.models import ItemDecoder
+
+    torch.manual_seed(0)
+    m = ItemDecoder(
+        LEVELS,
+        max_history=4,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        dropout=0.0,
+        num_items=9,
+        item_loss=1.0,
+        item_negatives=6,
+    ).eval()
+    h = torch.randn(5, 16)
+    items = torch.tensor([0, 3, 3, 8, 1])
+    torch.manual_seed(7)
+    got = m._item_cross_entropy(h, items, 0.0)
+    torch.manual_seed(7)
+    negatives = torch.randint(0, 9, (6,))
+    E = m.item_emb.weight
+    expected = 0.0
+    for n in range(5):
+        others = [int(j) for j in negatives if int(j) != int(items[n])]
+        logits = torch.stack([h[n] @ E[items[n]], *[h[n] @ E[j] for j in others]])
+        expected = expected - torch.log_softmax(logits, 0)[0]
+    torch.testing.assert_close(got, expected)
+    m.item_negatives = 0  # the whole catalogue
+    full = torch.nn.functional.cross_entropy(h @ E.T, items, reduction="sum")
+    torch.testing.assert_close(m._item_cross_entropy(h, items, 0.0), full)

@@ -75,3 +75,15 @@ def test_report_puts_sasrec_beside_a_baseline(sasrec_seeds, toy, tmp_path):
     assert numbers["cost"][label]["latency_ms_p50"] > 0
     assert {t["metric"] for t in numbers["significance"]} == {"recall@10", "ndcg@10"}
     assert (out / "report.md").read_text().count("±") >= 4
+
+
+def test_a_sasrec_run_recommends_by_inner_product(sasrec_seeds):
+    from genrec.recommend import load_run
+    from genrec.retrieval import RetrievalRecommender
+
+    rec = load_run(sasrec_seeds / "seed-0", device="cpu")
+    assert isinstance(rec.recommender, RetrievalRecommender)
+    history = [0, 1, 2]
+    out = rec.recommend_indices([history], k=5)[0]
+    assert len(out) == 5 and len({r.item_idx for r in out}) == 5
+    assert not {r.item_idx for r in out} & set(history)  # model.exclude_seen

@@ -61,3 +61,59 @@ def test_batches_give_the_same_lists_as_one_call():
     many = Recommender(model, codes, beam_size=10, batch_users=4).topk(histories, k=5)
     assert np.array_equal(one[0], many[0]) and np.allclose(one[1], many[1], atol=1e-5)
     assert Recommender(model, codes, beam_size=10).invalid_rate == 0.0
+
+
+def item_decoder(level_sizes, num_items, item_loss=1.0):
+    from genrec.models import ItemDecoder
+
+    torch.manual_seed(0)
+    model = ItemDecoder(
+        level_sizes,
+        max_history=6,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        num_items=num_items,
+        item_loss=item_loss,
+    )
+    with torch.no_grad():  # a visible item head: random item vectors of a useful scale
+        model.item_emb.weight.normal_(0, 1.0)
+    return model.eval()
+
+
+def test_rerank_orders_the_beam_items_by_the_combined_score():
+    _, _, codes, level_sizes = synthetic_world(num_items=24)
+    model = item_decoder(level_sizes, 24)
+    rng = np.random.default_rng(1)
+    histories = [rng.integers(0, 24, size=rng.integers(1, 6)) for _ in range(5)]
+    weight = 0.7
+    beam_items, beam_scores = Recommender(model, codes, beam_size=24).topk(histories, k=24)
+    items, scores = Recommender(model, codes, beam_size=24, rerank_weight=weight).topk(histories, k=10)
+    # By hand: the item head's log-softmax over the catalogue after each history's last state.
+    for u, history in enumerate(histories):
+        batch = Recommender(model, codes, beam_size=24)._batch(
+            torch.as_tensor(history), np.array([0]), np.array([len(history)]), None
+        )
+        with torch.no_grad():
+            h = model.hidden(batch["history"], batch["history_len"], None, batch["history_items"])
+            logits = h[0, len(history) - 1] @ model.item_emb.weight.T
+            item_lp = torch.log_softmax(logits.float(), dim=0).numpy()
+        expected = beam_scores[u] + weight * item_lp[beam_items[u]]
+        order = np.argsort(-expected, kind="stable")[:10]
+        assert items[u].tolist() == beam_items[u][order].tolist()
+        assert np.allclose(scores[u], expected[order], atol=1e-4)
+    assert not np.array_equal(items, beam_items[:, :10])  # the head changed some order
+
+
+def test_rerank_needs_an_item_head():
+    import pytest
+
+    _, _, codes, level_sizes = synthetic_world(num_items=24)
+    with pytest.raises(ValueError, match="item head"):
+        Recommender(tiny_model(level_sizes), codes, beam_size=8, rerank_weight=1.0)
+    model = item_decoder(level_sizes, 24, item_loss=0.0)
+    rec = Recommender(model, codes, beam_size=8, rerank_weight=1.0)
+    with pytest.raises(ValueError, match="item_loss"):
+        rec.topk([np.array([1, 2])], k=5)

@@ -75,6 +75,8 @@ class DataConfig:
     """An embeddings folder (embeddings.npy + embed.json) of this dataset: skips the embed stage."""
     tokenizer: str = _nohash("")
     """A tokenizer folder (semantic_ids.npy + tokenizer.json) of this dataset: skips the tokenize stage."""
+    download: bool = _nohash(True)
+    """Download a registered dataset into $GENREC_DATA_DIR when its raw files are not there yet."""
     min_user_interactions: int = -1
     """k-core threshold for users; -1 keeps the format's default."""
     min_item_interactions: int = -1

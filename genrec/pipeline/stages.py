@@ -106,6 +106,8 @@ def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
         except KeyError as e:
             raise ConfigError(f"data.dataset: {e.args[0]}") from None
         fmt = fmt or known.format
+        if source is None and not dataset_dir(d.dataset).exists() and d.download:
+            _download(d.dataset)
         source = source or dataset_dir(d.dataset)
     if not source.exists():
         raise ConfigError(
@@ -169,6 +171,21 @@ def _embeddings_hash(path: Path) -> str:
         return meta["embeddings_sha256"]
     file = path / "embeddings.npy" if path.is_dir() else path
     return array_sha256(np.load(file, allow_pickle=False))
+
+
+def _download(name: str) -> None:
+    """Fetch a registered dataset into $GENREC_DATA_DIR (sha256-checked where published)."""
+    from genrec.data.download import download_dataset
+    from genrec.data.errors import DownloadError
+
+    print(f"  {name}: not under $GENREC_DATA_DIR yet, downloading (data.download = false turns this off)")
+    try:
+        download_dataset(name)
+    except (OSError, DownloadError) as e:  # offline, refused, truncated: say what to do instead
+        raise ConfigError(
+            f"data: downloading {name!r} failed ({e}); set GENREC_DATA_DIR to a folder that holds it, "
+            "or point data.source / data.prepared at local files"
+        ) from None
 
 
 # ---- tokenize ----

@@ -110,3 +110,28 @@ def test_cli_reports_config_errors(tmp_path):
     res = runner.invoke(app, ["train", "--set", "train.bach_size=3", "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 2
     assert "train.bach_size" in res.output and "batch_size" in res.output
+
+
+def test_a_registered_dataset_missing_locally_is_downloaded_or_named(tmp_path, monkeypatch):
+    """No network here: the download is replaced, and its failure must say what to do."""
+    from genrec.config import ConfigError
+    from genrec.data.errors import DownloadError
+    from genrec.pipeline import stages
+
+    monkeypatch.setenv("GENREC_DATA_DIR", str(tmp_path / "data"))
+    asked = []
+
+    def offline(name, *a, **k):
+        asked.append(name)
+        raise DownloadError("https://example.invalid: no network")
+
+    monkeypatch.setattr("genrec.data.download.download_dataset", offline)
+    config = load_config(None, overrides=[f"run.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(ConfigError, match=r"downloading 'amazon2014/beauty' failed.*GENREC_DATA_DIR"):
+        stages.prepare_stage(config, stages.StageCache(tmp_path / "cache"))
+    assert asked == ["amazon2014/beauty"]
+    asked.clear()
+    config = load_config(None, overrides=[f"run.cache_dir={tmp_path / 'cache'}", "data.download=false"])
+    with pytest.raises(ConfigError, match="are not at"):
+        stages.prepare_stage(config, stages.StageCache(tmp_path / "cache"))
+    assert asked == []

@@ -95,7 +95,7 @@ def tiny_overrides(prepared, cache) -> list[str]:
         "train.batch_size=32",
         "train.lr=0.005",
         "train.warmup_steps=10",
-        "train.epochs=12",
+        "train.epochs=24",  # enough to learn the cycle (NDCG@10 ~0.97); 12 left the top item to luck
         "train.patience=0",
         "train.val_beam=10",
         "eval.beam_size=10",

@@ -26,14 +26,14 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
-        """Recommend the k most likely next items after --history, with titles and log-probabilities."""
+        """Recommend the k most likely next items after --history, with titles and scores."""
         from genrec.recommend import RunError, load_run
 
         console = Console()
         ids = [part.strip() for part in history.split(",") if part.strip()]
         try:
             rec = load_run(run, device=device, beam_size=beam)
-            if rec.recommender.beam_size < k:
+            if getattr(rec.recommender, "beam_size", k) < k:  # inner-product runs have no beam
                 rec.recommender.beam_size = k
             users = None if user is None else [user]
             if by_index:
@@ -53,9 +53,20 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([r.__dict__ for r in out], indent=2))
             return
-        table = Table(title=f"top {k} after {len(ids)} item(s) ({run})")
-        for col in ("rank", "item_id", "title", "log-prob"):
+        table = Table(
+            title=f"top {k} after {len(ids)} item(s) ({run})", caption=_score_meaning(rec.recommender)
+        )
+        for col in ("rank", "item_id", "title", "score"):
             table.add_column(col)
         for rank, r in enumerate(out, 1):
             table.add_row(str(rank), r.item_id, r.title or "", f"{r.score:.3f}")
         console.print(table)
+
+
+def _score_meaning(recommender) -> str:
+    weight = getattr(recommender, "rerank_weight", None)
+    if weight is None:
+        return "score: inner product of the history and item vectors"
+    if weight:
+        return f"score: log P(semantic ID) + {weight:g} x log P(item) of the item head"
+    return "score: log-probability of the item's semantic ID"

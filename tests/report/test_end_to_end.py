@@ -87,3 +87,12 @@ def test_a_sasrec_run_recommends_by_inner_product(sasrec_seeds):
     out = rec.recommend_indices([history], k=5)[0]
     assert len(out) == 5 and len({r.item_idx for r in out}) == 5
     assert not {r.item_idx for r in out} & set(history)  # model.exclude_seen
+
+
+def test_genrec_recommend_serves_a_sasrec_run(sasrec_seeds):
+    res = CliRunner().invoke(
+        app,
+        ["recommend", "--run", str(sasrec_seeds / "seed-0"), "--history", "0,1,2", "--by-index", "--k", "3"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "inner product" in res.output

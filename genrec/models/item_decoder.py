@@ -169,14 +169,19 @@ class ItemDecoder(GenerativeModel):
         embeddings. Used to re-rank the beam search's items (genrec.recommend.Recommender)."""
         if not self.item_loss:
             raise ValueError("item_log_probs needs a model trained with item_loss > 0 (model.item_loss)")
+        with torch.no_grad():
+            logits = (self._last_states(batch) @ self.item_emb.weight.T).float()  # (U, N)
+            return logits.gather(1, items) - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    def _last_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(U, C): the item transformer's state after each history's last item (the user token's
+        for an empty history): what both the depth decoder and the item head start from."""
         history, history_len = batch["history"], batch["history_len"]
         U = history.shape[0]
-        with torch.no_grad():
-            h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
-            users = torch.arange(U, device=history.device)
-            h_last = h[users, (self.user_offset + history_len - 1).clamp(min=0)]  # (U, C)
-            logits = (h_last @ self.item_emb.weight.T).float()  # (U, N)
-            return logits.gather(1, items) - torch.logsumexp(logits, dim=1, keepdim=True)
+        if history.shape[1] == 0:
+            history = history.new_zeros(U, 1, self.num_levels)
+        h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
+        return h[torch.arange(U, device=h.device), (self.user_offset + history_len - 1).clamp(min=0)]
 
     # ---- decoding ----
     def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
@@ -188,13 +193,8 @@ class ItemDecoder(GenerativeModel):
         if check:  # reads a value back from the device; callers that checked on the host skip it
             self.check_nonempty(history_len)
         U = history.shape[0]
-        users = torch.arange(U, device=history.device)
         with torch.no_grad():
-            if history.shape[1] == 0:
-                history = history.new_zeros(U, 1, self.num_levels)
-            h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
-            # The last item's state (the user token's for an empty history). (U, C)
-            h_last = h[users, (self.user_offset + history_len - 1).clamp(min=0)]
+            h_last = self._last_states(batch)  # (U, C)
             z = self.drop(h_last + self.depth_pos.weight[0])[:, None, :]  # (U, 1, C)
             shared = []
             for block in self.depth_blocks:

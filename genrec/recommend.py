@@ -108,6 +108,20 @@ class Recommender:
         self._slots = 0
         self._invalid = 0
 
+    @classmethod
+    def for_model_config(
+        cls, model: GenerativeModel, codes: np.ndarray, model_config, **options
+    ) -> Recommender:
+        """A recommender that decodes as ``model_config`` (genrec.config.ModelConfig) says: history
+        exclusion and re-ranking. ``options`` are the other constructor arguments."""
+        return cls(
+            model,
+            codes,
+            exclude_history=model_config.exclude_seen,
+            rerank_weight=model_config.rerank_weight,
+            **options,
+        )
+
     @property
     def invalid_rate(self) -> float:
         return self._invalid / self._slots if self._slots else 0.0
@@ -359,13 +373,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
 
         rec = RetrievalRecommender(model, device=dev, kind=config.eval.retrieval)
     else:
-        rec = Recommender(
-            model,
-            codes,
-            beam_size=beam_size or config.eval.beam_size,
-            device=dev,
-            exclude_history=config.model.exclude_seen,
-            rerank_weight=config.model.rerank_weight,
+        rec = Recommender.for_model_config(
+            model, codes, config.model, beam_size=beam_size or config.eval.beam_size, device=dev
         )
     return RunRecommender(run_dir, rec, *items)
 

@@ -287,15 +287,14 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
             )
         else:
             if "rec" not in holder:  # one recommender for the whole run: its trie and CUDA graphs are reused
-                holder["rec"] = Recommender(
+                holder["rec"] = Recommender.for_model_config(
                     model,
                     codes,
+                    config.model,
                     beam_size=config.train.val_beam,
                     batch_users=config.train.eval_batch_users,
                     device=device,
                     amp_dtype=amp,
-                    exclude_history=config.model.exclude_seen,
-                    rerank_weight=config.model.rerank_weight,
                 )
             rec = holder["rec"]
         return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
@@ -335,15 +334,14 @@ def _test(
             kind=config.eval.retrieval,
         )
     else:
-        rec = Recommender(
+        rec = Recommender.for_model_config(
             model,
             codes,
+            config.model,
             beam_size=config.eval.beam_size,
             batch_users=config.eval.batch_users,
             device=device,
             amp_dtype=amp,
-            exclude_history=config.model.exclude_seen,
-            rerank_weight=config.model.rerank_weight,
         )
     model.eval()
     evaluated = evaluate(

@@ -1,14 +1,3 @@
-"""These tests run tiny models: one CPU thread is faster than two, and far faster on a busy machine."""
+"""These tests run tiny models (see tests/one_thread.py)."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.one_thread import one_thread  # noqa: F401

@@ -199,31 +199,31 @@ def test_decoder_only_item_embedding_does_not_leak_the_target():
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
+def item_head_model(item_loss: float, item_negatives: int = 0) -> ItemDecoder:
+    """A tiny ItemDecoder over 9 items with an item head, without dropout."""
+    torch.manual_seed(0)
+    return ItemDecoder(
+        LEVELS,
+        max_history=4,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        dropout=0.0,
+        num_items=9,
+        item_loss=item_loss,
+        item_negatives=item_negatives,
+    ).eval()
+
+
 def test_item_loss_adds_the_catalogue_cross_entropy_of_each_target():
-    from genrec.models import ItemDecoder
-
-    def model(item_loss):
-        torch.manual_seed(0)
-        m = ItemDecoder(
-            LEVELS,
-            max_history=4,
-            d_model=16,
-            num_layers=1,
-            num_heads=2,
-            head_dim=8,
-            d_ff=32,
-            dropout=0.0,
-            num_items=9,
-            item_loss=item_loss,
-        )
-        return m.eval()
-
     g = torch.Generator().manual_seed(1)
     window = torch.stack([torch.randint(0, v, (2, 5), generator=g) for v in LEVELS], dim=-1)
     items = torch.randint(0, 9, (2, 5), generator=g)
     batch = {"window": window, "window_len": torch.tensor([5, 3]), "window_items": items}
-    plain, n = model(0.0).loss_terms(batch)
-    m = model(0.5)
+    plain, n = item_head_model(0.0).loss_terms(batch)
+    m = item_head_model(0.5)
     with_items, n2 = m.loss_terms(batch)
     assert n == n2
     # By hand: the history state before each real target against every item embedding.
@@ -244,22 +244,7 @@ def test_item_loss_adds_the_catalogue_cross_entropy_of_each_target():
 
 
 def test_sampled_item_loss_uses_shared_uniform_negatives_without_the_target():
-    from genrec.models import ItemDecoder
-
-    torch.manual_seed(0)
-    m = ItemDecoder(
-        LEVELS,
-        max_history=4,
-        d_model=16,
-        num_layers=1,
-        num_heads=2,
-        head_dim=8,
-        d_ff=32,
-        dropout=0.0,
-        num_items=9,
-        item_loss=1.0,
-        item_negatives=6,
-    ).eval()
+    m = item_head_model(1.0, item_negatives=6)
     h = torch.randn(5, 16)
     items = torch.tensor([0, 3, 3, 8, 1])
     torch.manual_seed(7)

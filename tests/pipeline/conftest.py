@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from genrec.embed.registry import ItemEncoder, register_encoder
+from tests.one_thread import one_thread  # noqa: F401  (tiny models: one CPU thread)
 from tests.train.helpers import synthetic_world
 
 
@@ -32,17 +33,6 @@ class CycleEncoder(ItemEncoder):
 
 
 register_encoder("test_cycle", CycleEncoder)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one CPU thread is faster than two, and far faster on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

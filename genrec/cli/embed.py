@@ -16,9 +16,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _embed_config(ctx: typer.Context, flags: dict, config_file, profile, settings: list[str]):
+    """EmbedConfig from, in order: the defaults or --config's [embed] table (with --profile), the
+    --set assignments, then the options typed on the command line (their defaults never override)."""
+    from genrec.config import load_config
+
+    if profile and config_file is None:
+        raise ValueError("--profile needs --config")
+    overrides = [s if s.strip().startswith("embed.") else f"embed.{s.strip()}" for s in settings]
+    config = load_config(config_file, profile, overrides).embed
+    for name, value in flags.items():
+        source = ctx.get_parameter_source(name)  # by name: typer may bring its own click
+        if getattr(source, "name", "DEFAULT") != "DEFAULT":  # the options' defaults are EmbedConfig's
+            setattr(config, name, value)
+    return config.validate()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def embed(
+        ctx: typer.Context,
         data: Path = typer.Option(..., "--data", help="Prepared dataset folder (`genrec data prepare`)."),
         out: Path = typer.Option(..., "--out", help="Folder to write embeddings.npy and embed.json into."),
         encoder: str = typer.Option("text", help="Item encoder: text (more may be registered)."),
@@ -47,12 +64,25 @@ def register(app: typer.Typer) -> None:
             None, help="Cache folder (default: $GENREC_CACHE_DIR/embeddings or ~/.cache/genrec/embeddings)."
         ),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        config_file: Path = typer.Option(
+            None,
+            "--config",
+            help="Take the \\[embed] table of a run config (e.g. configs/tiger_beauty.toml): the same "
+            "embeddings `genrec train` computes. Options given on the command line win over it.",
+        ),
+        profile: str = typer.Option(None, help="A profile of --config, e.g. cpu."),
+        setting: list[str] = typer.Option(
+            [],
+            "--set",
+            help="Any embed setting, e.g. --set multimodal.epochs=50 (repeatable; applied after --config).",
+        ),
     ) -> None:
         """Embed every item of a prepared dataset; row i of embeddings.npy is item index i."""
+        from genrec.config import ConfigError
         from genrec.data import DataError
-        from genrec.embed import EmbedConfig, EmbeddingError, embed_items
+        from genrec.embed import EmbeddingError, embed_items
 
-        config = EmbedConfig(
+        flags = dict(
             encoder=encoder,
             model=model,
             template=template,
@@ -67,6 +97,10 @@ def register(app: typer.Typer) -> None:
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             progress=progress,
         )
+        try:
+            config = _embed_config(ctx, flags, config_file, profile, setting)
+        except (ConfigError, ValueError) as e:
+            _fail(str(e))
         try:
             artifact = embed_items(data, config, out)
         except (DataError, EmbeddingError, FileNotFoundError, RuntimeError, ValueError) as e:

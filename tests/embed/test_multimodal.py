@@ -218,3 +218,51 @@ def test_genrec_embed_multimodal_writes_embeddings(clustered, text_cache, tmp_pa
     assert again.reused == "output" and np.array_equal(again.embeddings, artifact.embeddings)
     settings.epochs = 11  # a setting that changes the result changes the cache key
     assert embed_items(clustered, config, tmp_path / "emb").reused is None
+
+
+def test_genrec_embed_reads_a_run_config_then_set_then_flags(clustered_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+    from genrec.embed import read_meta
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[embed]\nencoder = "multimodal"\nbatch_size = 7\n'
+        '[embed.multimodal]\nmodalities = ["attributes", "collaborative"]\ndim = 16\nhidden = 32\n'
+        "epochs = 40\nbatch_size = 32\npatience = 0\n"
+        "[profile.quick.embed.multimodal]\nepochs = 3\n"
+    )
+    base = ["embed", "--data", str(clustered_path), "--no-progress", "--config", str(config)]
+    run = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "--profile",
+            "quick",
+            "--set",
+            "multimodal.dim=12",
+            "--set",
+            "embed.encoder=text",
+            "--encoder",
+            "multimodal",
+            "--out",
+            str(tmp_path / "emb"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    meta = read_meta(tmp_path / "emb")
+    settings = meta["multimodal_settings"]
+    assert meta["encoder"] == "multimodal"  # the typed option over --set (which says text)
+    assert settings["modalities"] == ["attributes", "collaborative"] and settings["hidden"] == 32
+    assert settings["epochs"] == 3  # the profile over the file
+    assert settings["dim"] == 12  # --set over the file
+
+    bad = CliRunner().invoke(app, [*base, "--set", "multimodal.dims=12", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "embed.multimodal.dims" in bad.output
+    lonely = CliRunner().invoke(
+        app, ["embed", "--data", str(clustered_path), "--profile", "cpu", "--out", str(tmp_path / "y")]
+    )
+    assert lonely.exit_code == 1 and "--profile needs --config" in lonely.output

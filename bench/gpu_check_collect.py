@@ -14,6 +14,31 @@ def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _cached_stage_seconds(run_dir: Path) -> dict:
+    """Stages the run took from the carried stage cache, with the seconds they took where they were
+    computed (the CPU machine): what "all stages after the data is prepared" adds to the GPU's time."""
+    run = _load(run_dir / "run.json") or {}
+    found = {}
+    for name, stage in (run.get("stages") or {}).items():
+        if name == "prepare" or not isinstance(stage, dict) or not stage.get("cached"):
+            continue
+        record = _load(Path(stage.get("path", "")) / "stage.json") or {}
+        found[name] = {"key": stage.get("key"), "seconds_where_computed": record.get("seconds")}
+    return found
+
+
+def _spread(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation of the headline metrics over seeds."""
+    import statistics
+
+    out: dict = {"seeds": [r.get("seed") for r in runs], "n": len(runs)}
+    for key in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "train_seconds"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if len(values) == len(runs):
+            out[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values), "values": values}
+    return out
+
+
 def main(out: Path) -> Path:
     import torch
 
@@ -23,6 +48,8 @@ def main(out: Path) -> Path:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "train_args": os.environ.get("GPU_CHECK_TRAIN_ARGS", ""),
+        "budget_s": float(os.environ.get("GPU_CHECK_BUDGET_S", 560)),
     }
     steps = out / "step_seconds.txt"
     if steps.exists():
@@ -41,9 +68,14 @@ def main(out: Path) -> Path:
     decode = _load(out / "decode_summary.json")
     if decode:
         result["decode"] = decode
-    train = _load(out / "tiger_beauty" / "gpu_summary.json")
+    train = _load(out / "tiger_beauty" / "summary.json")
     if train:
+        train["cached_stages"] = _cached_stage_seconds(out / "tiger_beauty")
         result["tiger_beauty"] = train
+    seeds = [train] if train else []
+    seeds += [s for d in sorted(out.glob("tiger_beauty_seed*")) if (s := _load(d / "summary.json"))]
+    if len(seeds) > 1:
+        result["tiger_beauty_seeds"] = _spread(seeds)
     path = out / f"gpu_check-{datetime.date.today().isoformat()}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("kernels",)}, indent=1)[:3000])

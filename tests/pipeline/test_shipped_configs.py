@@ -1,0 +1,58 @@
+"""The shipped Beauty recipes still resolve to the configs whose results the README quotes.
+
+Each committed run folder holds the resolved config it ran with; a recipe edit that would change
+the result (model, data, training or decoding settings) fails here until the figures are re-measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genrec.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Settings that change where or how fast a run goes, not what it computes.
+NOT_RESULT = {
+    "run.name",
+    "run.threads",
+    "run.cache_dir",
+    "run.device",
+    "data.prepared",
+    "train.time_budget_s",  # a cap; the committed runs name what stopped them
+    "train.log_every",
+    "train.eval_batch_users",
+    "eval.batch_users",
+}
+
+
+def _flat(table: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("profile", "run_folder", "allowed"),
+    [
+        # "auto" is fp32 on the CPU the run used; the recipe says fp32 so a GPU run is the same.
+        (None, "bench/results/gpu-recipe-cpu/run", {"train.precision": ("auto", "fp32")}),
+        ("cpu", "bench/results/demo-beauty/demo", {}),
+    ],
+)
+def test_recipe_matches_its_measured_run(profile, run_folder, allowed):
+    measured = _flat(json.loads((ROOT / run_folder / "config.json").read_text()))
+    shipped = _flat(load_config(ROOT / "configs/tiger_beauty.toml", profile).to_dict())
+    differ = {
+        key: (measured.get(key), shipped.get(key))
+        for key in measured.keys() | shipped.keys()
+        if key not in NOT_RESULT and measured.get(key) != shipped.get(key)
+    }
+    assert differ == {k: v for k, v in allowed.items() if k in differ} and set(differ) == set(allowed), differ

@@ -1,4 +1,4 @@
-"""The shipped Beauty recipes still resolve to the configs whose results the README quotes.
+"""The shipped recipes still resolve to the configs whose results the README quotes.
 
 Each committed run folder holds the resolved config it ran with; a recipe edit that would change
 the result (model, data, training or decoding settings) fails here until the figures are re-measured.
@@ -40,16 +40,17 @@ def _flat(table: dict, prefix: str = "") -> dict:
 
 
 @pytest.mark.parametrize(
-    ("profile", "run_folder", "allowed"),
+    ("config", "profile", "run_folder", "allowed"),
     [
         # "auto" is fp32 on the CPU the run used; the recipe says fp32 so a GPU run is the same.
-        (None, "bench/results/gpu-recipe-cpu/run", {"train.precision": ("auto", "fp32")}),
-        ("cpu", "bench/results/demo-beauty/demo", {}),
+        ("tiger_beauty", None, "bench/results/gpu-recipe-cpu/run", {"train.precision": ("auto", "fp32")}),
+        ("tiger_beauty", "cpu", "bench/results/demo-beauty/demo", {}),
+        ("tiger_sports", "cpu", "bench/results/sports-cpu/run", {}),
     ],
 )
-def test_recipe_matches_its_measured_run(profile, run_folder, allowed):
+def test_recipe_matches_its_measured_run(config, profile, run_folder, allowed):
     measured = _flat(json.loads((ROOT / run_folder / "config.json").read_text()))
-    shipped = _flat(load_config(ROOT / "configs/tiger_beauty.toml", profile).to_dict())
+    shipped = _flat(load_config(ROOT / f"configs/{config}.toml", profile).to_dict())
     differ = {
         key: (measured.get(key), shipped.get(key))
         for key in measured.keys() | shipped.keys()

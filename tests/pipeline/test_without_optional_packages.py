@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from genrec.config import load_config
 from genrec.pipeline import run_pipeline
 from tests.pipeline.conftest import tiny_overrides
@@ -28,9 +30,21 @@ app(sys.argv[1:])
 """
 
 
-def test_train_runs_from_carried_artifacts_without_optional_packages(tmp_path, tiny_prepared):
+# The encoder-decoder, and the default recipe's model: ItemDecoder with the item head re-ranking.
+ITEM_DECODER = [
+    "model.kind=decoder_only",
+    "model.history_tokens=items",
+    "model.item_embeddings=true",
+    "model.item_loss=1.0",
+    "model.rerank_weight=4.0",
+    "model.exclude_seen=true",
+]
+
+
+@pytest.mark.parametrize("model", [[], ITEM_DECODER], ids=["tiger", "item_decoder"])
+def test_train_runs_from_carried_artifacts_without_optional_packages(tmp_path, tiny_prepared, model):
     cache = tmp_path / "carry" / "cache"
-    overrides = tiny_overrides(tiny_prepared, cache)
+    overrides = tiny_overrides(tiny_prepared, cache) + model
     # Here (with every package): prepare the data stages only, into the cache to carry.
     run_pipeline(
         load_config(None, overrides=overrides), tmp_path / "unused", until="tokenize", progress=False

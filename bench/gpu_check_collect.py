@@ -71,6 +71,11 @@ def main(out: Path) -> Path:
     train = _load(out / "tiger_beauty" / "summary.json")
     if train:
         train["cached_stages"] = _cached_stage_seconds(out / "tiger_beauty")
+        cost = _load(out / "tiger_beauty" / "cost.json") or {}
+        train["decode"] = cost.get("decode")  # the trained recipe's own test-time latency and throughput
+        train["time_budget_s"] = ((_load(out / "tiger_beauty" / "config.json") or {}).get("train") or {}).get(
+            "time_budget_s"
+        )
         result["tiger_beauty"] = train
     seeds = [train] if train else []
     seeds += [s for d in sorted(out.glob("tiger_beauty_seed*")) if (s := _load(d / "summary.json"))]

@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data: Path = typer.Option(..., "--data", help="Prepared dataset folder (`genrec data prepare`)."),
         out: Path = typer.Option(..., "--out", help="Folder to write embeddings.npy and embed.json into."),
-        encoder: str = typer.Option("text", help="Item encoder: text (more may be registered)."),
+        encoder: str = typer.Option(
+            "text", help="Item encoder: text, multimodal or diffusion (more may be registered)."
+        ),
         model: str = typer.Option(
             None, help="Local sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2)."
         ),

@@ -108,20 +108,6 @@ class Recommender:
         self._slots = 0
         self._invalid = 0
 
-    @classmethod
-    def for_model_config(
-        cls, model: GenerativeModel, codes: np.ndarray, model_config, **options
-    ) -> Recommender:
-        """A recommender that decodes as ``model_config`` (genrec.config.ModelConfig) says: history
-        exclusion and re-ranking. ``options`` are the other constructor arguments."""
-        return cls(
-            model,
-            codes,
-            exclude_history=model_config.exclude_seen,
-            rerank_weight=model_config.rerank_weight,
-            **options,
-        )
-
     @property
     def invalid_rate(self) -> float:
         return self._invalid / self._slots if self._slots else 0.0
@@ -368,15 +354,36 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
     load_model_weights(run_dir / "model.safetensors", model)
     model.to(dev).eval()
     items = _read_items(run_dir / "items.parquet", len(codes))
-    if config.model.kind in ITEM_ID_KINDS:  # items are their own IDs: top-K by inner product
+    rec = recommender_for(
+        model,
+        codes,
+        config.model,
+        beam_size=beam_size or config.eval.beam_size,
+        retrieval=config.eval.retrieval,
+        device=dev,
+    )
+    return RunRecommender(run_dir, rec, *items)
+
+
+def recommender_for(
+    model, codes: np.ndarray, model_config, *, beam_size: int, retrieval: str = "exact", **options
+):
+    """How a run's model recommends, as ``model_config`` (genrec.config.ModelConfig) says: items that
+    are their own IDs (SASRec) by inner-product retrieval of kind ``retrieval``; generative models
+    by the constrained beam search of ``beam_size`` beams, with history exclusion and re-ranking.
+    ``options`` (batch_users, device, amp_dtype) go to either."""
+    if model_config.kind in ITEM_ID_KINDS:
         from genrec.retrieval import RetrievalRecommender
 
-        rec = RetrievalRecommender(model, device=dev, kind=config.eval.retrieval)
-    else:
-        rec = Recommender.for_model_config(
-            model, codes, config.model, beam_size=beam_size or config.eval.beam_size, device=dev
-        )
-    return RunRecommender(run_dir, rec, *items)
+        return RetrievalRecommender(model, kind=retrieval, **options)
+    return Recommender(
+        model,
+        codes,
+        beam_size=beam_size,
+        exclude_history=model_config.exclude_seen,
+        rerank_weight=model_config.rerank_weight,
+        **options,
+    )
 
 
 def read_run_tokenizer(run_dir: Path) -> tuple[np.ndarray, list[int]]:

@@ -36,7 +36,7 @@ from genrec.pipeline.stages import (
     stage_settings_for_display,
     tokenize_stage,
 )
-from genrec.recommend import RUN_FORMAT_VERSION, Recommender, RunError
+from genrec.recommend import RUN_FORMAT_VERSION, RunError, recommender_for
 from genrec.train import distributed
 from genrec.train.loop import TrainInputs, autocast_dtype, fit, training_signature
 
@@ -200,9 +200,7 @@ def run_pipeline(
     # ---- test ----
     say("[bold]test[/]")
     started = time.perf_counter()
-    result.metrics, cached = _test(
-        config, dataset, model, codes, level_sizes, device, run_dir, item_id_model, progress
-    )
+    result.metrics, cached = _test(config, dataset, model, codes, level_sizes, device, run_dir, progress)
     wall["test"] = 0.0 if cached else time.perf_counter() - started
     result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
     say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
@@ -279,32 +277,24 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
     holder: dict = {}
 
     def validate(model, users, starts, ends, targets):
-        if item_id_model:
-            from genrec.retrieval import RetrievalRecommender
-
-            rec = RetrievalRecommender(
-                model, batch_users=config.train.eval_batch_users, device=device, amp_dtype=amp
+        # A beam search recommender serves the whole run (its trie and CUDA graphs are reused);
+        # inner-product retrieval is built afresh from the item vectors as they are now.
+        if item_id_model or "rec" not in holder:
+            holder["rec"] = recommender_for(
+                model,
+                codes,
+                config.model,
+                beam_size=config.train.val_beam,
+                batch_users=config.train.eval_batch_users,
+                device=device,
+                amp_dtype=amp,
             )
-        else:
-            if "rec" not in holder:  # one recommender for the whole run: its trie and CUDA graphs are reused
-                holder["rec"] = Recommender.for_model_config(
-                    model,
-                    codes,
-                    config.model,
-                    beam_size=config.train.val_beam,
-                    batch_users=config.train.eval_batch_users,
-                    device=device,
-                    amp_dtype=amp,
-                )
-            rec = holder["rec"]
-        return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
+        return holder["rec"].ranking_sums(inputs.flat_items, starts, ends, targets, users)
 
     return validate
 
 
-def _test(
-    config, dataset, model, codes, level_sizes, device, run_dir: Path, item_id_model: bool, progress: bool
-):
+def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, progress: bool):
     """Test metrics through genrec.eval (reused when the weights and test settings are unchanged)."""
     from genrec.eval import evaluate
 
@@ -323,26 +313,16 @@ def _test(
     if previous.get("key") == key and metrics_path.is_file():
         return json.loads(metrics_path.read_text()), True
     amp = autocast_dtype(config, device)
-    if item_id_model:
-        from genrec.retrieval import RetrievalRecommender
-
-        rec = RetrievalRecommender(
-            model,
-            batch_users=config.eval.batch_users,
-            device=device,
-            amp_dtype=amp,
-            kind=config.eval.retrieval,
-        )
-    else:
-        rec = Recommender.for_model_config(
-            model,
-            codes,
-            config.model,
-            beam_size=config.eval.beam_size,
-            batch_users=config.eval.batch_users,
-            device=device,
-            amp_dtype=amp,
-        )
+    rec = recommender_for(
+        model,
+        codes,
+        config.model,
+        beam_size=config.eval.beam_size,
+        retrieval=config.eval.retrieval,
+        batch_users=config.eval.batch_users,
+        device=device,
+        amp_dtype=amp,
+    )
     model.eval()
     evaluated = evaluate(
         rec,

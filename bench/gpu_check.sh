@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call, for a lent machine (see DEVELOPERS notes in README):
-#   builds genrec there, runs the `cuda` tests, the kernel benchmarks, the decode benchmark
-#   and a full training run, then writes one JSON under $OUT (copy it to bench/results/).
+#   builds genrec there, runs a full training run, the decode and kernel benchmarks and the `cuda`
+#   tests, then writes one JSON under $OUT (copy it to bench/results/).
 #
 # Usage (from the repo root):  GENREC_GIT_SHA=<sha> bash bench/gpu_check.sh [steps]
 #   steps: comma-separated subset of build,train,decode,kernels,tests,seeds (default: all, in this order;
@@ -50,6 +50,12 @@ TRAIN_CAP=""
 # Extra `genrec train` arguments for both training steps, recorded in the JSON (e.g. a rehearsal on a
 # CPU: GPU_CHECK_TRAIN_ARGS="--set train.epochs=1"); empty for the real check.
 TRAIN_ARGS="${GPU_CHECK_TRAIN_ARGS:-}"
+# train_run RUN_DIR SECONDS [more genrec train args]: the recipe on the carried data and stage cache.
+train_run() {
+  local dir=$1 seconds=$2; shift 2
+  timeout "$seconds" "$PY" -m genrec.cli train --config configs/tiger_beauty.toml --set data.prepared=.carry/beauty \
+    "${cache_args[@]}" --set train.time_budget_s="$TRAIN_CAP" "$@" $TRAIN_ARGS --no-progress --run-dir "$dir" 2>&1
+}
 
 if has build; then
   t0=$(stamp)
@@ -67,9 +73,7 @@ if has train && [ -f configs/tiger_beauty.toml ] && [ -d .carry/beauty ]; then
   # The recipe's own time budget, capped so that training stops (lr decayed) and the test still runs
   # inside this step's allotment; the run's config.json records the value used.
   T=$(allot 360); TRAIN_CAP=$(( T - 75 < 480 ? T - 75 : 480 ))
-  timeout "$T" "$PY" -m genrec.cli train --config configs/tiger_beauty.toml --set data.prepared=.carry/beauty \
-    "${cache_args[@]}" --set train.time_budget_s=$TRAIN_CAP $TRAIN_ARGS --no-progress --run-dir "$OUT/tiger_beauty" 2>&1 \
-    | tail -40 | tee -a "$LOG"
+  train_run "$OUT/tiger_beauty" "$T" | tail -40 | tee -a "$LOG"
   step_time train "$t0" "$(stamp)"
 fi
 
@@ -100,9 +104,7 @@ if has seeds && [ -f "$OUT/tiger_beauty/summary.json" ]; then
   for seed in 43 44; do
     (( $(allot 100000) >= need )) || break
     t0=$(stamp)
-    timeout "$(allot 330)" "$PY" -m genrec.cli train --config configs/tiger_beauty.toml --set data.prepared=.carry/beauty \
-      "${cache_args[@]}" --set run.seed=$seed ${TRAIN_CAP:+--set train.time_budget_s=$TRAIN_CAP} $TRAIN_ARGS --no-progress \
-      --run-dir "$OUT/tiger_beauty_seed$seed" 2>&1 | tail -12 | tee -a "$LOG"
+    train_run "$OUT/tiger_beauty_seed$seed" "$(allot 330)" --set run.seed=$seed | tail -12 | tee -a "$LOG"
     step_time "seed$seed" "$t0" "$(stamp)"
   done
 fi

@@ -20,6 +20,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -57,6 +59,13 @@ class RunConfig:
 
     def validate(self) -> None:
         _require(self.threads >= 0, "run.threads", self.threads, ">= 0")
+        _require(0 <= self.seed < 2**32, "run.seed", self.seed, "in 0..2**32-1 (numpy and torch both take it)")
+        _require(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "run.device",
+            self.device,
+            '"auto", "cpu", "cuda" or "cuda:N"',
+        )
 
 
 @dataclass
@@ -241,7 +250,13 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
         for name in ("max_steps", "warmup_steps", "eval_every", "val_users", "patience", "checkpoint_every"):
             _require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0")
-        _require(self.lr > 0, "train.lr", self.lr, "> 0")
+        _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite number > 0")
+        _require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "train.weight_decay",
+            self.weight_decay,
+            "a finite number >= 0",
+        )
         _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
         _require(
             self.schedule in SCHEDULES, "train.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}"
@@ -337,7 +352,14 @@ def load_config(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
     profiles = table.pop("profile", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{where}: 'profile' must be a table of profiles ([profile.NAME.section]), got {profiles!r}")
     if profile:
+        if not isinstance(profiles.get(profile, {}), dict):
+            raise ConfigError(
+                f"{where}: profile {profile!r} must be a table ([profile.{profile}.section] ...), "
+                f"got {profiles[profile]!r}"
+            )
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"{where} has no profile {profile!r} (profiles there: {known})")

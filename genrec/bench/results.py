@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import subprocess
@@ -47,6 +48,29 @@ def environment(device: torch.device | str) -> dict:
     }
 
 
+def finite_json(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN; null says "none")."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_text(data, **options) -> str:
+    """Strict JSON of ``data`` (non-finite floats written as null, never a bare NaN)."""
+    return json.dumps(finite_json(data), allow_nan=False, **options)
+
+
+def _file_mode() -> int:
+    """0o666 under the process umask: what a plainly created file gets (mkstemp's files are 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
     path = Path(path)
@@ -55,6 +79,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,7 +91,7 @@ def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict])
     out_dir = Path(out_dir)
     json_path = out_dir / f"{name}.json"
     csv_path = out_dir / f"{name}.csv"
-    atomic_write_text(json_path, json.dumps({**payload, "rows": list(rows)}, indent=2) + "\n")
+    atomic_write_text(json_path, json_text({**payload, "rows": list(rows)}, indent=2) + "\n")
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -74,6 +99,7 @@ def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict])
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    os.chmod(f.name, _file_mode())
     os.replace(f.name, csv_path)
     return {"json": json_path, "csv": csv_path}
 

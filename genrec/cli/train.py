@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
             help="Train this many seeds (run.seed, run.seed + 1, ...) into RUN_DIR/seed-<s>/ and write their "
             "mean and spread to RUN_DIR/seeds.json (genrec report RUN_DIR compares them).",
         ),
+        force_run_dir: bool = typer.Option(
+            False,
+            "--force-run-dir",
+            help="Train into --run-dir even though it holds files that are not a genrec run.",
+        ),
     ) -> None:
         """Prepare -> embed -> tokenize -> train -> test; each stage reused when its inputs and settings are unchanged.
 
@@ -38,7 +43,9 @@ def register(app: typer.Typer) -> None:
         (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) with the same global batch.
         """
         from genrec.config import ConfigError, load_config
+        from genrec.data.errors import DataError
         from genrec.pipeline import STAGES, run_pipeline
+        from genrec.pipeline.run_folder import check_seeds_folder
         from genrec.recommend import RunError
         from genrec.train.checkpoint import CheckpointError
 
@@ -48,24 +55,35 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = load_config(config, profile, overrides)
         except ConfigError as e:
-            console.print(f"[red]config error:[/] {e}")
+            _error(console, "config error: ", e)
             raise typer.Exit(2) from None
         folder = run_dir or Path("runs") / (cfg.run.name or "run")
         if seeds > 1 and until != "test":
             raise typer.BadParameter(
                 "several seeds are aggregated from their test metrics: leave --until out"
             )
+        kwargs = dict(
+            resume=resume, until=until, console=console, progress=progress, force_run_dir=force_run_dir
+        )
         try:
             if seeds > 1:
                 from genrec.report.seeds import print_seeds_summary, run_seeds
 
+                check_seeds_folder(folder, force=force_run_dir)
+
                 def one_seed(seed_config, seed_folder):
-                    kwargs = dict(resume=resume, until=until, console=console, progress=progress)
                     return run_pipeline(seed_config, seed_folder, **kwargs).metrics
 
                 print_seeds_summary(run_seeds(one_seed, cfg, folder, seeds, say=console.print), console)
             else:
-                run_pipeline(cfg, folder, resume=resume, until=until, console=console, progress=progress)
-        except (ConfigError, CheckpointError, RunError) as e:
-            console.print(f"[red]error:[/] {e}")
+                run_pipeline(cfg, folder, **kwargs)
+        except (ConfigError, CheckpointError, RunError, DataError) as e:
+            _error(console, "error: ", e)
             raise typer.Exit(1) from None
+
+
+def _error(console: Console, label: str, error: Exception) -> None:
+    """An error without a traceback; the message is plain text (a key like [train] stays visible)."""
+    from rich.text import Text
+
+    console.print(Text.assemble((label, "bold red"), str(error)), soft_wrap=True)

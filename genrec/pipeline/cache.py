@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from genrec.bench.results import atomic_write_text
+from genrec.bench.results import atomic_write_text, json_text
+from genrec.faults import fault_point
 
 CACHE_ENV = "GENREC_CACHE_DIR"
 MARKER = "stage.json"
@@ -82,6 +83,7 @@ class StageCache:
         started = time.perf_counter()
         try:
             info = produce(tmp) or {}
+            fault_point(f"{stage}-produced")
             seconds = time.perf_counter() - started
             meta = {
                 "stage": stage,
@@ -92,13 +94,15 @@ class StageCache:
                 "seconds": round(seconds, 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            atomic_write_text(tmp / MARKER, json.dumps(meta, indent=2, default=str) + "\n")
+            atomic_write_text(tmp / MARKER, json_text(meta, indent=2, default=str) + "\n")
             if final.exists():  # an incomplete leftover, or a concurrent build that won the race
                 if (final / MARKER).is_file():
                     shutil.rmtree(tmp, ignore_errors=True)
                     return StageOutput(stage, key, final, True, seconds, info)
                 shutil.rmtree(final)
+            fault_point(f"{stage}-marked")
             os.replace(tmp, final)
+            fault_point(f"{stage}-cached")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -18,6 +18,7 @@ RUN/summary.json       headline numbers and wall-clock per stage (gpu_summary.js
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genrec.bench.results import atomic_write_text
+from genrec.bench.results import atomic_write_text, json_text
 from genrec.config import Config, cache_relevant, stable_hash
+from genrec.faults import fault_point
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
 from genrec.pipeline.stages import (
     embed_stage,
@@ -53,7 +55,7 @@ class PipelineResult:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(path, json_text(data, indent=2, default=str) + "\n")
 
 
 def _data_stages(
@@ -96,18 +98,35 @@ def run_pipeline(
     until: str = "test",
     console=None,
     progress: bool = True,
+    force_run_dir: bool = False,
 ) -> PipelineResult:
-    """Run the stages of ``config`` up to ``until`` into ``run_dir``; see the module docstring."""
+    """Run the stages of ``config`` up to ``until`` into ``run_dir``; see the module docstring.
+
+    A run folder is checked before any work (genrec.pipeline.run_folder: new, empty or a genrec
+    run unless ``force_run_dir``; no symbolic links; writable) and locked while it is written.
+    """
     from rich.console import Console
 
-    from genrec.data import load_prepared
-    from genrec.models import ITEM_ID_KINDS
+    from genrec.pipeline.run_folder import RunFolderLock, check_run_folder
 
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
     console = console or Console()
     run_dir = Path(run_dir)
     device = distributed.resolve_device(config.run.device)
+    if until not in ("train", "test") or int(os.environ.get("RANK", "0")) != 0:
+        return _run_pipeline(config, run_dir, device, resume, until, console, progress)
+    check_run_folder(run_dir, force=force_run_dir)
+    with RunFolderLock(run_dir):
+        return _run_pipeline(config, run_dir, device, resume, until, console, progress)
+
+
+def _run_pipeline(
+    config: Config, run_dir: Path, device, resume: bool, until: str, console, progress: bool
+) -> PipelineResult:
+    from genrec.data import load_prepared
+    from genrec.models import ITEM_ID_KINDS
+
     info = distributed.setup(device)
     say = console.print if info.is_main else (lambda *a, **k: None)
     if config.run.threads:
@@ -192,6 +211,7 @@ def run_pipeline(
         }
         if info.is_main:
             _update_run_json(run_dir, {"train": result.train})
+            fault_point("train-recorded")
     result.stages["train"] = {**result.train, "seconds": round(wall["train"], 2)}
     if until == "train" or not info.is_main:
         distributed.cleanup(info)
@@ -231,6 +251,7 @@ def _prepare_run_dir(
             if (tok_dir / name).is_file():
                 shutil.copyfile(tok_dir / name, tok_out / f".{name}.tmp")
                 (tok_out / f".{name}.tmp").replace(tok_out / name)
+                fault_point(f"run-dir-{name}")
     else:  # item-ID models: the identity "tokenizer"
         np.save(tok_out / "semantic_ids.npy", codes)
         _write_json(tok_out / "tokenizer.json", {"method": "identity", "level_sizes": [len(codes)]})
@@ -239,7 +260,9 @@ def _prepare_run_dir(
     columns = [c for c in ("item_idx", "item_id", "title") if c in dataset.item_table().column_names]
     pq.write_table(dataset.item_table(columns=columns), run_dir / ".items.parquet.tmp")
     (run_dir / ".items.parquet.tmp").replace(run_dir / "items.parquet")
+    fault_point("run-dir-items")
     _write_json(run_dir / "config.json", config.to_dict())
+    fault_point("run-dir-config")
     _update_run_json(
         run_dir,
         {
@@ -310,7 +333,9 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
     )
     metrics_path = run_dir / "metrics.json"
     previous = _read_run_json(run_dir).get("test", {})
-    if previous.get("key") == key and metrics_path.is_file():
+    # The test counts as done only when run.json records it, which happens after its last file.
+    finals = (metrics_path, run_dir / "test_eval.json", run_dir / "cost.json")
+    if previous.get("key") == key and all(p.is_file() for p in finals):
         return json.loads(metrics_path.read_text()), True
     amp = autocast_dtype(config, device)
     rec = recommender_for(
@@ -337,12 +362,16 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
         {"run": str(run_dir), "beam_size": config.eval.beam_size, "exclude_seen": config.model.exclude_seen}
     )
     evaluated.save(run_dir / "test_eval.json")
+    fault_point("test-eval-saved")
     metrics = {k: v for k, v in evaluated.metrics.items()}
     if "invalid_rate" not in metrics:
         metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
     _write_json(metrics_path, metrics)
-    _update_run_json(run_dir, {"test": {"key": key}})
+    fault_point("test-metrics-saved")
     _measure_cost(config, dataset, model, rec, device, run_dir)
+    fault_point("test-cost-saved")
+    _update_run_json(run_dir, {"test": {"key": key}})
+    fault_point("test-recorded")
     return metrics, False
 
 
@@ -381,6 +410,7 @@ def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, d
         "config_hash": stable_hash(cache_relevant(config)),
     }
     _write_json(run_dir / "summary.json", summary)
+    fault_point("summary-saved")
     if device.type == "cuda":
         _write_json(run_dir / "gpu_summary.json", summary)
     _update_run_json(run_dir, {"stages": result.stages, "summary": summary})

@@ -12,48 +12,104 @@ A resumable checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
 The folder is written under a temporary name and renamed into place, then ``checkpoints/latest.json``
 is replaced atomically to point at it, then older folders are deleted: a run killed at any
 instant leaves the previous checkpoint intact and pointed to.
+
+Every safetensors file genrec writes carries the sha256 of its tensors (names, dtypes, shapes and
+bytes) in its header metadata (``{"genrec": "{\"sha256\": ...}"}``), checked whenever it is read: a flipped byte in a
+checkpoint or in a run's weights is an error naming the file, not a quietly worse model. Model
+weights holding NaN or infinity are refused too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import struct
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genrec.bench.results import atomic_write_text
+from genrec.bench.results import atomic_write_text, json_text
+from genrec.faults import fault_point
 
 FORMAT_VERSION = 1
+# The header metadata is one key holding sorted JSON: safetensors writes several keys in a random
+# order, which would make the same weights differ byte for byte between processes.
+METADATA_KEY = "genrec"
+_STEP_DIR = re.compile(r"step-\d{8}")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, damaged, or does not belong to this run's config."""
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in name order: each name, dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    info = {**(metadata or {}), "sha256": tensors_sha256(tensors)}
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info, sort_keys=True)})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (read without loading the tensors)."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > 100 << 20:
+                raise ValueError(f"header of {size} bytes")
+            header = json.loads(f.read(size))
+        meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("__metadata__ is not an object")
+        return meta
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is damaged") from None
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, their checksum verified when the file carries one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
+    if path.is_symlink():
+        raise CheckpointError(f"{path} is a symbolic link; genrec reads only the files it wrote")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is damaged") from None
+    try:
+        expected = json.loads(read_metadata(path).get(METADATA_KEY) or "{}").get("sha256")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: damaged header metadata ({e})") from None
+    if expected is not None:
+        actual = tensors_sha256(tensors)
+        if actual != expected:
+            raise CheckpointError(
+                f"{path} is damaged: its tensors hash to sha256 {actual[:16]}..., the file records "
+                f"{str(expected)[:16]}... (written by genrec when it was saved); restore it or train again"
+            )
+    return tensors
 
 
 def save_model(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
@@ -81,6 +137,13 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
         raise CheckpointError(
             f"{path} was saved from a different model configuration than this one ({'; '.join(parts)})"
         )
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values (weights of a diverged training); "
+                "these weights cannot recommend anything; train again with a lower train.lr"
+            )
     model.load_state_dict(tensors)
 
 
@@ -180,11 +243,14 @@ def commit_checkpoint(
     tensors, groups = optimizer_tensors(optimizer, names)
     atomic_save_tensors(staged / "optimizer.safetensors", tensors)
     state = {**state, "format_version": FORMAT_VERSION, "step": step, "optimizer_groups": groups}
-    atomic_write_text(staged / "state.json", json.dumps(state, indent=1) + "\n")
+    atomic_write_text(staged / "state.json", json_text(state, indent=1) + "\n")
+    fault_point("checkpoint-staged")
     final = root / step_dir_name(step)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staged, final)
+    fault_point("checkpoint-renamed")
     atomic_write_text(root / "latest.json", json.dumps({"dir": final.name, "step": step}) + "\n")
+    fault_point("checkpoint-pointed")
     for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
         if old.name != final.name:
             shutil.rmtree(old, ignore_errors=True)
@@ -200,7 +266,14 @@ def latest_checkpoint(root: Path) -> Path | None:
         name = json.loads(pointer.read_text())["dir"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{pointer}: damaged ({e}); delete it to start over") from None
+    if not isinstance(name, str) or not _STEP_DIR.fullmatch(name):
+        raise CheckpointError(
+            f"{pointer}: field 'dir' is {name!r}, not a checkpoint folder of this run (step-NNNNNNNN); "
+            "a checkpoint is only read from inside its own run folder. Delete latest.json to start over"
+        )
     folder = Path(root) / name
+    if folder.is_symlink():
+        raise CheckpointError(f"{folder} is a symbolic link; a checkpoint is only read from its own run folder")
     if not (folder / "state.json").is_file():
         raise CheckpointError(f"{pointer} points at {folder}, which is missing or incomplete")
     return folder

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from genrec.config import Config, cache_relevant, stable_hash
+from genrec.faults import fault_point
 from genrec.models import GenerativeModel, build_model
 from genrec.train import checkpoint as ckpt
 from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
@@ -69,6 +70,14 @@ class TrainResult:
     stopped_because: str
     train_seconds: float
     validations: list[dict] = field(default_factory=list)
+
+
+class TrainingDiverged(ckpt.CheckpointError):
+    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
+
+
+def kept_step(folder: Path | None) -> int:
+    return int(folder.name.split("-")[1]) if folder is not None else 0
 
 
 class _LossModule(nn.Module):
@@ -216,7 +225,13 @@ def fit(
             say(
                 f"note: resuming a {saved.get('world_size')}-process run with {dist_info.world_size} processes"
             )
-        if rng_file.is_file():
+        if dist_info.rank < saved.get("world_size", 1):  # this rank's random state was saved: demand it
+            if not rng_file.is_file():
+                raise ckpt.CheckpointError(
+                    f"{rng_file} is missing: checkpoint {latest.name} is incomplete, and resuming without its "
+                    "random-number state would not continue the same run; restore the file, or delete "
+                    f"{ckpt_root} to train from the start"
+                )
             ckpt.restore_rng(ckpt.read_tensors(rng_file))
         state.update({k: saved[k] for k in state if k in saved and k not in ("signature", "world_size")})
         log.drop_after(state["step"])
@@ -276,9 +291,25 @@ def fit(
             ckpt.commit_checkpoint(ckpt_root, staged, state["step"], model, optimizer, names, state)
         barrier(dist_info)
 
+    def check_finite() -> None:
+        """Stop at a non-finite loss before its weights are validated, logged or checkpointed."""
+        bad = all_reduce_sum((first_bad >= 0).to(torch.float64), dist_info)
+        if float(bad) > 0:
+            at = int(first_bad) if int(first_bad) >= 0 else state["step"]
+            kept = ckpt.latest_checkpoint(ckpt_root)
+            log.log("diverged", at, reason="non-finite loss")
+            log.close()
+            raise TrainingDiverged(
+                f"training diverged: the loss is not finite (NaN or infinite) at step {at} "
+                f"(train.lr = {t.lr:g}); nothing after step {kept_step(kept)} was saved"
+                f"{f' and the last good checkpoint, {kept.name}, is kept in {ckpt_root}' if kept else ''}. "
+                "Lower train.lr (or raise train.warmup_steps / set train.grad_clip) and train again"
+            )
+
     model.train()
     started = time.perf_counter() - state["train_seconds"]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
     loss_tokens = 0
     stopped = state["finished"]  # a resumed run that had already finished goes straight to the end
     bar = _Progress(total_steps, enabled=main and progress, console=console)
@@ -327,8 +358,12 @@ def fit(
         state["step"] += 1
         state["batch_in_epoch"] += 1
         step = state["step"]
+        # Recorded on the device (no sync per step), checked where the loop syncs anyway.
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total), step, first_bad)
+        fault_point("train-step")
 
         if step % t.log_every == 0 or step == total_steps:
+            check_finite()
             mean = float(all_reduce_sum(loss_sum.clone(), dist_info)) / max(1, loss_tokens)
             now = time.perf_counter()
             rate = examples_since_log / max(now - last_log, 1e-9)
@@ -340,6 +375,7 @@ def fit(
         # Judged on the clock read before the step, which every rank shares: all validate together.
         over_budget = bool(t.time_budget_s) and elapsed >= t.time_budget_s
         if step % eval_every == 0 or step == total_steps or over_budget:
+            check_finite()
             metrics = validate() if validate_fn is not None else None
             if metrics is not None:
                 better = metrics["ndcg@10"] > state["best"]["ndcg@10"] + t.min_delta
@@ -352,6 +388,7 @@ def fit(
                     state["bad_validations"] = 0
                     if main:
                         ckpt.save_model(run_dir / "best.safetensors", model, {"step": str(step)})
+                        fault_point("best-saved")
                 else:
                     state["bad_validations"] += 1
                 record = {**metrics, "epoch": round(step / steps_per_epoch, 3), "seconds": round(elapsed, 1)}
@@ -373,10 +410,13 @@ def fit(
         if stopped:
             state["finished"] = stopped
         if step % checkpoint_every == 0 or stopped:
+            check_finite()
             save_checkpoint()
+            fault_point("checkpoint-saved")
     bar.close()
     log.log("train_end", state["step"], reason=stopped, train_seconds=state["train_seconds"])
     log.close()
+    fault_point("train-end-logged")
 
     best_path = run_dir / "best.safetensors"
     if best_path.is_file():
@@ -385,6 +425,7 @@ def fit(
         ckpt.save_model(
             run_dir / "model.safetensors", model, {"step": str(state["best"]["step"] or state["step"])}
         )
+        fault_point("model-saved")
     barrier(dist_info)
     return TrainResult(
         model=model,

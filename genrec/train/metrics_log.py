@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from genrec.bench.results import atomic_write_text
+from genrec.bench.results import atomic_write_text, json_text
 
 
 class MetricsLog:
@@ -37,7 +37,7 @@ class MetricsLog:
             return
         record = {"kind": kind, "step": int(step), "time": round(time.time(), 3), **values}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -54,6 +54,8 @@ class MetricsLog:
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
             if record.get("kind") in ("train", "val") and record.get("step", 0) > step:
+                continue
+            if record.get("kind") == "train_end":  # the resumed run ends (and says so) again
                 continue
             kept.append(line)
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))

@@ -52,8 +52,10 @@ class PreparedDataset:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of manifest.json: names this exact prepared dataset in downstream manifests."""
-        return hashlib.sha256((self.path / "manifest.json").read_bytes()).hexdigest()
+        """Names this dataset's content in downstream manifests: sha256 of its manifest (counts,
+        split, options, the sources' sha256) without what differs between two preparations of the
+        same inputs (the ``created`` time, the folders the files were read from)."""
+        return manifest_fingerprint(self.manifest)
 
     @property
     def item_text_columns(self) -> list[str]:
@@ -102,6 +104,23 @@ class PreparedDataset:
     def train_item_counts(self) -> np.ndarray:
         """int64 [num_items]: interactions per item in the training part only (popularity)."""
         return np.bincount(self.items[self.train_mask()], minlength=self.num_items).astype(np.int64)
+
+
+def manifest_fingerprint(manifest: dict) -> str:
+    """sha256 of ``manifest`` as canonical JSON, less its creation time and with file paths reduced
+    to file names: preparing the same inputs with the same settings gives the same fingerprint."""
+    content = {k: v for k, v in manifest.items() if k != "created"}
+    content["sources"] = [
+        {**s, "path": Path(str(s["path"])).name} if isinstance(s, dict) and "path" in s else s
+        for s in content.get("sources", [])
+    ]
+    options = dict(content.get("options") or {})
+    for key in ("source", "items_file"):
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key]).name
+    content["options"] = options
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -162,23 +163,25 @@ def _content_range(value: str, url: str) -> tuple[int, int | None]:
 
 
 def extract_zip(archive: Path, folder: Path, remote: RemoteFile) -> list[dict]:
-    """Unpack ``archive`` into ``folder`` (``strip_prefix`` removed), each member renamed into place
-    whole; members with a known sha256 are checked. Returns one record per extracted file."""
+    """Unpack ``archive`` into ``folder`` (``strip_prefix`` removed). Every member is extracted into
+    a temporary folder first and checked (its name stays inside ``folder``; a known sha256
+    matches); only when all are good are they moved into place. A bad archive is deleted (a rerun
+    downloads it again) and leaves nothing extracted. Returns one record per extracted file."""
     records = []
     folder = folder.resolve()
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            name = info.filename.removeprefix(remote.strip_prefix)
-            target = (folder / name).resolve()
-            if not target.is_relative_to(folder) or not name:
-                raise DownloadError(f"{archive}: member {info.filename!r} would land outside {folder}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            try:
+    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extract-", dir=folder))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [info for info in zf.infolist() if not info.is_dir()]
+            for info in members:
+                name = info.filename.removeprefix(remote.strip_prefix)
+                target = (folder / name).resolve()
+                if not name or not target.is_relative_to(folder) or target == folder:
+                    raise DownloadError(f"{archive}: member {info.filename!r} would land outside {folder}")
+                staged = staging / target.relative_to(folder)
+                staged.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+                with open(staged, "wb") as out, zf.open(info) as src:
                     while block := src.read(CHUNK):
                         h.update(block)
                         out.write(block)
@@ -187,20 +190,61 @@ def extract_zip(archive: Path, folder: Path, remote: RemoteFile) -> list[dict]:
                     raise DownloadError(
                         f"{archive}: member {name} has sha256 {h.hexdigest()}, expected {expected}"
                     )
-                os.chmod(tmp, default_mode())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            records.append(
-                {
-                    "path": name,
-                    "sha256": h.hexdigest(),
-                    "bytes": info.file_size,
-                    "verified": expected is not None,
-                }
-            )
+                records.append(
+                    {
+                        "path": name,
+                        "sha256": h.hexdigest(),
+                        "bytes": info.file_size,
+                        "verified": expected is not None,
+                    }
+                )
+        for record in records:  # every member checked out: move them into place
+            target = folder / record["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = staging / record["path"]
+            os.chmod(staged, default_mode())
+            os.replace(staged, target)
+    except (DownloadError, zipfile.BadZipFile, EOFError, OSError) as e:
+        archive.unlink(missing_ok=True)
+        if isinstance(e, DownloadError):
+            raise DownloadError(f"{e.args[0]}; the archive was deleted and nothing was extracted") from None
+        raise DownloadError(
+            f"{archive}: not a readable zip archive ({e}); it was deleted and nothing was extracted, "
+            "rerun to download it again"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return records
+
+
+def verify_registered_sources(source: str | Path, root: str | Path | None = None) -> None:
+    """When ``source`` is a registered dataset's folder under the data folder, check its raw files
+    against the registry's pinned sha256 (genrec.data.registry); a differing file is a DataError
+    naming it. Files without a pinned checksum, and folders of no registered dataset, pass."""
+    from genrec.data.errors import DataError
+    from genrec.data.registry import DATASETS
+
+    source = Path(source)
+    if not source.is_dir():
+        return
+    base = Path(root) if root is not None else data_dir()
+    here = source.resolve()
+    for ds in DATASETS.values():
+        if (base / ds.folder).resolve() != here:
+            continue
+        pinned = [(r.filename, r.sha256) for r in ds.files if r.sha256]
+        pinned += [(name, sha) for r in ds.files for name, sha in r.member_sha256.items()]
+        for name, expected in pinned:
+            path = source / name
+            if not path.is_file():
+                continue
+            actual = sha256_of(path)
+            if actual != expected:
+                raise DataError(
+                    f"{path}: sha256 {actual} differs from the {expected} pinned for {ds.name!r} "
+                    f"(genrec.data.registry); the file is damaged or was changed. Download it again "
+                    f"(delete it, then `genrec data download {ds.name}`), or prepare a changed copy from another folder"
+                )
 
 
 def download_dataset(

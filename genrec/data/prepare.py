@@ -308,6 +308,18 @@ def prepare_dataset(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"source {source} does not exist")
+    if "encoding" in format_options:
+        import codecs
+
+        try:
+            codecs.lookup(format_options["encoding"])
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {format_options['encoding']!r} (--encoding); e.g. utf-8, latin-1, cp1252"
+            ) from None
+    from genrec.data.download import verify_registered_sources
+
+    verify_registered_sources(source)
     policy = SkipPolicy(frozenset(skip))
     read = formats.reader(fmt)
     accepted = set(inspect.signature(read).parameters) - {"source", "policy"}

@@ -197,7 +197,7 @@ def test_zip_members_are_checked(server, tmp_path):
         download_dataset(ds, tmp_path)
     assert not (tmp_path / "t" / "bad" / "u.data").exists()
     server.files["/bad.zip"] = make_zip({"../escape.txt": b"x"})
-    (tmp_path / "t" / "bad" / "bad.zip").unlink()
+    assert not (tmp_path / "t" / "bad" / "bad.zip").exists()  # a rejected archive is not reused
     with pytest.raises(DownloadError, match="would land outside"):
         download_dataset(ds, tmp_path)
     assert not (tmp_path / "t" / "escape.txt").exists()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
@@ -43,12 +45,37 @@ def open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+# What reading a damaged gzip file raises: a truncated stream, a file that is not gzip, bad data.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def gzip_error(path: Path, error: BaseException, line: int | None = None) -> DataFormatError:
+    """The DataFormatError for a truncated or fake ``.gz`` file."""
+    what = "is cut short (truncated)" if isinstance(error, EOFError) else "is not a valid gzip file"
+    return DataFormatError(
+        path,
+        f"the gzip stream {what} ({error}); download or copy the file again",
+        line=line,
+        reason="malformed",
+    )
+
+
+@contextmanager
+def gzip_checked(path: Path, line_of=lambda: None):
+    """Turn gzip decoding errors inside the block into a DataFormatError naming ``path``."""
+    try:
+        yield
+    except GZIP_ERRORS as e:
+        raise gzip_error(path, e, line_of()) from None
+
+
 def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for every line of a text file (``.gz`` too).
 
     A line that is not valid ``encoding`` raises a :class:`DataFormatError` naming the line and byte.
     """
-    with open_binary(path) as f:
+    lineno = 0
+    with gzip_checked(path, lambda: lineno + 1 if lineno else None), open_binary(path) as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode(encoding)

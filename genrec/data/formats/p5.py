@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
-from genrec.data.formats._io import SkipPolicy, find_file, json_lines, text_frame, text_lines
+from genrec.data.formats._io import SkipPolicy, find_file, gzip_checked, json_lines, text_frame, text_lines
 from genrec.data.prepare import RawData
 
 _WEAK_TEXT_NOTE = (
@@ -146,10 +146,12 @@ def read(
 def _read_maps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with gzip_checked(path), opener(path, "rt", encoding="utf-8") as f:
             maps = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataFormatError(path, f"not valid UTF-8 JSON ({e})", reason="malformed") from None
+    if not isinstance(maps, dict):
+        raise DataFormatError(path, f"expected a JSON object, got {type(maps).__name__}", reason="malformed")
     for key in ("id2user", "id2item"):
         if not isinstance(maps.get(key), dict):
             raise DataFormatError(path, f"missing the {key!r} mapping", field=key)

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
-from genrec.data.formats._io import SkipPolicy, find_file, open_binary
+from genrec.data.formats._io import SkipPolicy, find_file, gzip_checked, open_binary
 from genrec.data.prepare import RawData
 
 _SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
@@ -43,10 +43,9 @@ def read(
     wanted = [user_col, item_col, time_col] + ([rating_col] if min_rating is not None else [])
     table = read_table(path, encoding)
     _require_columns(table, wanted, path)
-    offset = 1 if _is_parquet(path) else 2  # CSV data starts on line 2, after the header
-    df = (
-        table.select(wanted).with_row_index("line", offset=offset).with_columns(pl.col("line").cast(pl.Int64))
-    )
+    df = table.select([*wanted, "line"])
+    for col in (user_col, item_col):
+        df = _id_column(df, col, path, policy)
     df = _drop_nulls(df, path, wanted, policy)
     df, unit = _timestamps(df, time_col, path, policy)
     below_rating = 0
@@ -86,7 +85,8 @@ def _is_parquet(path: Path) -> bool:
 
 
 def read_table(path: Path, encoding: str = "utf-8"):
-    """A Parquet file as is, or a CSV/TSV (optionally gzipped) with every column as a string.
+    """A Parquet file as is, or a CSV/TSV (optionally gzipped) with every column as a string, plus
+    a ``line`` column: the Parquet row (from 1) or the CSV line where the record starts.
 
     A CSV byte that is not valid ``encoding`` raises a DataFormatError naming its line.
     """
@@ -96,10 +96,12 @@ def read_table(path: Path, encoding: str = "utf-8"):
         raise DataFormatError(path, "no such file")
     if _is_parquet(path):
         try:
-            return pl.read_parquet(path)
+            table = pl.read_parquet(path)
         except Exception as e:  # polars raises several error types for a corrupt file
             raise DataFormatError(path, f"not a readable Parquet file ({e})", reason="malformed") from None
-    with open_binary(path) as f:
+        _reserved_line_column(table, path)
+        return table.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+    with gzip_checked(path), open_binary(path) as f:
         data = f.read()
     try:
         text = data.decode(encoding)
@@ -114,9 +116,35 @@ def read_table(path: Path, encoding: str = "utf-8"):
         ) from None
     sep = "\t" if ".tsv" in path.suffixes else ","
     try:
-        return pl.read_csv(io.StringIO(text), separator=sep, infer_schema=False)
+        table = pl.read_csv(io.StringIO(text), separator=sep, infer_schema=False)
     except Exception as e:
         raise DataFormatError(path, f"not a readable CSV file ({e})", reason="malformed") from None
+    _reserved_line_column(table, path)
+    return table.with_columns(pl.Series("line", _record_lines(text, sep, table.height), dtype=pl.Int64))
+
+
+def _reserved_line_column(table, path: Path) -> None:
+    if "line" in table.columns:
+        raise DataFormatError(
+            path, "a column named 'line' is reserved (genrec numbers the rows); rename it", field="line"
+        )
+
+
+def _record_lines(text: str, sep: str, rows: int) -> list[int]:
+    """The line each CSV record starts on (the header is line 1). A quoted field may span lines,
+    so records are counted by a CSV parser, not by newlines, when the text holds a quote."""
+    if '"' not in text:
+        return list(range(2, rows + 2))
+    import csv
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    starts, previous = [], 0
+    for record in reader:
+        if record:  # polars skips blank lines too
+            starts.append(previous + 1)
+        previous = reader.line_num
+    starts = starts[1:]  # the header
+    return starts if len(starts) == rows else list(range(2, rows + 2))
 
 
 def _require_columns(table, columns: list[str], path: Path) -> None:
@@ -154,20 +182,49 @@ def _drop_nulls(df, path: Path, columns: list[str], policy: SkipPolicy):
     return df
 
 
+def _id_column(df, col: str, path: Path, policy: SkipPolicy):
+    """Ids are text, whole numbers or finite floats; NaN or infinite ids and nested values are errors."""
+    import polars as pl
+
+    dtype = df.schema[col]
+    if dtype.is_float():
+        return _reject(df, col, ~pl.col(col).is_finite(), path, policy, "a finite number (an id)")
+    if not (dtype == pl.String or dtype.is_integer() or dtype == pl.Boolean or dtype == pl.Categorical):
+        raise DataFormatError(
+            path,
+            f"ids of type {dtype} are not supported (use text or whole numbers)",
+            line=int(df["line"][0]) if df.height else None,
+            field=col,
+            unit="row" if _is_parquet(path) else "line",
+        )
+    return df
+
+
 def _timestamps(df, col: str, path: Path, policy: SkipPolicy):
     """Timestamps as Int64: integers as given, date-times as Unix seconds. Returns (df, unit)."""
     import polars as pl
 
     dtype = df.schema[col]
     if dtype.is_integer():
+        too_big = pl.col(col).cast(pl.Int64, strict=False).is_null() & pl.col(col).is_not_null()
+        df = _reject(df, col, too_big, path, policy, "a whole number within the 64-bit range")
         return df.with_columns(pl.col(col).cast(pl.Int64)), "given"
     if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
         return df.with_columns(pl.col(col).cast(pl.Datetime("us")).dt.epoch("s")), "s"
     if dtype.is_float():
-        df = _reject(df, col, pl.col(col) != pl.col(col).round(0), path, policy, "a whole number")
+        bad = (
+            ~pl.col(col).is_finite() | (pl.col(col).abs() >= 2.0**63) | (pl.col(col) != pl.col(col).round(0))
+        )
+        df = _reject(df, col, bad, path, policy, "a whole number within the 64-bit range")
         return df.with_columns(pl.col(col).cast(pl.Int64)), "given"
     if dtype != pl.String:
-        raise DataFormatError(path, f"timestamps of type {dtype} are not supported", field=col)
+        raise DataFormatError(
+            path,
+            f"timestamps of type {dtype} are not supported (use integers or date-times)",
+            line=int(df["line"][0]) if df.height else None,
+            field=col,
+            unit="row" if _is_parquet(path) else "line",
+        )
     as_int = pl.col(col).str.strip_chars().cast(pl.Int64, strict=False)
     if df.filter(as_int.is_null()).height == 0:
         return df.with_columns(as_int), "given"
@@ -215,8 +272,6 @@ def _item_text(path: Path, item_col: str, encoding: str):
     table = read_table(path, encoding)
     id_col = item_col if item_col in table.columns else "item_id"
     _require_columns(table, [id_col], path)
-    offset = 1 if _is_parquet(path) else 2
-    table = table.with_row_index("line", offset=offset).with_columns(pl.col("line").cast(pl.Int64))
     table = table.rename({id_col: "item_id"}).with_columns(pl.col("item_id").cast(pl.String))
     missing = table.filter(pl.col("item_id").is_null())
     if missing.height:

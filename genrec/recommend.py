@@ -302,12 +302,20 @@ class RunRecommender:
         self, histories: Sequence[Sequence[int]], k: int = 10, users: Sequence[int] | None = None
     ) -> list[list[Recommendation]]:
         """Top-k per history of item indices (best first), with ids, titles and log-probability scores."""
+        if k < 1:
+            raise ValueError(f"k = {k} is invalid: ask for at least one recommendation")
         for h in histories:
             bad = [int(i) for i in h if not 0 <= int(i) < self.num_items]
             if bad:
                 raise ValueError(f"item indices {bad[:5]} are outside 0..{self.num_items - 1}")
         users_arr = None if users is None else np.asarray(users, dtype=np.int64)
         items, scores = self.recommender.topk(histories, k, users_arr)
+        found = np.asarray(items) >= 0
+        if np.isnan(np.asarray(scores, dtype=np.float64)[found]).any():
+            raise RunError(
+                f"{self.run_dir / 'model.safetensors'} scores items as NaN: the model's weights are broken "
+                "(a diverged training); train again"
+            )
         return [
             [
                 Recommendation(int(i), self.item_ids[i], self.titles[i], float(s))
@@ -343,7 +351,18 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
             f"{run_json}: run format {info.get('format_version')!r}, this genrec reads {RUN_FORMAT_VERSION}"
         )
     config = Config.from_dict(info["config"], where=str(run_json))
+    if beam_size is not None and beam_size < 1:
+        raise ValueError(f"beam size {beam_size} is invalid: it must be >= 1")
     codes, level_sizes = read_run_tokenizer(run_dir)
+    recorded = (info.get("inputs") or {}).get("semantic_ids")
+    if recorded is not None:
+        from genrec.embed.artifacts import array_sha256
+
+        if array_sha256(np.ascontiguousarray(codes, dtype=np.int64)) != recorded:
+            raise RunError(
+                f"{run_dir / 'tokenizer' / 'semantic_ids.npy'} is not the file this run was trained on "
+                f"(run.json records semantic IDs {str(recorded)[:16]}...); restore it or train again"
+            )
     if level_sizes != info["level_sizes"]:
         raise RunError(
             f"{run_dir / 'tokenizer'} has level sizes {level_sizes} but the model was trained on "
@@ -358,7 +377,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
         model,
         codes,
         config.model,
-        beam_size=beam_size or config.eval.beam_size,
+        beam_size=config.eval.beam_size if beam_size is None else beam_size,
         retrieval=config.eval.retrieval,
         device=dev,
     )
@@ -393,10 +412,9 @@ def read_run_tokenizer(run_dir: Path) -> tuple[np.ndarray, list[int]]:
     for p in (ids_path, meta_path):
         if not p.is_file():
             raise RunError(f"{p} is missing: the run folder is incomplete")
-    try:
-        codes = np.load(ids_path, allow_pickle=False)
-    except ValueError as e:
-        raise RunError(f"{ids_path}: not a plain numpy array ({e})") from None
+    from genrec.data.npy import load_npy
+
+    codes = load_npy(ids_path, RunError)
     meta = json.loads(meta_path.read_text())
     level_sizes = [int(v) for v in meta["level_sizes"]]
     if codes.ndim != 2 or codes.shape[1] != len(level_sizes):

@@ -27,6 +27,42 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
+def _check_params(model: str, params: dict) -> str | None:
+    """What is wrong with ``--param`` values for ``model`` (names and types), or None."""
+    if model != "cooccurrence":
+        return f"--param: {model} takes no parameters, got {', '.join(sorted(params))}" if params else None
+    from genrec.eval.baselines import CoOccurrenceConfig
+
+    defaults = CoOccurrenceConfig()
+    for key, value in params.items():
+        if not hasattr(defaults, key):
+            known = ", ".join(CoOccurrenceConfig.__dataclass_fields__)
+            return f"--param {key}: cooccurrence has no such parameter (known: {known})"
+        want = type(getattr(defaults, key))
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            params[key] = float(value)
+            ok = True
+        if not ok:
+            return f"--param {key}={value!r}: must be {want.__name__}"
+    try:
+        CoOccurrenceConfig(**params)
+    except (TypeError, ValueError) as e:
+        return f"--param: {e}"
+    return None
+
+
+def _check_output(output: Path | None) -> str | None:
+    if output is None:
+        return None
+    if output.is_dir():
+        return f"--output {output} is a folder; give a file name for the metrics JSON, e.g. {output / 'eval.json'}"
+    parent = output.parent if str(output.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        return f"--output {output}: {parent} is a file, not a folder"
+    return None
+
+
 def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
@@ -57,7 +93,9 @@ def register(app: typer.Typer) -> None:
             False, help="cooccurrence: pick the best variant on the validation split first (a grid search)."
         ),
         users: int = typer.Option(
-            None, help="Evaluate a seeded random sample of this many users (quick checks; report full runs)."
+            None,
+            min=1,
+            help="Evaluate a seeded random sample of this many users (quick checks; report full runs).",
         ),
         seed: int = typer.Option(0, help="Seed of the --users sample."),
         per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
@@ -74,11 +112,14 @@ def register(app: typer.Typer) -> None:
 
         if model not in BASELINES:
             fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
+        params = _parse_params(param)
+        problem = _check_params(model, params) or _check_output(output)
+        if problem:  # found before any work
+            fail(problem)
         try:
             dataset = load_prepared(data)
         except DataError as e:
             fail(str(e))
-        params = _parse_params(param)
         selection = None
         if tune:
             if model != "cooccurrence" or params:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def register(app: typer.Typer) -> None:
@@ -15,19 +16,20 @@ def register(app: typer.Typer) -> None:
     def recommend(
         run: Path = typer.Option(..., "--run", help="A run folder written by genrec train."),
         history: str = typer.Option(..., "--history", help="Item ids, oldest first, comma-separated."),
-        k: int = typer.Option(10, "--k", help="How many items to recommend."),
+        k: int = typer.Option(10, "--k", min=1, help="How many items to recommend."),
         by_index: bool = typer.Option(
             False, "--by-index", help="--history holds item indices, not item ids."
         ),
         user: int = typer.Option(None, "--user", help="The user's index (for models with user tokens)."),
         beam: int = typer.Option(
-            None, "--beam", help="Beam size (default: the run's eval.beam_size, at least k)."
+            None, "--beam", min=1, help="Beam size (default: the run's eval.beam_size, at least k)."
         ),
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Recommend the k most likely next items after --history, with titles and scores."""
         from genrec.recommend import RunError, load_run
+        from genrec.train.checkpoint import CheckpointError
 
         console = Console()
         ids = [part.strip() for part in history.split(",") if part.strip()]
@@ -46,9 +48,9 @@ def register(app: typer.Typer) -> None:
                 out = rec.recommend_indices([indices], k, users)[0]
             else:
                 out = rec.recommend_ids([ids], k, users)[0]
-        except (RunError, KeyError, ValueError) as e:
+        except (RunError, CheckpointError, KeyError, ValueError) as e:
             message = e.args[0] if isinstance(e, KeyError) else str(e)
-            console.print(f"[red]error:[/] {message}")
+            console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
             raise typer.Exit(1) from None
         if as_json:
             typer.echo(json.dumps([r.__dict__ for r in out], indent=2))

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.data.errors import PreparedDatasetError
+from genrec.data.npy import load_npy
 from genrec.data.split import Split, scheme_from_config
 from genrec.data.writer import FORMAT_VERSION, MIN_SEQUENCE_LENGTH
 
@@ -156,10 +157,7 @@ def load_prepared(path: str | Path) -> PreparedDataset:
 def _load_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise PreparedDatasetError(f"{path} is missing")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise PreparedDatasetError(f"{path}: not a plain numpy array ({e})") from None
+    array = load_npy(path, PreparedDatasetError)
     if array.dtype != np.int64 or array.ndim != 1:
         raise PreparedDatasetError(f"{path}: expected int64 [n], got {array.dtype} {list(array.shape)}")
     return array

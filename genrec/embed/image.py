@@ -306,7 +306,16 @@ def item_image_paths(
             out.append(None)
             continue
         path = Path(str(value))
-        out.append(root / path if root is not None and not path.is_absolute() else path)
+        if root is None:
+            out.append(path)
+            continue
+        full = (root / path).resolve()  # resolves `..` and symbolic links
+        if not full.is_relative_to(root.resolve()):
+            raise EmbeddingError(
+                f"{where}: {column} {str(value)!r} points outside the image root {root} (through an absolute "
+                "path, '..' or a symbolic link); image paths must stay under their root"
+            )
+        out.append(full)
     return out
 
 

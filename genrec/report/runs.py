@@ -127,8 +127,23 @@ def read_training_run(folder: Path) -> Evaluation:
             f"{folder} has no test results ({results.name} is missing): the run did not finish its test"
         )
     cost = _read_json(folder / COST_FILE, "cost") if (folder / COST_FILE).is_file() else {}
+    _check_weights(folder)
     seed = (run.get("config") or {}).get("run", {}).get("seed")
     return read_evaluation(results, seed=seed, run=run, cost=cost)
+
+
+def _check_weights(folder: Path) -> None:
+    """A run's weights must match the checksum written with them (results of damaged weights are
+    still reported, but a damaged file is a sign the folder was tampered with or corrupted)."""
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        return
+    from genrec.train.checkpoint import CheckpointError, read_tensors
+
+    try:
+        read_tensors(weights)
+    except CheckpointError as e:
+        raise ReportInputError(str(e)) from None
 
 
 def read_method(path: str | Path, label: str | None = None) -> Method:

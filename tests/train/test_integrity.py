@@ -59,7 +59,7 @@ def test_flipped_bytes_in_a_checkpoint_refuse_the_resume(trained, name):
 def test_flipped_bytes_in_run_weights_are_found(trained):
     run_dir, _ = trained
     flip_bytes(run_dir / "model.safetensors")
-    with pytest.raises(ckpt.CheckpointError, match="model.safetensors is damaged"):
+    with pytest.raises(ckpt.CheckpointError, match=r"model\.safetensors is damaged"):
         ckpt.read_tensors(run_dir / "model.safetensors")
 
 

@@ -64,7 +64,7 @@ def json_text(data, **options) -> str:
     return json.dumps(finite_json(data), allow_nan=False, **options)
 
 
-def _file_mode() -> int:
+def default_file_mode() -> int:
     """0o666 under the process umask: what a plainly created file gets (mkstemp's files are 0o600)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -79,7 +79,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,7 +99,7 @@ def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict])
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.chmod(f.name, _file_mode())
+    os.chmod(f.name, default_file_mode())
     os.replace(f.name, csv_path)
     return {"json": json_path, "csv": csv_path}
 

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genrec.bench.results import atomic_write_text, json_text
+from genrec.bench.results import atomic_write_text, default_file_mode, json_text
 from genrec.faults import fault_point
 
 FORMAT_VERSION = 1
@@ -65,6 +65,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     info = {**(metadata or {}), "sha256": tensors_sha256(tensors)}
     try:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info, sort_keys=True)})
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -201,6 +201,9 @@ def fit(
         "signature_hash": stable_hash(signature),
         "world_size": dist_info.world_size,
         "finished": "",
+        # The loss summed since the last log line and its target tokens: a resumed run's next line
+        # averages the same steps as the uninterrupted run's.
+        "loss_window": [0.0, 0],
     }
     latest = ckpt.latest_checkpoint(ckpt_root)
     if latest is not None and not resume:
@@ -238,6 +241,8 @@ def fit(
         say(f"resumed from {latest.name}: step {state['step']}, epoch {state['epoch']}")
     elif resume:
         say(f"--resume: no checkpoint in {ckpt_root} yet, starting from scratch")
+    if latest is None:
+        log.drop_after(0)  # a run killed before its first checkpoint starts its log over
 
     amp_dtype = autocast_dtype(config, device)
     loss_module: nn.Module = _LossModule(model, t.label_smoothing)
@@ -282,6 +287,7 @@ def fit(
         return {"ndcg@10": ndcg / max(count, 1), "recall@10": recall / max(count, 1), "users": int(count)}
 
     def save_checkpoint() -> None:
+        state["loss_window"] = [float(all_reduce_sum(loss_sum.clone(), dist_info)), loss_tokens]
         staged = ckpt.stage_checkpoint(ckpt_root, state["step"]) if main else None
         barrier(dist_info)
         staged = staged or ckpt_root / f".{ckpt.step_dir_name(state['step'])}.tmp"
@@ -308,9 +314,9 @@ def fit(
 
     model.train()
     started = time.perf_counter() - state["train_seconds"]
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    window_sum, loss_tokens = state["loss_window"]  # rank 0 carries the (all-reduced) resumed sum
+    loss_sum = torch.full((), window_sum if main else 0.0, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a non-finite loss
-    loss_tokens = 0
     stopped = state["finished"]  # a resumed run that had already finished goes straight to the end
     bar = _Progress(total_steps, enabled=main and progress, console=console)
     bar.advance_to(state["step"])

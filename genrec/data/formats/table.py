@@ -111,6 +111,7 @@ def read_table(path: Path, encoding: str = "utf-8"):
             path,
             f"byte {e.start} ({data[e.start : e.start + 1]!r}) is not valid {encoding}",
             line=line,
+            field=_field_at(data, e.start, b"\t" if ".tsv" in path.suffixes else b","),
             reason="encoding",
             hint="pass --encoding with the file's real encoding, e.g. latin-1",
         ) from None
@@ -121,6 +122,17 @@ def read_table(path: Path, encoding: str = "utf-8"):
         raise DataFormatError(path, f"not a readable CSV file ({e})", reason="malformed") from None
     _reserved_line_column(table, path)
     return table.with_columns(pl.Series("line", _record_lines(text, sep, table.height), dtype=pl.Int64))
+
+
+def _field_at(data: bytes, offset: int, sep: bytes) -> str | None:
+    """The header's name of the column byte ``offset`` of a CSV falls in (separators counted on its
+    line; a quoted separator can mislead it, and a byte in the header names no column)."""
+    start = data.rfind(b"\n", 0, offset) + 1
+    if start == 0:
+        return None
+    header = data[: data.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r").split(sep.decode())
+    column = data[start:offset].count(sep)
+    return header[column].strip('"') if column < len(header) else None
 
 
 def _reserved_line_column(table, path: Path) -> None:

@@ -141,6 +141,24 @@ class ModelConfig:
     """With item_loss > 0: rank the items the beam search found (every beam, only real items) by
     their sequence log-probability plus this weight times the item head's log-probability, a
     hybrid of generative and dense scoring (as in LIGER, Yang et al. 2024). 0 keeps the beam order."""
+    cooccurrence_weight: float = 0.0
+    """With item_loss > 0: also score each candidate by this weight times log(cooccurrence_eps + the
+    co-occurrence votes of the history's recent items for it) (genrec.fusion; the statistics come from
+    the training split, as genrec.eval's co-occurrence baseline's do). 0 leaves co-occurrence out."""
+    cooccurrence_eps: float = 1e-3
+    """The floor inside that logarithm (items no recent item votes for score log(eps))."""
+    fusion_candidates: int = 0
+    """With item_loss > 0: the item head and (with tune_fusion or cooccurrence_weight > 0) the
+    co-occurrence statistics each add this many of their best items outside the history to the
+    beam's items before ranking; each is scored on the beam's scale (its semantic ID's
+    log-probability, teacher-forced). 0: rank the beam's items only."""
+    tune_fusion: bool = False
+    """After training, choose rerank_weight, cooccurrence_weight and cooccurrence_eps on the
+    validation split (genrec.fusion.tune_fusion, by NDCG@10); the test and genrec recommend use
+    the chosen weights (run.json "fusion"). The beam alone and the beam with the item head are
+    reported beside the final list."""
+    tune_users: int = 0
+    """Validation users tune_fusion reads (a fixed seeded sample); 0: all of them."""
     loss: str = "ce"
     """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
     negatives: int = 1
@@ -190,6 +208,17 @@ class ModelConfig:
         )
         _require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
         _require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
+        fused = self.cooccurrence_weight > 0 or self.fusion_candidates > 0 or self.tune_fusion
+        _require(
+            not fused or self.item_loss > 0,
+            "model.cooccurrence_weight / fusion_candidates / tune_fusion",
+            "set",
+            "off unless model.item_loss > 0 (fusion ranks with the item head)",
+        )
+        _require(self.cooccurrence_weight >= 0, "model.cooccurrence_weight", self.cooccurrence_weight, ">= 0")
+        _require(self.cooccurrence_eps > 0, "model.cooccurrence_eps", self.cooccurrence_eps, "> 0")
+        _require(self.fusion_candidates >= 0, "model.fusion_candidates", self.fusion_candidates, ">= 0")
+        _require(self.tune_users >= 0, "model.tune_users", self.tune_users, ">= 0")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -21,9 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec.fusion import (
+    COMPONENTS,
+    Candidates,
+    Fusion,
+    FusionWeights,
+    config_weights,
+    load_cooccurrence,
+    uses_cooccurrence,
+)
 from genrec.models import ITEM_ID_KINDS, GenerativeModel, build_model
 
 RUN_FORMAT_VERSION = 1
+#: A run that ranks with co-occurrence keeps the statistics it was tested with here (genrec.fusion).
+COOCCURRENCE_FILE = "cooccurrence.safetensors"
 
 
 class RunError(RuntimeError):
@@ -75,12 +86,25 @@ class Recommender:
         cuda_graphs: bool = True,
         exclude_history: bool = False,
         rerank_weight: float = 0.0,
+        fusion: Fusion | None = None,
+        record_components: bool = False,
     ) -> None:
-        if rerank_weight and not hasattr(model, "item_log_probs"):
+        if (rerank_weight or fusion is not None) and not hasattr(model, "item_head_log_probs"):
             raise ValueError(
-                f"rerank_weight needs a model with an item head; {type(model).__name__} has none"
+                f"rerank_weight and fusion need a model with an item head; {type(model).__name__} has none"
             )
-        self.rerank_weight = float(rerank_weight)
+        if fusion is None and rerank_weight:  # the beam's items re-ranked with the item head alone
+            fusion = Fusion(FusionWeights(head_weight=float(rerank_weight)))
+        self.fusion = fusion
+        self.rerank_weight = fusion.weights.head_weight if fusion is not None else 0.0
+        # With record_components, every call also keeps the beam's own top k and the beam's items
+        # re-ranked by the item head (genrec.fusion.COMPONENTS), so each part stays measurable.
+        self.recorded: dict[str, list[np.ndarray]] | None = (
+            {name: [] for name in COMPONENTS} if record_components and fusion is not None else None
+        )
+        #: With collect_candidates set to a list, each batch's genrec.fusion.Candidates (on the CPU)
+        #: is appended to it: what tune_fusion chooses the weights from.
+        self.collect_candidates: list[Candidates] | None = None
         self.model = model
         self.exclude_history = exclude_history
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -132,9 +156,11 @@ class Recommender:
         self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int, users: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`topk` for histories given as ``flat[starts[i]:ends[i]]`` (no per-user copies)."""
-        if k > self.beam_size:
+        extra = 2 * self.fusion.candidates if self.fusion is not None else 0
+        if k > self.beam_size + extra:
             raise ValueError(
-                f"k={k} exceeds the beam size {self.beam_size}: the beam search keeps only that many"
+                f"k={k} exceeds the beam size {self.beam_size} (+ {extra} fused candidates): the "
+                "beam search keeps only that many"
             )
         flat = np.asarray(flat, dtype=np.int64)
         if len(flat) and (flat.min() < 0 or flat.max() >= self.num_items):
@@ -165,7 +191,7 @@ class Recommender:
                     if self.exclude_history:  # the whole history, not only the part the model reads
                         masks["exclude"] = _padded(flat, starts[lo:hi], ends[lo:hi], self.device)
                     # Re-ranking reads every beam's item; otherwise the search keeps the best k.
-                    want = self.beam_size if self.rerank_weight else k
+                    want = self.beam_size if self.fusion is not None else k
                     got = self._try_graphed(want, batch, masks) if self.use_graphs else None
                     if got is not None:
                         got_items, got_scores = got
@@ -174,8 +200,9 @@ class Recommender:
                         got_items, got_scores = self.search(
                             step, self.index, hi - lo, self.beam_size, want, **masks
                         )
-                    if self.rerank_weight:
-                        got_items, got_scores = self._rerank(batch, got_items, got_scores, k)
+                    if self.fusion is not None:
+                        histories = [flat[a:b] for a, b in zip(starts[lo:hi], ends[lo:hi], strict=True)]
+                        got_items, got_scores = self._fuse(batch, got_items, got_scores, histories, k)
                 items[lo:hi] = got_items.cpu().numpy()
                 scores[lo:hi] = got_scores.float().cpu().numpy()
         finally:
@@ -184,13 +211,22 @@ class Recommender:
         self._invalid += int(((items < 0) | (items >= self.num_items)).sum())
         return items, scores
 
-    def _rerank(self, batch, items: torch.Tensor, scores: torch.Tensor, k: int):
-        """The best k of the beam's items by sequence log-probability + weight x item-head
-        log-probability; ties keep the beam order (a stable sort); missing items (-1) stay last."""
-        item_lp = self.model.item_log_probs(batch, items.clamp(min=0))
-        combined = (scores.float() + self.rerank_weight * item_lp).masked_fill(items < 0, float("-inf"))
-        order = torch.sort(combined, dim=1, descending=True, stable=True).indices[:, :k]
-        return items.gather(1, order), combined.gather(1, order)
+    def _fuse(self, batch, items: torch.Tensor, scores: torch.Tensor, histories, k: int):
+        """The best k candidates (the beam's items, and the item head's and co-occurrence's where the
+        fusion proposes them) by genrec.fusion's combined score; ties keep the beam order (a stable
+        sort); missing items (-1) stay last."""
+        fusion = self.fusion
+        cand = fusion.build(self.model, batch, self.codes, items, scores, histories, self.exclude_history)
+        if self.collect_candidates is not None:
+            self.collect_candidates.append(cand.to("cpu"))
+        if self.recorded is not None:
+            head_only = FusionWeights(head_weight=fusion.weights.head_weight)
+            for name, weights in (("beam", FusionWeights()), ("beam+head", head_only)):
+                self.recorded[name].append(cand.top(weights, k, beam_only=True)[0].cpu().numpy())
+        got_items, got_scores = cand.top(fusion.weights, k)
+        if self.recorded is not None:
+            self.recorded["fused"].append(got_items.cpu().numpy())
+        return got_items, got_scores
 
     def _try_graphed(self, k: int, batch, masks):
         """The graphed search's result, or None (and eager search from now on) where the first
@@ -379,18 +415,28 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
         config.model,
         beam_size=config.eval.beam_size if beam_size is None else beam_size,
         retrieval=config.eval.retrieval,
+        fusion=load_fusion(run_dir, config.model, info.get("fusion", {})),
         device=dev,
     )
     return RunRecommender(run_dir, rec, *items)
 
 
 def recommender_for(
-    model, codes: np.ndarray, model_config, *, beam_size: int, retrieval: str = "exact", **options
+    model,
+    codes: np.ndarray,
+    model_config,
+    *,
+    beam_size: int,
+    retrieval: str = "exact",
+    fusion: Fusion | None = None,
+    record_components: bool = False,
+    **options,
 ):
     """How a run's model recommends, as ``model_config`` (genrec.config.ModelConfig) says: items that
     are their own IDs (SASRec) by inner-product retrieval of kind ``retrieval``; generative models
-    by the constrained beam search of ``beam_size`` beams, with history exclusion and re-ranking.
-    ``options`` (batch_users, device, amp_dtype) go to either."""
+    by the constrained beam search of ``beam_size`` beams, with history exclusion and re-ranking
+    (``fusion``, or the config's rerank_weight over the beam's items). ``options`` (batch_users,
+    device, amp_dtype) go to either."""
     if model_config.kind in ITEM_ID_KINDS:
         from genrec.retrieval import RetrievalRecommender
 
@@ -401,8 +447,44 @@ def recommender_for(
         beam_size=beam_size,
         exclude_history=model_config.exclude_seen,
         rerank_weight=model_config.rerank_weight,
+        fusion=fusion,
+        record_components=record_components,
         **options,
     )
+
+
+def load_fusion(run_dir: Path, model_config, recorded: dict) -> Fusion | None:
+    """The fusion a finished run tests and recommends with: the weights run.json records under
+    "fusion" (chosen on validation, or the config's), the co-occurrence statistics of the run folder."""
+    if model_config.kind in ITEM_ID_KINDS or model_config.item_loss <= 0:
+        return None
+    weights = FusionWeights(**recorded["weights"]) if recorded.get("weights") else config_weights(model_config)
+    cooc = None
+    if uses_cooccurrence(model_config):
+        try:
+            cooc = load_cooccurrence(Path(run_dir) / COOCCURRENCE_FILE)
+        except (FileNotFoundError, ValueError) as e:
+            raise RunError(str(e)) from None
+    return Fusion(weights, cooc, model_config.fusion_candidates)
+
+
+class RecordedRanking:
+    """Replays the lists a :class:`Recommender` recorded (``recorded[name]``), call by call, through
+    genrec.eval's protocol: evaluating the same rows in the same batches scores that component."""
+
+    def __init__(self, name: str, lists: list[np.ndarray]) -> None:
+        self.name = name
+        self._lists = list(lists)
+        self._next = 0
+
+    def recommend(self, histories, k: int, users=None) -> np.ndarray:
+        if self._next >= len(self._lists):
+            raise ValueError(f"{self.name}: more calls than recorded batches ({len(self._lists)})")
+        got = self._lists[self._next]
+        self._next += 1
+        if got.shape[0] != len(histories) or got.shape[1] < k:
+            raise ValueError(f"{self.name}: recorded {got.shape}, asked for {len(histories)} x {k}")
+        return got[:, :k]
 
 
 def read_run_tokenizer(run_dir: Path) -> tuple[np.ndarray, list[int]]:

@@ -105,6 +105,38 @@ class CoOccurrence:
     def config(self) -> dict:
         return asdict(self.cfg)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The statistics as plain arrays (what :meth:`from_arrays` takes back): CSR pair matrix and
+        training counts; with :meth:`config` they are the whole state."""
+        return {
+            "indptr": self.indptr,
+            "indices": self.indices,
+            "values": self.values,
+            "train_counts": self.train_counts,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], config: CoOccurrenceConfig) -> CoOccurrence:
+        """Statistics saved by :meth:`arrays`, checked for shape and range (they may come from a file)."""
+        counts = np.asarray(arrays["train_counts"], dtype=np.int64)
+        n = len(counts)
+        indptr = np.asarray(arrays["indptr"], dtype=np.int64)
+        indices = np.asarray(arrays["indices"], dtype=np.int64)
+        values = np.asarray(arrays["values"], dtype=np.float64)
+        if (
+            indptr.shape != (n + 1,)
+            or indptr[0] != 0
+            or np.any(np.diff(indptr) < 0)
+            or indptr[-1] != len(indices)
+            or len(values) != len(indices)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= n))
+            or not np.all(np.isfinite(values))
+        ):
+            raise ValueError(f"co-occurrence arrays are inconsistent (catalogue of {n} items)")
+        self = cls([], n, counts, config)
+        self.indptr, self.indices, self.values = indptr, indices, values
+        return self
+
     def _build(self, sequences: Sequence[np.ndarray]):
         """The weighted pair matrix in CSR form (indptr [n+1], indices, values), normalised."""
         cfg, n = self.cfg, self.num_items
@@ -169,15 +201,21 @@ class CoOccurrence:
             out[lo : lo + len(chunk)] = self._recommend(chunk, k)
         return out
 
-    def _recommend(self, histories: Sequence[np.ndarray], k: int) -> np.ndarray:
-        n, b = self.num_items, len(histories)
+    def voted(self, histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, item, score) of every item the histories' recent items vote for, votes summed per
+        (row, item); rows in order, each row's items best first (ties: the more popular item, then
+        the smaller index). Sparse: memory grows with the votes, not with rows x catalogue."""
+        n = self.num_items
         row, item, weight = self._votes(histories)
         uniq, inverse = np.unique(row * n + item, return_inverse=True)
         score = np.bincount(inverse, weights=weight)
         row, item = uniq // n, uniq % n
-        # Voted items by score, ties to the more popular item, then to the smaller index.
         order = np.lexsort((self.priority[item], -score, row))
-        row, item = row[order], item[order]
+        return row[order], item[order], score[order]
+
+    def _recommend(self, histories: Sequence[np.ndarray], k: int) -> np.ndarray:
+        b = len(histories)
+        row, item, _ = self.voted(histories)
         place = np.arange(len(row)) - np.searchsorted(row, row)
         out = np.full((b, k), -1, dtype=np.int64)
         keep = place < k

@@ -173,6 +173,38 @@ class ItemDecoder(GenerativeModel):
             logits = (self._last_states(batch) @ self.item_emb.weight.T).float()  # (U, N)
             return logits.gather(1, items) - torch.logsumexp(logits, dim=1, keepdim=True)
 
+    def item_head_log_probs(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log P(item | history) [U, N] over the whole catalogue under the item head (float32)."""
+        if not self.item_loss:
+            raise ValueError("the item head needs a model trained with item_loss > 0 (model.item_loss)")
+        with torch.no_grad():
+            logits = (self._last_states(batch) @ self.item_emb.weight.T).float()
+            return logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    def id_log_probs(
+        self, batch: Mapping[str, torch.Tensor], codes: torch.Tensor, chunk_rows: int = 32768
+    ) -> torch.Tensor:
+        """log P(semantic ID | history) [U, M] of candidate IDs ``codes`` [U, M, T], teacher-forced
+        through the depth decoder: the sum over levels of each level's log-softmax, exactly the
+        score the beam search gives an item it finds. Lets items from other sources than the beam
+        be scored on the beam's scale. Rows go through the depth decoder ``chunk_rows`` at a time."""
+        self._require_eval()
+        U, M, T = codes.shape
+        with torch.no_grad():
+            h = self._last_states(batch)  # (U, C)
+            flat_codes = codes.reshape(U * M, T)
+            owner = torch.arange(U, device=codes.device).repeat_interleave(M)
+            out = torch.empty(U * M, dtype=torch.float32, device=codes.device)
+            for lo in range(0, U * M, chunk_rows):
+                hi = min(U * M, lo + chunk_rows)
+                target = flat_codes[lo:hi]
+                logits = self.depth_logits(h[owner[lo:hi]], target)
+                out[lo:hi] = sum(
+                    lg.float().log_softmax(-1).gather(1, target[:, t : t + 1])[:, 0]
+                    for t, lg in enumerate(logits)
+                )
+        return out.reshape(U, M)
+
     def _last_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(U, C): the item transformer's state after each history's last item (the user token's
         for an empty history): what both the depth decoder and the item head start from."""

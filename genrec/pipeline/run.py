@@ -31,6 +31,7 @@ from genrec.bench.results import atomic_write_text, json_text
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
+from genrec.pipeline.fusion_stage import prepare_fusion
 from genrec.pipeline.stages import (
     embed_stage,
     prepare_stage,
@@ -38,7 +39,7 @@ from genrec.pipeline.stages import (
     stage_settings_for_display,
     tokenize_stage,
 )
-from genrec.recommend import RUN_FORMAT_VERSION, RunError, recommender_for
+from genrec.recommend import RUN_FORMAT_VERSION, RecordedRanking, RunError, recommender_for
 from genrec.train import distributed
 from genrec.train.loop import TrainInputs, autocast_dtype, fit, training_signature
 
@@ -324,11 +325,20 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
     weights = run_dir / "model.safetensors"
     import hashlib
 
+    weights_hash = hashlib.sha256(weights.read_bytes()).hexdigest()
+    amp = autocast_dtype(config, device)
+    # The fusion's weights are chosen on validation before the test (genrec.fusion).
+    fusion, fusion_record = prepare_fusion(
+        config, dataset, model, codes, device, amp, run_dir, weights_hash, _read_run_json(run_dir).get("fusion", {})
+    )
+    if fusion_record:
+        _update_run_json(run_dir, {"fusion": fusion_record})
     key = stable_hash(
         {
-            "weights": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "weights": weights_hash,
             "eval": config.eval.__dict__,
             "dataset": dataset.fingerprint,
+            "fusion": [fusion_record.get("weights"), config.model.fusion_candidates],
         }
     )
     metrics_path = run_dir / "metrics.json"
@@ -337,33 +347,33 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
     finals = (metrics_path, run_dir / "test_eval.json", run_dir / "cost.json")
     if previous.get("key") == key and all(p.is_file() for p in finals):
         return json.loads(metrics_path.read_text()), True
-    amp = autocast_dtype(config, device)
     rec = recommender_for(
         model,
         codes,
         config.model,
         beam_size=config.eval.beam_size,
         retrieval=config.eval.retrieval,
+        fusion=fusion,
+        record_components=fusion is not None,
         batch_users=config.eval.batch_users,
         device=device,
         amp_dtype=amp,
     )
     model.eval()
-    evaluated = evaluate(
-        rec,
-        dataset,
-        "test",
+    test_options = dict(
         ks=tuple(config.eval.ks),
         batch_size=config.eval.batch_users,
         max_history=config.train.max_history,
-        progress=progress,
     )
+    evaluated = evaluate(rec, dataset, "test", progress=progress, **test_options)
+    component_metrics = _component_metrics(rec, dataset, run_dir, test_options)
     evaluated.info.update(
         {"run": str(run_dir), "beam_size": config.eval.beam_size, "exclude_seen": config.model.exclude_seen}
     )
     evaluated.save(run_dir / "test_eval.json")
     fault_point("test-eval-saved")
     metrics = {k: v for k, v in evaluated.metrics.items()}
+    metrics.update(component_metrics)
     if "invalid_rate" not in metrics:
         metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
     _write_json(metrics_path, metrics)
@@ -373,6 +383,28 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
     _update_run_json(run_dir, {"test": {"key": key}})
     fault_point("test-recorded")
     return metrics, False
+
+
+def _component_metrics(rec, dataset, run_dir: Path, test_options: dict) -> dict[str, float]:
+    """The test metrics of each part of a fused ranking (genrec.fusion.COMPONENTS: the beam search
+    alone, the beam with the item head), replayed from what the test recorded, under keys
+    ``<component>/<metric>``; each component's per-user file beside test_eval.json."""
+    from genrec.eval import evaluate
+
+    recorded = getattr(rec, "recorded", None)
+    if not recorded:
+        return {}
+    out = {}
+    for name, lists in recorded.items():
+        if name == "fused":
+            continue
+        replay = RecordedRanking(name, lists)
+        part = evaluate(replay, dataset, "test", progress=False, **test_options)
+        part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
+        for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10"):
+            if metric in part.metrics:
+                out[f"{name}/{metric}"] = part.metrics[metric]
+    return out
 
 
 def _measure_cost(config, dataset, model, rec, device, run_dir: Path) -> None:

@@ -38,6 +38,8 @@ ITEM_DECODER = [
     "model.item_loss=1.0",
     "model.rerank_weight=4.0",
     "model.exclude_seen=true",
+    "model.tune_fusion=true",  # co-occurrence statistics and tuning need neither polars nor faiss
+    "model.fusion_candidates=4",
 ]
 
 
@@ -64,3 +66,5 @@ def test_train_runs_from_carried_artifacts_without_optional_packages(tmp_path, t
     assert "embed: cached" in proc.stdout and "tokenize: cached" in proc.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["invalid_rate"] == 0.0 and "recall@10" in metrics
+    if model:
+        assert "beam/recall@10" in metrics and "beam+head/ndcg@10" in metrics

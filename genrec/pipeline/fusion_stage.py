@@ -1,0 +1,88 @@
+"""The fusion step of ``genrec train``, between training and the test: the co-occurrence statistics
+a run ranks with (from the training split, saved into the run folder) and the fusion weights,
+chosen on the validation split when ``model.tune_fusion`` is on (genrec.fusion)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from genrec.config import Config, stable_hash
+from genrec.eval.baselines import CoOccurrence
+from genrec.fusion import (
+    Fusion,
+    FusionWeights,
+    config_weights,
+    save_cooccurrence,
+    tune_fusion,
+    uses_cooccurrence,
+)
+from genrec.recommend import COOCCURRENCE_FILE, recommender_for
+
+TUNING_FILE = "fusion_tuning.json"
+
+
+def prepare_fusion(
+    config: Config, dataset, model, codes, device, amp, run_dir: Path, weights_hash: str, previous: dict
+) -> tuple[Fusion | None, dict]:
+    """The test's fusion and what to record in run.json under "fusion" (reused while the weights,
+    the fusion settings and the dataset are unchanged). None for models without an item head."""
+    mc = config.model
+    if mc.kind == "sasrec" or mc.item_loss <= 0:
+        return None, {}
+    cooc = None
+    if uses_cooccurrence(mc):
+        path = run_dir / COOCCURRENCE_FILE
+        cooc = CoOccurrence.from_dataset(dataset)
+        save_cooccurrence(path, cooc)
+    if not mc.tune_fusion:
+        weights = config_weights(mc)
+        return Fusion(weights, cooc, mc.fusion_candidates), {"weights": weights.to_dict(), "tuned": False}
+    key = stable_hash(
+        {
+            "weights": weights_hash,
+            "dataset": dataset.fingerprint,
+            "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed],
+        }
+    )
+    if previous.get("key") == key and "weights" in previous:
+        weights = FusionWeights(**previous["weights"])
+        return Fusion(weights, cooc, mc.fusion_candidates), previous
+    weights, table, users = _tune(config, dataset, model, codes, cooc, device, amp)
+    from genrec.bench.results import atomic_write_text
+
+    atomic_write_text(
+        run_dir / TUNING_FILE,
+        json.dumps({"metric": "ndcg@10", "split": "valid", "users": users, "table": table}, indent=1) + "\n",
+    )
+    record = {"key": key, "weights": weights.to_dict(), "tuned": True, "tune_users": users}
+    return Fusion(weights, cooc, mc.fusion_candidates), record
+
+
+def _tune(config: Config, dataset, model, codes, cooc, device, amp):
+    mc = config.model
+    data = dataset.split("valid")
+    rows = np.arange(len(data))
+    if mc.tune_users and mc.tune_users < len(rows):
+        rng = np.random.default_rng(config.run.seed)
+        rows = np.sort(rng.choice(rows, mc.tune_users, replace=False))
+    histories = data.history_list(rows)
+    h = config.train.max_history
+    histories = [x[len(x) - min(len(x), h) :] for x in histories]
+    rec = recommender_for(
+        model,
+        codes,
+        mc,
+        beam_size=config.eval.beam_size,
+        fusion=Fusion(FusionWeights(), cooc, mc.fusion_candidates),
+        batch_users=config.eval.batch_users,
+        device=device,
+        amp_dtype=amp,
+    )
+    rec.collect_candidates = []
+    model.eval()
+    rec.topk(histories, 10, data.users[rows])
+    weights, table = tune_fusion(rec.collect_candidates, data.targets[rows], cooc=cooc is not None)
+    return weights, table, len(rows)

@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="Evaluate a seeded random sample of this many users (quick checks; report full runs).",
         ),
-        seed: int = typer.Option(0, help="Seed of the --users sample."),
+        seed: int = typer.Option(0, min=0, help="Seed of the --users sample."),
         per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -32,6 +33,8 @@ def register(app: typer.Typer) -> None:
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
+            raise typer.BadParameter(f"{device!r}: use cpu, cuda, cuda:N or auto", param_hint="--device")
         ids = [part.strip() for part in history.split(",") if part.strip()]
         try:
             rec = load_run(run, device=device, beam_size=beam)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(soft_wrap=True)
 
@@ -43,7 +44,9 @@ def register(app: typer.Typer) -> None:
         from genrec.report.markdown import metric_name, spread
 
         def fail(message: str) -> None:
-            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(
+                Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1)
 
         if permutations < 1:

@@ -141,7 +141,7 @@ def test_bad_input_is_named_and_skipped_only_when_asked(tmp_path, what, csv, ite
 def test_wrong_encoding_is_named_and_can_be_declared(tmp_path):
     src = write(tmp_path / "log.csv", CSV.replace("u2", "ü2"), encoding="latin-1")
     with pytest.raises(
-        DataFormatError, match=r"log.csv, line 5: byte \d+ \(b'\\xfc'\) is not valid utf-8 \(pass --encoding"
+        DataFormatError, match=r"log.csv, line 5, field 'user': byte \d+ \(b'\\xfc'\) is not valid utf-8 \(pass --encoding"
     ):
         prepare_dataset("table", src, tmp_path / "out", **COLS)
     ds = load_prepared(prepare_dataset("table", src, tmp_path / "out", encoding="latin-1", **COLS))

@@ -182,3 +182,12 @@ def test_killed_and_resumed_runs_equal_the_uninterrupted_run(world):
         for name in reference:
             assert got[name] == reference[name], f"{point}: {name} differs from the uninterrupted run's"
     assert np.all(np.isfinite([reference["metrics.json"]["recall@10"]]))
+    # A finished run whose stage cache was deleted: --resume prepares the same data again, and the
+    # dataset fingerprint (content and settings, not the preparation time) lets the run continue.
+    shutil.rmtree(base / "cache")
+    assert run_cli([*args, "--resume"], base / "cache-deleted.log") == 0, (
+        base / "cache-deleted.log"
+    ).read_text()
+    got = snapshot(base / "run")
+    for name in reference:
+        assert got[name] == reference[name], f"after deleting the stage cache: {name} differs"

@@ -5,7 +5,11 @@ extension was built; everything else works without it through the PyTorch
 reference implementations.
 """
 
-from genrec._extension import extension_error, extension_loaded
+from genrec._openmp import prefer_sleeping_workers
+
+prefer_sleeping_workers()  # before anything imports torch: see genrec/_openmp.py
+
+from genrec._extension import extension_error, extension_loaded  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from genrec import _openmp
+from genrec.bench.background import background_load
 from genrec.bench.ceilings import measure_ceilings
 from genrec.bench.results import atomic_write_text, environment, write_results
 from genrec.decoding import GraphedBeamSearch, TrieIndex, beam_search
@@ -806,11 +808,13 @@ def run_decode_benchmarks(
     quick: bool = False,
     extra_kernels: tuple[tuple[int, tuple[int, ...]], ...] = (),
     kernel_users: int | None = None,
+    background: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the decode sweep on ``device``; write decode.json/.csv/.png under ``out_dir``.
 
-    ``extra_kernels``: (catalogue size, beams) pairs timed for the beam-step kernel alone."""
+    ``extra_kernels``: (catalogue size, beams) pairs timed for the beam-step kernel alone.
+    ``background``: CPU-bound processes kept running beside the sweep (genrec.bench.background)."""
     device = torch.device(device)
     chosen = [Backend(b) for b in backends] if backends else default_backends(device)
     torch_dtype = (
@@ -821,9 +825,10 @@ def run_decode_benchmarks(
         repeats, quick, torch_dtype, users, kernel_users, tuple(extra_kernels),
     )  # fmt: skip
     load_before = _load()
-    ceilings = measure_ceilings(device)
     t0 = time.perf_counter()
-    rows, builds = run_sweep(sweep, ceilings, log)
+    with background_load(background) as load_record:
+        ceilings = measure_ceilings(device)
+        rows, builds = run_sweep(sweep, ceilings, log)
     payload = {
         "benchmark": "decode",
         **environment(device),
@@ -844,6 +849,9 @@ def run_decode_benchmarks(
         },
         "trie_builds": builds,
         "load_average": {"before": load_before, "after": _load()},
+        "background_load": load_record,
+        "threads": torch.get_num_threads(),
+        "openmp": _openmp.describe(),
         "seconds": time.perf_counter() - t0,
     }
     out_dir = Path(out_dir)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from genrec import _openmp
+from genrec.bench.background import background_load
 from genrec.bench.ceilings import measure_ceilings
 from genrec.bench.results import environment, plot_bars, write_results
 from genrec.bench.timing import median_seconds
@@ -96,24 +98,36 @@ def bench_rq_encode(
     return rows
 
 
-def run_kernel_benchmarks(out_dir: Path, device: str, *, quick: bool = False, dtypes=("float32",)) -> dict:
-    """Time every kernel on ``device``; write kernels.json/.csv/.png under ``out_dir``."""
+def run_kernel_benchmarks(
+    out_dir: Path, device: str, *, quick: bool = False, dtypes=("float32",), background: int = 0
+) -> dict:
+    """Time every kernel on ``device``; write kernels.json/.csv/.png under ``out_dir``.
+
+    ``background``: CPU-bound processes kept running beside the run (genrec.bench.background)."""
     device = torch.device(device)
-    ceilings = measure_ceilings(device)
     sizes = None
     if quick:
         sizes = (RQSize(10_000, 32, 3, 256), RQSize(2_000, 128, 2, 64))
     rows = []
-    for dtype_name in dtypes:
-        rows += bench_rq_encode(
-            device, sizes=sizes, dtype=getattr(torch, dtype_name), min_run_time=0.1 if quick else 0.5
-        )
+    with background_load(background) as load_record:
+        ceilings = measure_ceilings(device)
+        for dtype_name in dtypes:
+            rows += bench_rq_encode(
+                device, sizes=sizes, dtype=getattr(torch, dtype_name), min_run_time=0.1 if quick else 0.5
+            )
     for row in rows:
         row["pct_of_copy_bw"] = 100 * row["GBps"] / ceilings["copy_GBps"]
         peak = ceilings.get("matmul_float32_TFLOPs")
         if peak:
             row["pct_of_fp32_matmul"] = 100 * row["GFLOPs"] / (peak * 1e3)
-    payload = {"benchmark": "kernels", **environment(device), "ceilings": ceilings}
+    payload = {
+        "benchmark": "kernels",
+        **environment(device),
+        "ceilings": ceilings,
+        "background_load": load_record,
+        "threads": torch.get_num_threads(),
+        "openmp": _openmp.describe(),
+    }
     paths = write_results(out_dir, "kernels", payload, rows)
     groups = list(dict.fromkeys(f"{r['size']} {r['dtype']}" for r in rows))
     series: dict[str, list[float]] = {}

@@ -9,6 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+_BACKGROUND_HELP = (
+    "CPU-bound processes to keep running beside the benchmark (a busy machine); recorded in the JSON."
+)
+
 bench_app = typer.Typer(help="Benchmarks: each writes JSON, CSV and a PNG plot.", no_args_is_help=True)
 
 
@@ -18,6 +22,8 @@ def kernels(
     device: str = typer.Option("auto", help="cpu, cuda or auto (cuda when available)."),
     quick: bool = typer.Option(False, help="Small sizes and short timing, for a smoke run."),
     dtype: list[str] = typer.Option(["float32"], help="Input dtypes to time (repeatable)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch and the kernels (0: torch's default)."),
+    background_load: int = typer.Option(0, min=0, help=_BACKGROUND_HELP),
 ) -> None:
     """Time each operator per backend and report its speed-up over the PyTorch reference."""
     import torch
@@ -26,7 +32,10 @@ def kernels(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = run_kernel_benchmarks(out, device, quick=quick, dtypes=tuple(dtype))
+    with _torch_threads(threads):
+        result = run_kernel_benchmarks(
+            out, device, quick=quick, dtypes=tuple(dtype), background=background_load
+        )
     table = Table(title=f"kernels on {result['payload']['device']}")
     for col in ("op", "backend", "size", "dtype", "median ms", "rows/s", "GFLOP/s", "x reference"):
         table.add_column(col)
@@ -83,7 +92,8 @@ def decode(
     repeats: int = typer.Option(3, help="Timed repeats per row (median reported)."),
     dtype: str = typer.Option("", help="Model dtype (default: bfloat16 on CUDA, float32 on the CPU)."),
     quick: bool = typer.Option(False, help="10k items, beams 10 and 20, small batches: a smoke run."),
-    threads: int = typer.Option(0, help="CPU threads for torch and the kernels (0: torch's default)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch and the kernels (0: torch's default)."),
+    background_load: int = typer.Option(0, min=0, help=_BACKGROUND_HELP),
     gpu_check: bool = typer.Option(
         False,
         "--gpu-check",
@@ -138,6 +148,7 @@ def decode(
             users=users or None,
             dtype=dtype or None,
             quick=quick,
+            background=background_load,
             log=console.print,
         )
         table = Table(title=f"decode on {result['payload']['device']}")
@@ -171,6 +182,68 @@ def decode(
         console.print(table)
         for kind, path in result["paths"].items():
             console.print(f"{kind}: {path}")
+
+
+@bench_app.command("threads")
+def threads_command(
+    out: Path = typer.Option(
+        Path("bench/results/local-threads"), "--out", help="Folder for threads.json/.csv/.png."
+    ),
+    loads: str = typer.Option(
+        "0,1", help="Background loads to run under (CPU-bound processes), comma-separated."
+    ),
+    repeats: int = typer.Option(3, min=1, help="Fresh processes per setting and load (medians reported)."),
+    workload: list[str] = typer.Option(
+        [], help="decode, decode_tiger, train, rq_encode_d32, rq_encode_d768 (repeatable; default: all)."
+    ),
+    policy: list[str] = typer.Option(
+        [], help="after (genrec's OpenMP policy) and/or before (libgomp's default); default: both."
+    ),
+    quick: bool = typer.Option(
+        False, help="Small workloads and few repeats inside each process: a smoke run."
+    ),
+) -> None:
+    """CPU decoding, training steps and rq_encode at default / 1 / 2 threads, quiet and under load."""
+    from genrec.bench.threads import POLICIES, WORKLOADS, run_thread_benchmarks
+
+    try:
+        load_values = tuple(int(v) for v in loads.split(",") if v.strip())
+    except ValueError:
+        load_values = ()
+    if not load_values or min(load_values) < 0:
+        raise typer.BadParameter(f"--loads must be comma-separated non-negative integers, got {loads!r}")
+    for w in workload:
+        if w not in WORKLOADS:
+            raise typer.BadParameter(f"--workload takes {', '.join(WORKLOADS)}, got {w!r}")
+    for p in policy:
+        if p not in POLICIES:
+            raise typer.BadParameter(f"--policy takes {', '.join(POLICIES)}, got {p!r}")
+    console = Console()
+    result = run_thread_benchmarks(
+        out,
+        loads=load_values,
+        repeats=repeats,
+        workloads=tuple(workload) or WORKLOADS,
+        policies=tuple(policy) or tuple(POLICIES),
+        quick=quick,
+        log=console.print,
+    )
+    table = Table(title="threads: time / best of 1 and 2 threads (any policy)")
+    for col in ("workload", "load", "policy", "threads", "rate", "unit", "x best"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(
+            r["workload"],
+            str(r["background_load"]),
+            r["policy"],
+            str(r["threads"]),
+            f"{r['rate']:,.1f}",
+            r["unit"],
+            f"{r['slowdown_vs_best_1_or_2_threads_any_policy']:.2f}",
+        )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
 
 
 @bench_app.command("encoders")

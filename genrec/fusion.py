@@ -124,7 +124,12 @@ class Fusion:
             earlier = torch.ones(E, E, dtype=torch.bool, device=device).tril(-1)
             seen |= ((ext[:, :, None] == ext[:, None, :]) & earlier).any(-1)
             ext = ext.masked_fill(seen, -1)
-            ext_seq = model.id_log_probs(batch, codes[ext.clamp(min=0)]).masked_fill(ext < 0, float("-inf"))
+            # Only the new candidates go through the depth decoder (most of a source's best
+            # items are usually in the beam already).
+            owner, col = (ext >= 0).nonzero(as_tuple=True)
+            ext_seq = torch.full(ext.shape, float("-inf"), device=device)
+            if len(owner):
+                ext_seq[owner, col] = model.id_log_probs(batch, codes[ext[owner, col]], owner)
             items = torch.cat([beam_items, ext], dim=1)
             seq = torch.cat([beam_scores.float(), ext_seq], dim=1)
         else:

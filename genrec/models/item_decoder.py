@@ -182,28 +182,36 @@ class ItemDecoder(GenerativeModel):
             return logits - torch.logsumexp(logits, dim=1, keepdim=True)
 
     def id_log_probs(
-        self, batch: Mapping[str, torch.Tensor], codes: torch.Tensor, chunk_rows: int = 32768
+        self,
+        batch: Mapping[str, torch.Tensor],
+        codes: torch.Tensor,
+        owner: torch.Tensor | None = None,
+        chunk_rows: int = 32768,
     ) -> torch.Tensor:
-        """log P(semantic ID | history) [U, M] of candidate IDs ``codes`` [U, M, T], teacher-forced
-        through the depth decoder: the sum over levels of each level's log-softmax, exactly the
-        score the beam search gives an item it finds. Lets items from other sources than the beam
-        be scored on the beam's scale. Rows go through the depth decoder ``chunk_rows`` at a time."""
+        """log P(semantic ID | history), teacher-forced through the depth decoder: the sum over levels
+        of each level's log-softmax, exactly the score the beam search gives an item it finds. Lets
+        items from other sources than the beam be scored on the beam's scale.
+
+        ``codes`` [U, M, T] (M candidates per history) gives [U, M]; or ``codes`` [R, T] with
+        ``owner`` [R] (each row's history) gives [R]. Rows go through ``chunk_rows`` at a time."""
         self._require_eval()
-        U, M, T = codes.shape
+        shape = codes.shape[:-1]
+        if owner is None:
+            U, M, _ = codes.shape
+            owner = torch.arange(U, device=codes.device).repeat_interleave(M)
+        rows = codes.reshape(-1, codes.shape[-1])
         with torch.no_grad():
             h = self._last_states(batch)  # (U, C)
-            flat_codes = codes.reshape(U * M, T)
-            owner = torch.arange(U, device=codes.device).repeat_interleave(M)
-            out = torch.empty(U * M, dtype=torch.float32, device=codes.device)
-            for lo in range(0, U * M, chunk_rows):
-                hi = min(U * M, lo + chunk_rows)
-                target = flat_codes[lo:hi]
+            out = torch.empty(len(rows), dtype=torch.float32, device=codes.device)
+            for lo in range(0, len(rows), chunk_rows):
+                hi = min(len(rows), lo + chunk_rows)
+                target = rows[lo:hi]
                 logits = self.depth_logits(h[owner[lo:hi]], target)
                 out[lo:hi] = sum(
                     lg.float().log_softmax(-1).gather(1, target[:, t : t + 1])[:, 0]
                     for t, lg in enumerate(logits)
                 )
-        return out.reshape(U, M)
+        return out.reshape(shape)
 
     def _last_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(U, C): the item transformer's state after each history's last item (the user token's

@@ -25,6 +25,7 @@
 
 #include "../beam_step_checks.h"
 #include "../beam_step_keys.h"
+#include "beam_step_launch.h"
 
 namespace genrec::cuda {
 namespace {
@@ -93,27 +94,7 @@ __device__ __forceinline__ int warp_inclusive_scan(int v, int lane) {
   return v;
 }
 
-// Shared-memory layout of the per-beam and selection arrays (the keys follow when they fit).
-struct Layout {
-  int64_t node, first, bscore, lse, off, sel_key, sel_pos, keys, total;
-  __host__ __device__ Layout(int B, int K, int64_t shared_keys) {
-    int64_t at = 0;
-    auto take = [&](int64_t bytes) {
-      const int64_t here = at;
-      at += (bytes + 15) / 16 * 16;
-      return here;
-    };
-    node = take(4 * int64_t(B));
-    first = take(4 * int64_t(B));
-    bscore = take(4 * int64_t(B));
-    lse = take(4 * int64_t(B));
-    off = take(4 * (int64_t(B) + 1));
-    sel_key = take(4 * int64_t(K));
-    sel_pos = take(4 * int64_t(K));
-    keys = take(4 * shared_keys);
-    total = at;
-  }
-};
+using beam_step_launch::Layout;
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) beam_step_kernel(const Params<scalar_t> p, int64_t shared_keys) {
@@ -203,11 +184,15 @@ __global__ void __launch_bounds__(kThreads) beam_step_kernel(const Params<scalar
     // ---- 3. candidate keys ----
     int64_t m_lo = 0, m_hi = 0;
     bool m_allow = false;
+    int unsorted = 0;
     if (p.mask_offsets != nullptr) {
       m_lo = min(max(p.mask_offsets[u], int64_t{0}), p.n_mask);
       m_hi = min(max(p.mask_offsets[u + 1], m_lo), p.n_mask);
       m_allow = p.mask_allow[u];
+      for (int64_t i = m_lo + tid; i + 1 < m_hi; i += kThreads) unsorted |= p.mask_nodes[i] > p.mask_nodes[i + 1];
     }
+    // A sorted list is binary-searched; an unsorted one (the op does not require order) is scanned.
+    const bool m_sorted = !__syncthreads_or(unsorted);
     int my_valid = 0;
     for (int b = warp; b < B; b += kWarps) {
       const int32_t s = node[b];
@@ -228,12 +213,17 @@ __global__ void __launch_bounds__(kThreads) beam_step_kernel(const Params<scalar
         if (c >= 0 && v >= 0 && v < V) {
           key = score_key(bs + (to_float(row[v]) - l));
           if (key != 0 && p.mask_offsets != nullptr) {
-            int64_t lo = m_lo, hi = m_hi;
-            while (lo < hi) {
-              const int64_t mid = (lo + hi) >> 1;
-              if (p.mask_nodes[mid] < c) lo = mid + 1; else hi = mid;
+            bool listed = false;
+            if (m_sorted) {
+              int64_t lo = m_lo, hi = m_hi;
+              while (lo < hi) {
+                const int64_t mid = (lo + hi) >> 1;
+                if (p.mask_nodes[mid] < c) lo = mid + 1; else hi = mid;
+              }
+              listed = lo < m_hi && p.mask_nodes[lo] == c;
+            } else {
+              for (int64_t i = m_lo; i < m_hi && !listed; ++i) listed = p.mask_nodes[i] == c;
             }
-            const bool listed = lo < m_hi && p.mask_nodes[lo] == c;
             if (listed != m_allow) key = 0;
           }
         }
@@ -394,7 +384,7 @@ void beam_step_out_cuda(const at::Tensor& logits_in, const at::Tensor& beam_scor
   const int64_t U = logits_in.size(0), B = logits_in.size(1), V = logits_in.size(2);
   TORCH_CHECK(B <= kMaxBeams && beam_size <= kMaxK, "constrained_beam_step: the CUDA kernel takes at most ",
               kMaxBeams, " input beams and beam_size ", kMaxK, " (got ", B, " and ", beam_size,
-              "); use the cpp backend for larger beams");
+              "); use backend 'triton' (any number of beams, beam_size <= 1024) or 'reference' on a GPU");
   TORCH_CHECK(B * V <= kMaxCandidates, "constrained_beam_step: the CUDA kernel takes beams * vocab <= 2^28, got ",
               B, " * ", V);
   TORCH_CHECK(row_ptr_in.size(0) - 1 <= std::numeric_limits<int32_t>::max() &&
@@ -419,26 +409,35 @@ void beam_step_out_cuda(const at::Tensor& logits_in, const at::Tensor& beam_scor
   int optin = 0, sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t static_smem = 256 * 4 + 2 * 2 * kWarps * 4 + 3 * 4;
   const int64_t max_candidates = B * V;
-  const int64_t limit = std::min<int64_t>(optin - static_smem, kSharedKeyBudget);
-  const bool shared_keys = Layout(B, beam_size, max_candidates).total <= limit;
-  const Layout lay(B, beam_size, shared_keys ? max_candidates : 0);
-  TORCH_CHECK(lay.total <= optin - static_smem, "constrained_beam_step: ", lay.total,
-              " bytes of shared memory needed, the device allows ", optin - static_smem);
-
-  int64_t grid = U;
-  at::Tensor workspace;
-  if (!shared_keys) {
-    // Blocks stride over users; each block owns one workspace slot of max_candidates keys.
-    const int64_t slot_bytes = max_candidates * 4;
-    grid = std::min<int64_t>(U, std::max<int64_t>(2 * sms, kWorkspaceBudget / slot_bytes));
-    workspace = at::empty({grid * max_candidates}, logits.options().dtype(at::kInt));
-  }
-  grid = std::min<int64_t>(grid, std::numeric_limits<int32_t>::max());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "constrained_beam_step_cuda", [&] {
+    auto kernel = &beam_step_kernel<scalar_t>;
+    // The kernel's own static shared size and current dynamic limit, on this (the guarded) device.
+    cudaFuncAttributes attr{};
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int64_t static_smem = static_cast<int64_t>(attr.sharedSizeBytes);
+    const beam_step_launch::SharedPlan plan =
+        beam_step_launch::plan_shared(B, beam_size, V, static_smem, optin, kSharedKeyBudget);
+    TORCH_CHECK(plan.fits, "constrained_beam_step: ", plan.dynamic_bytes, " bytes of shared memory needed, the ",
+                "device allows ", optin - static_smem);
+    const int64_t raise_to =
+        beam_step_launch::dynamic_optin_bytes(plan.dynamic_bytes, static_smem, attr.maxDynamicSharedSizeBytes);
+    if (raise_to > 0) {
+      // Per function and device; allowed during graph capture (it is not a stream operation).
+      C10_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(raise_to)));
+    }
+    int64_t grid = U;
+    at::Tensor workspace;
+    if (!plan.shared_keys) {
+      // Blocks stride over users; each block owns one workspace slot of max_candidates keys.
+      grid = beam_step_launch::workspace_grid(U, max_candidates * 4, kWorkspaceBudget, sms);
+      workspace = at::empty({grid * max_candidates}, logits.options().dtype(at::kInt));
+    }
+    grid = std::min<int64_t>(grid, std::numeric_limits<int32_t>::max());
+
     Params<scalar_t> params{};
     params.logits = logits.data_ptr<scalar_t>();
     params.beam_scores = beam_scores.data_ptr<float>();
@@ -453,7 +452,7 @@ void beam_step_out_cuda(const at::Tensor& logits_in, const at::Tensor& beam_scor
     params.parents = parents.data_ptr<int64_t>();
     params.scores = scores.data_ptr<float>();
     params.next_states = next_states.data_ptr<int32_t>();
-    params.key_workspace = shared_keys ? nullptr : reinterpret_cast<uint32_t*>(workspace.data_ptr<int32_t>());
+    params.key_workspace = plan.shared_keys ? nullptr : reinterpret_cast<uint32_t*>(workspace.data_ptr<int32_t>());
     params.key_stride = max_candidates;
     params.U = U;
     params.B = static_cast<int>(B);
@@ -462,19 +461,8 @@ void beam_step_out_cuda(const at::Tensor& logits_in, const at::Tensor& beam_scor
     params.nodes = static_cast<int32_t>(row_ptr.size(0) - 1);
     params.n_children = static_cast<int32_t>(child_tokens.size(0));
     params.n_mask = mask_offsets.defined() ? mask_nodes.size(0) : 0;
-    auto kernel = &beam_step_kernel<scalar_t>;
-    if (lay.total > 48 * 1024) {
-      // Raised once per device to the largest size asked for so far (the attribute is per function).
-      static int raised[64] = {};
-      int& current = raised[std::min(device, 63)];
-      if (lay.total > current) {
-        C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(lay.total)));
-        current = static_cast<int>(lay.total);
-      }
-    }
-    kernel<<<static_cast<unsigned>(grid), kThreads, static_cast<size_t>(lay.total), stream>>>(
-        params, shared_keys ? max_candidates : 0);
+    kernel<<<static_cast<unsigned>(grid), kThreads, static_cast<size_t>(plan.dynamic_bytes), stream>>>(
+        params, plan.shared_keys ? max_candidates : 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

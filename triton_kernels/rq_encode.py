@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import on_device
+
 
 @triton.jit
 def _rq_encode_kernel(
@@ -87,7 +89,8 @@ def rq_encode_triton(
         return out
     norms = codebooks.float().pow(2).sum(-1).contiguous()  # (L, K)
     grid = (triton.cdiv(n, block_n),)
-    _rq_encode_kernel[grid](
-        x, codebooks, norms, out, n, d, k, levels, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d
-    )
+    with on_device(x):
+        _rq_encode_kernel[grid](
+            x, codebooks, norms, out, n, d, k, levels, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d
+        )
     return out

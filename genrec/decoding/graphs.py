@@ -104,7 +104,14 @@ class GraphedBeamSearch:
         if not self.use_graph:
             self.graphed, self.fallback_reason = False, "graphs disabled"
             return self._eager({k: v.to(self.index.device) for k, v in inputs.items()}, masks, users)
+        # Capture, copies and replay on the index's GPU, whichever device is current.
+        with torch.cuda.device(self.index.device):
+            return self._replay(inputs, masks, users)
 
+    # ---- internals ----
+    def _replay(
+        self, inputs: Mapping[str, torch.Tensor], masks: RequestMasks | None, users: int
+    ) -> BeamSearchResult:
         captured = self._get_captured(inputs, masks)
         for name, buf in captured.inputs.items():
             _copy_rows(buf, inputs[name].to(buf.device, non_blocking=True))
@@ -119,7 +126,6 @@ class GraphedBeamSearch:
             result = captured.result
         return BeamSearchResult(result.items[:users].clone(), result.scores[:users].clone())
 
-    # ---- internals ----
     def _eager(
         self, inputs: Mapping[str, torch.Tensor], masks: RequestMasks | None, users: int
     ) -> BeamSearchResult:
@@ -175,7 +181,9 @@ class GraphedBeamSearch:
             torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # An explicit stream on the index's device: the default capture stream belongs to whichever
+            # device was current when it was first made, and a capture there records none of our kernels.
+            with torch.cuda.graph(graph, stream=side):
                 entry.result = self._eager(static, static_masks, U)
         except Exception as exc:  # capture is best effort: the eager loop gives the same results
             entry.fallback_reason = (

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from genrec.ops._backends import Backend, resolve_backend
+from genrec.ops._backends import Backend, BackendUnavailableError, resolve_backend, why_unavailable
 from genrec.ops._checks import FLOAT_DTYPES, require_dtype, require_rank, require_tensor
 from genrec.ops.reference import constrained_beam_step_reference
 
@@ -46,6 +46,9 @@ class BeamStep(NamedTuple):
 @dataclass(frozen=True)
 class StepMask:
     """Per-request node lists for one step: ``nodes[offsets[u]:offsets[u+1]]`` (sorted) belong to user u.
+
+    Sorted lists are binary-searched. ``validate=True`` and the cpp kernel refuse unsorted ones; with
+    ``validate=False`` the reference, cuda and triton backends take them too (scanned, same result).
 
     ``allow[u]`` True: user u may only enter the listed nodes; False: user u may not enter them.
     ``nodes`` may be longer than ``offsets[-1]`` (a fixed-capacity buffer); the tail is ignored.
@@ -206,7 +209,7 @@ def constrained_beam_step(
     )
     if out is not None:
         _check_out(out, logits, beam_size)
-    chosen = resolve_backend("constrained_beam_step", backend, logits.device)
+    chosen = _backend_for_shape(backend, logits.device, *logits.shape[1:], beam_size)
     m = (mask.offsets, mask.nodes, mask.allow) if mask is not None else (None, None, None)
     args = (logits, beam_scores, states, row_ptr, child_tokens, dense, *m, beam_size)
     if chosen is Backend.REFERENCE:
@@ -224,6 +227,55 @@ def constrained_beam_step(
         return BeamStep(*torch.ops.genrec.constrained_beam_step(*args))
     torch.ops.genrec.constrained_beam_step_out(*args, *out)
     return out
+
+
+# What each GPU kernel takes (csrc/cuda/beam_step.cu, triton_kernels/beam_step.py); the reference and
+# the cpp kernel take every shape check_beam_step_inputs accepts.
+_CUDA_MAX_BEAMS = 1024
+_CUDA_MAX_BEAM_SIZE = 1024
+_CUDA_MAX_CANDIDATES = 2**28
+_TRITON_MAX_BEAM_SIZE = 1024
+
+
+def shape_limit(backend: Backend, beams: int, vocab: int, beam_size: int) -> str | None:
+    """None when ``backend``'s kernel takes this step's shape, else what it exceeds."""
+    if backend is Backend.CUDA:
+        if beams > _CUDA_MAX_BEAMS or beam_size > _CUDA_MAX_BEAM_SIZE:
+            return (
+                f"the cuda kernel takes at most {_CUDA_MAX_BEAMS} input beams and beam_size "
+                f"{_CUDA_MAX_BEAM_SIZE} (got {beams} and {beam_size})"
+            )
+        if beams * vocab > _CUDA_MAX_CANDIDATES:
+            return f"the cuda kernel takes beams * vocab <= 2^28 (got {beams} * {vocab})"
+    if backend is Backend.TRITON and beam_size > _TRITON_MAX_BEAM_SIZE:
+        return f"the triton kernel takes beam_size <= {_TRITON_MAX_BEAM_SIZE} (got {beam_size})"
+    return None
+
+
+def pick_for_shape(candidates, beams: int, vocab: int, beam_size: int) -> Backend:
+    """The first of ``candidates`` (available backends, fastest first) whose kernel takes the shape."""
+    for backend in candidates:
+        if shape_limit(backend, beams, vocab, beam_size) is None:
+            return backend
+    return Backend.REFERENCE
+
+
+def _backend_for_shape(backend, device: torch.device, beams: int, vocab: int, beam_size: int) -> Backend:
+    chosen = resolve_backend("constrained_beam_step", backend, device)
+    if Backend(backend) is Backend.AUTO:
+        # "auto" falls back to the next available backend that takes the shape (on a GPU: triton for
+        # more than 1024 beams, the reference for a beam_size above 1024), never to a CPU-only one.
+        order = [b for b in (Backend.CUDA, Backend.TRITON, Backend.CPP) if b is not chosen]
+        usable = [chosen, *(b for b in order if why_unavailable("constrained_beam_step", b, device) is None)]
+        return pick_for_shape(usable, beams, vocab, beam_size)
+    reason = shape_limit(chosen, beams, vocab, beam_size)
+    if reason is not None:
+        others = "backend 'triton' or 'reference'" if chosen is Backend.CUDA else "backend 'reference'"
+        raise BackendUnavailableError(
+            f"genrec.ops.constrained_beam_step: backend {chosen.value!r} cannot take this step: {reason}; "
+            f"use {others} (or 'auto', which picks one that can)"
+        )
+    return chosen
 
 
 def empty_beam_step(num_users: int, beam_size: int, device: torch.device | str) -> BeamStep:

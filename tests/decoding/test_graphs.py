@@ -160,3 +160,27 @@ def test_static_buffers_and_padding_give_the_unpadded_results():
         # Padding users decode like user 0 without its masks.
         plain = beam_search(model.step_fn({"x": x[:1]}), index, 1, 9, 7)
         assert all(torch.equal(got.items[u], plain.items[0]) for u in range(users, 16))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_graph_on_a_gpu_that_is_not_current_replays_new_batches():
+    """Index on cuda:1 while cuda:0 is current: the graph must record the kernels (on cuda:1's stream),
+    so each replay decodes its own batch instead of returning the capture-time results."""
+    codes = random_codes(2000, SIZES, seed=11)
+    index = TrieIndex.from_codes(codes, level_sizes=SIZES).to("cuda:1")
+    model = BatchModel(SIZES, device="cuda:1")
+    g = torch.Generator().manual_seed(12)
+    with torch.cuda.device(0):
+        search = GraphedBeamSearch(model.step_fn, index, num_users=64, beam_size=10, top_k=5)
+        eager = GraphedBeamSearch(model.step_fn, index, num_users=64, beam_size=10, top_k=5, use_graph=False)
+        seen = []
+        for _ in range(3):
+            x = torch.randint(0, 10**6, (64,), generator=g)
+            got = search({"x": x})
+            assert search.graphed, search.fallback_reason
+            expected = eager({"x": x})
+            assert got.items.device == torch.device("cuda:1")
+            assert torch.equal(got.items, expected.items) and torch.equal(got.scores, expected.scores)
+            seen.append(got.items.cpu())
+        assert not torch.equal(seen[0], seen[1]), "the replays returned the capture-time results"

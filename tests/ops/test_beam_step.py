@@ -664,93 +664,217 @@ def test_cuda_half_precision_logits_equal_cpu(name, dtype):
             assert torch.equal(getattr(got, field).cpu(), getattr(expected, field)), (backend, field)
 
 
+def _positional_and_options(case: dict):
+    positional = (case["logits"], case["beam_scores"], case["states"], case["row_ptr"], case["child_tokens"])
+    options = {k: v for k, v in case.items() if k not in ("logits", "beam_scores", "states", "row_ptr", "child_tokens")}
+    return positional, options
+
+
+GRAPH_SHAPES = {
+    "small-masked": (3, 256, 20, 256, 20, 500, False, 0.5, True),
+    "beam-100": (7, *LARGE["beam-100"]),  # 102 KB of shared memory: above the 48 KB default
+    "global-workspace": (7, *LARGE["global-workspace"]),  # the key workspace is allocated inside the capture
+}
+
+
 @pytest.mark.cuda
-def test_cuda_reference_and_kernels_capture_in_a_graph():
-    case = to_device(_large_case(3, 256, 20, 256, 20, 500, dense=False, fill=0.5, mask=True), "cuda")
+@pytest.mark.parametrize("name", GRAPH_SHAPES, ids=list(GRAPH_SHAPES))
+def test_cuda_reference_and_kernels_capture_in_a_graph(name):
+    seed, U, B, V, K, nodes, dense, fill, mask = GRAPH_SHAPES[name]
+    case = to_device(_large_case(seed, U, B, V, K, nodes, dense=dense, fill=fill, mask=mask), "cuda")
+    positional, options = _positional_and_options(case)
     for backend in [Backend.REFERENCE, *CUDA_BACKENDS]:
         eager = run(case, backend, poison=False)
-        out = ops.empty_beam_step(256, 20, "cuda")
-        run_args = {
-            k: v
-            for k, v in case.items()
-            if k not in ("logits", "beam_scores", "states", "row_ptr", "child_tokens")
-        }
-        positional = (
-            case["logits"],
-            case["beam_scores"],
-            case["states"],
-            case["row_ptr"],
-            case["child_tokens"],
-        )
-        ops.constrained_beam_step(
-            *positional, **run_args, backend=backend, out=out, validate=False
-        )  # warm-up
+        out = ops.empty_beam_step(U, K, "cuda")
+        ops.constrained_beam_step(*positional, **options, backend=backend, out=out, validate=False)  # warm-up
         torch.cuda.synchronize()
         for t in out:
             t.fill_(POISON)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            ops.constrained_beam_step(*positional, **run_args, backend=backend, out=out, validate=False)
+            ops.constrained_beam_step(*positional, **options, backend=backend, out=out, validate=False)
         graph.replay()
         torch.cuda.synchronize()
         for a, b in zip(eager, out, strict=True):
-            assert torch.equal(a, b), backend
+            assert torch.equal(a, b), (backend, name)
+        # A replay reads the inputs anew: new logits, new results.
+        case["logits"].copy_(case["logits"].flip(2))
+        expected = run(case, backend, poison=False)
+        graph.replay()
+        torch.cuda.synchronize()
+        for a, b in zip(expected, out, strict=True):
+            assert torch.equal(a, b), (backend, name, "replay")
+        case["logits"].copy_(case["logits"].flip(2))
+
+
+OPCHECK_PATHS = {
+    # name: (U, B, V, K, nodes, dense, mask)
+    "dense-mask": (5, 4, 32, 3, 20, True, True),
+    "csr": (5, 4, 32, 3, 20, False, False),
+    "csr-mask": (5, 6, 40, 7, 30, False, True),
+    "workspace": (3, 8, 8192, 5, 10, False, True),  # 256 KB of keys per user: global workspace
+}
 
 
 @pytest.mark.cuda
-def test_registered_kernels_and_opcheck_cuda():
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("genrec::constrained_beam_step", "CUDA")
-    case = to_device(_large_case(5, 16, 4, 32, 3, 20, dense=True, fill=0.8, mask=True), "cuda")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("path", OPCHECK_PATHS, ids=list(OPCHECK_PATHS))
+def test_registered_kernels_and_opcheck_cuda(path, dtype):
+    for op in ("genrec::constrained_beam_step", "genrec::constrained_beam_step_out"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+    U, B, V, K, nodes, dense, mask = OPCHECK_PATHS[path]
+    case = to_device(_large_case(5, U, B, V, K, nodes, dense=dense, fill=0.8, mask=mask), "cuda")
+    m = case["mask"]
+    args = (
+        case["logits"].to(dtype), case["beam_scores"], case["states"], case["row_ptr"], case["child_tokens"],
+        case["dense"], *((m.offsets, m.nodes, m.allow) if m is not None else (None, None, None)), K,
+    )  # fmt: skip
+    torch.library.opcheck(torch.ops.genrec.constrained_beam_step.default, args)
+    outs = tuple(ops.empty_beam_step(U, K, "cuda"))
+    torch.library.opcheck(torch.ops.genrec.constrained_beam_step_out.default, (*args, *outs))
+    expected = run({**case, "logits": case["logits"].to(dtype).float()}, Backend.REFERENCE, poison=False)
+    for got, want in zip(outs, expected, strict=True):
+        assert torch.equal(got, want), path
+
+
+SMALL_SANITIZER_CASES = {
+    # name: (U, B, V, K, nodes, dense, fill, mask): every kernel path at sizes a sanitizer runs quickly
+    "csr-mask": (4, 5, 40, 6, 30, False, 0.7, True),
+    "dense": (4, 3, 64, 8, 10, True, 1.0, False),
+    "opt-in-shared": (2, 46, 256, 46, 40, False, 1.0, True),  # 48,448 B dynamic shared memory
+    "workspace": (2, 8, 8192, 5, 10, False, 0.5, True),
+    "empty-slots": (3, 2, 3, 20, 4, False, 0.5, False),
+}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", SMALL_SANITIZER_CASES, ids=list(SMALL_SANITIZER_CASES))
+def test_cuda_small_shapes_for_sanitizer(name):
+    """Small, quick cases of every CUDA path; bench/gpu_check.sh runs these under compute-sanitizer."""
+    U, B, V, K, nodes, dense, fill, mask = SMALL_SANITIZER_CASES[name]
+    case = _large_case(13, U, B, V, K, nodes, dense=dense, fill=fill, mask=mask)
+    expected = run(case, Backend.REFERENCE, poison=False)
+    gpu = to_device(case, "cuda")
+    for backend in CUDA_BACKENDS:
+        got = run(gpu, backend)
+        for field in BeamStep._fields:
+            assert torch.equal(getattr(got, field).cpu(), getattr(expected, field)), (backend, field)
+
+
+def _shuffled_mask_case(data, **limits):
+    """A drawn case whose per-user mask lists are shuffled (and may repeat a node)."""
+    case = draw_case(data, **limits)
+    mask = case["mask"]
+    if mask is None:
+        return case
+    seed = data.draw(st.integers(0, 2**31 - 1), label="shuffle seed")
+    g = torch.Generator().manual_seed(seed)
+    nodes = mask.nodes.clone()
+    off = mask.offsets.tolist()
+    for u in range(len(off) - 1):
+        lo, hi = off[u], off[u + 1]
+        if hi - lo > 1:
+            nodes[lo:hi] = nodes[lo:hi][torch.randperm(hi - lo, generator=g)]
+            if torch.rand(1, generator=g).item() < 0.3:
+                nodes[hi - 1] = nodes[lo]
+    case["mask"] = StepMask(mask.offsets, nodes, mask.allow)
+    return case
+
+
+def _unvalidated(case: dict, backend) -> BeamStep:
+    positional, options = _positional_and_options(case)
+    return ops.constrained_beam_step(*positional, **options, backend=backend, validate=False)
+
+
+@pytest.mark.skipif(Backend.TRITON not in CPU_BACKENDS, reason="Triton cannot run on the CPU here")
+@given(data=st.data())
+@settings(max_examples=25)
+def test_triton_unsorted_mask_lists_give_the_reference_result(data):
+    """The op does not require sorted node lists without validation (the reference takes any order)."""
+    case = _shuffled_mask_case(data, **_limits(Backend.TRITON))
+    expected = _unvalidated(case, Backend.REFERENCE)
+    assert_matches_reference(case, _unvalidated(case, Backend.TRITON), expected)
+
+
+@pytest.mark.cuda
+@given(data=st.data())
+@settings(max_examples=40)
+def test_cuda_unsorted_mask_lists_give_the_reference_result(data):
+    case = _shuffled_mask_case(data)
+    expected = _unvalidated(case, Backend.REFERENCE)
+    for backend in CUDA_BACKENDS:
+        assert_matches_reference(case, _unvalidated(to_device(case, "cuda"), backend), expected)
+
+
+@pytest.mark.skipif(Backend.TRITON not in CPU_BACKENDS, reason="Triton cannot run on the CPU here")
+@given(data=st.data())
+@settings(max_examples=25)
+def test_triton_rows_longer_than_a_chunk_match_reference(data):
+    """Rows split into several vocabulary chunks (an online logsumexp, then the candidates), forced on
+    small rows with 64-token chunks."""
+    from genrec.triton_kernels.beam_step import constrained_beam_step_triton
+
+    case = draw_case(data, max_users=3, max_beams=4, max_vocab=200, max_k=12)
+    expected = run(case, Backend.REFERENCE, poison=False)
     m = case["mask"]
     args = (
         case["logits"], case["beam_scores"], case["states"], case["row_ptr"], case["child_tokens"], case["dense"],
-        m.offsets, m.nodes, m.allow, 3,
+        *((m.offsets, m.nodes, m.allow) if m is not None else (None, None, None)), case["beam_size"],
     )  # fmt: skip
-    torch.library.opcheck(torch.ops.genrec.constrained_beam_step.default, args)
+    U, K = case["logits"].shape[0], case["beam_size"]
+    out = tuple(
+        torch.full((U, K), POISON, dtype=d) for d in (torch.long, torch.long, torch.float32, torch.int32)
+    )
+    got = BeamStep(*constrained_beam_step_triton(*args, out=out, max_block_v=64))
+    assert not any((t == POISON).any() for t in got)
+    assert_matches_reference(case, got, expected)
+
+
+def test_auto_on_a_gpu_falls_back_to_a_gpu_backend_that_takes_the_shape():
+    from genrec.ops.beam_step import pick_for_shape, shape_limit
+
+    gpu = (Backend.CUDA, Backend.TRITON, Backend.REFERENCE)
+    assert pick_for_shape(gpu, 20, 256, 20) is Backend.CUDA
+    assert pick_for_shape(gpu, 1025, 256, 20) is Backend.TRITON  # more beams than the CUDA kernel takes
+    assert pick_for_shape(gpu, 20, 256, 1025) is Backend.REFERENCE  # above both kernels' beam_size
+    assert pick_for_shape(gpu, 1024, 2**18 + 1, 20) is Backend.TRITON  # beams * vocab > 2^28
+    assert pick_for_shape((Backend.CUDA, Backend.REFERENCE), 2000, 4, 2) is Backend.REFERENCE
+    assert "cpp" not in (shape_limit(Backend.CUDA, 2000, 4, 2) or "")
+    assert shape_limit(Backend.CPP, 5000, 5000, 5000) is None
+
+
+@pytest.mark.cuda
+def test_auto_on_cuda_takes_more_than_1024_beams_and_explicit_cuda_says_what_can():
+    case = to_device(_large_case(17, 2, 1100, 8, 30, 50, dense=False, fill=1.0, mask=False), "cuda")
+    expected = run(case, Backend.REFERENCE, poison=False)
+    got = run(case, Backend.AUTO)
+    for field in ("tokens", "parents", "states", "scores"):
+        assert torch.equal(getattr(got, field), getattr(expected, field)), field
+    with pytest.raises(BackendUnavailableError, match="use backend 'triton' or 'reference'"):
+        run(case, Backend.CUDA)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_kernels_run_on_the_tensors_gpu_not_the_current_one():
+    case = _large_case(19, 64, 20, 256, 20, 300, dense=False, fill=0.5, mask=True)
+    expected = run(case, Backend.REFERENCE, poison=False)
+    on_second = to_device(case, "cuda:1")
+    with torch.cuda.device(0):
+        for backend in CUDA_BACKENDS:
+            got = run(on_second, backend)
+            torch.cuda.synchronize(1)
+            for field in BeamStep._fields:
+                assert getattr(got, field).device == torch.device("cuda:1")
+                assert torch.equal(getattr(got, field).cpu(), getattr(expected, field)), (backend, field)
 
 
 @pytest.mark.cuda
 def test_cuda_refuses_beams_beyond_its_limits():
     U, B, V = 1, 1025, 4
-    with pytest.raises(RuntimeError, match="at most 1024 input beams"):
+    with pytest.raises(RuntimeError, match=r"at most 1024 input beams.*use backend 'triton'"):
         torch.ops.genrec.constrained_beam_step(
             torch.zeros(U, B, V, device="cuda"), torch.zeros(U, B, device="cuda"),
             torch.zeros(U, B, dtype=torch.int32, device="cuda"), torch.tensor([0, 0], dtype=torch.int32, device="cuda"),
             torch.zeros(0, dtype=torch.int32, device="cuda"), None, None, None, None, 2,
         )  # fmt: skip
-
-
-_AOT_COMPILE = """
-import triton
-from triton.backends.compiler import GPUTarget
-from genrec.triton_kernels.beam_step import _beam_step_kernel
-sig = {name: "*i32" for name in ("states_ptr", "row_ptr_ptr", "child_tokens_ptr", "dense_ptr", "mask_nodes_ptr",
-                                 "next_states_ptr")}
-sig.update(logits_ptr="*bf16", beam_scores_ptr="*fp32", mask_offsets_ptr="*i64", mask_allow_ptr="*i1",
-           tokens_ptr="*i64", parents_ptr="*i64", scores_ptr="*fp32")
-sig.update({n: "i32" for n in ("B", "V", "K", "nodes", "n_children", "n_mask", "csr_iters", "mask_iters")})
-const = dict(BLOCK_B=16, BLOCK_V=256, K_PAD=32, DENSE=False, HAS_MASK=True)
-sig.update({k: "constexpr" for k in const})
-src = triton.compiler.ASTSource(fn=_beam_step_kernel, signature=sig, constexprs=const)
-out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-assert "ld.local" not in out.asm["ptx"], "registers spilled to local memory"
-print("compiled", len(out.asm["cubin"]))
-"""
-
-
-def test_triton_kernel_compiles_for_hopper():
-    """The interpreter runs the kernel's semantics; this compiles it for sm_90 (no GPU needed), which
-    catches what only the compiler rejects, before a GPU run."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    triton = pytest.importorskip("triton")
-    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
-        pytest.skip("Triton's ptxas is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", _AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]

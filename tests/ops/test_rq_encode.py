@@ -258,7 +258,46 @@ def test_compiles_with_dynamic_shapes():
 
 
 @pytest.mark.cuda
-def test_registered_kernels_and_opcheck_cuda():
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("genrec::rq_encode", "CUDA")
-    x, cb = torch.randn(100, 16, device="cuda"), torch.randn(3, 40, 16, device="cuda")
-    torch.library.opcheck(torch.ops.genrec.rq_encode.default, (x, cb))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_registered_kernels_and_opcheck_cuda(dtype):
+    for op in ("genrec::rq_encode", "genrec::rq_encode_out"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+    for n in (1, 100):
+        x = torch.randn(n, 16, device="cuda").to(dtype)
+        cb = torch.randn(3, 40, 16, device="cuda").to(dtype)
+        torch.library.opcheck(torch.ops.genrec.rq_encode.default, (x, cb))
+        out = poisoned((n, 3), "cuda")
+        torch.library.opcheck(torch.ops.genrec.rq_encode_out.default, (x, cb, out))
+        assert not (out == POISON).any()
+
+
+SMALL_SANITIZER_CASES = {"tiny": (1, 3, 1, 2), "tiles": (130, 20, 3, 70), "wide": (65, 100, 2, 300)}  # N, D, L, K
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", SMALL_SANITIZER_CASES, ids=list(SMALL_SANITIZER_CASES))
+def test_cuda_small_shapes_for_sanitizer(name):
+    """Small, quick cases (partial row, code and D tiles); bench/gpu_check.sh runs these under
+    compute-sanitizer."""
+    n, d, levels, k = SMALL_SANITIZER_CASES[name]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-3, 4, (n, d), generator=g).float()
+    cb = torch.randint(-2, 3, (levels, k, d), generator=g).float()
+    expected = ops.rq_encode(x.double(), cb.double(), backend="reference")
+    for backend in CUDA_BACKENDS:
+        out = poisoned(expected.shape, "cuda")
+        assert torch.equal(ops.rq_encode(x.cuda(), cb.cuda(), backend=backend, out=out).cpu(), expected), backend
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_kernels_run_on_the_tensors_gpu_not_the_current_one():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(-3, 4, (1000, 24), generator=g).float()
+    cb = torch.randint(-2, 3, (3, 64, 24), generator=g).float()
+    expected = ops.rq_encode(x.double(), cb.double(), backend="reference")
+    with torch.cuda.device(0):
+        for backend in CUDA_BACKENDS:
+            codes = ops.rq_encode(x.to("cuda:1"), cb.to("cuda:1"), backend=backend)
+            assert codes.device == torch.device("cuda:1")
+            assert torch.equal(codes.cpu(), expected), backend

@@ -4,8 +4,12 @@
 #   tests, then writes one JSON under $OUT (copy it to bench/results/).
 #
 # Usage (from the repo root):  GENREC_GIT_SHA=<sha> bash bench/gpu_check.sh [steps]
-#   steps: comma-separated subset of build,train,decode,kernels,tests,seeds (default: all, in this order;
-#   seeds: two more training seeds if the budget still has room for them)
+#   steps: comma-separated subset of build,train,decode,kernels,sanitize,tests,seeds (default: all, in this
+#   order; sanitize: the small-shape `cuda` tests of both ops under compute-sanitizer memcheck, racecheck and
+#   synccheck, GPU_CHECK_SANITIZE_S seconds each at most (default 25), error counts in the JSON; it skips,
+#   saying why, without a GPU or compute-sanitizer (GPU_CHECK_SANITIZE_REHEARSE=1 runs it anyway, e.g. with
+#   COMPUTE_SANITIZER pointing at a stand-in, to rehearse on a CPU); seeds: two more training seeds if the
+#   budget still has room for them)
 # A lent machine gives one call of at most 10 minutes, so the steps share a deadline
 # (GPU_CHECK_BUDGET_S, default 560 s from the start): each runs under the smaller of its own cap and
 # the time left, most important first; tests go last and are interrupted (SIGINT: pytest still
@@ -15,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/bench/results/local}"
 mkdir -p "$OUT"
-STEPS="${1:-build,train,decode,kernels,tests,seeds}"
+STEPS="${1:-build,train,decode,kernels,sanitize,tests,seeds}"
 START=$(date +%s)
 BUDGET="${GPU_CHECK_BUDGET_S:-560}"
 LOG="$OUT/gpu_check.log"
@@ -88,6 +92,37 @@ if has kernels; then
   timeout "$(allot 90)" "$PY" -m genrec.cli bench kernels --device cuda --out "$OUT" --dtype float32 --dtype bfloat16 2>&1 \
     | tail -30 | tee -a "$LOG"
   step_time kernels "$t0" "$(stamp)"
+fi
+
+# The small-shape cuda tests of both ops under each compute-sanitizer tool (short runs: a few seconds of
+# kernels, most of each run is Python and CUDA start-up); the collect step reads the error summaries.
+if has sanitize; then
+  t0=$(stamp)
+  SAN="${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")}"
+  : > "$OUT/sanitizer_status.txt"
+  if [ "${GPU_CHECK_SANITIZE_REHEARSE:-0}" != 1 ] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "skipped no CUDA GPU (torch.cuda.is_available() is False)" > "$OUT/sanitizer_status.txt"
+  elif [ ! -x "$SAN" ]; then
+    echo "skipped compute-sanitizer not found (looked for $SAN)" > "$OUT/sanitizer_status.txt"
+  else
+    for tool in memcheck racecheck synccheck; do
+      cap=$(allot "${GPU_CHECK_SANITIZE_S:-25}")
+      if (( cap < 10 )); then echo "$tool skipped no time left in the budget" >> "$OUT/sanitizer_status.txt"; continue; fi
+      s0=$(stamp)
+      # No caching allocator: memcheck then sees each tensor's own bounds.
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout -s INT -k 10 "$cap" "$SAN" --tool "$tool" --print-limit 100 \
+        --log-file "$OUT/sanitizer_$tool.log" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
+        -k small_shapes_for_sanitizer --junitxml="$OUT/sanitizer_$tool.xml" \
+        tests/ops/test_beam_step.py tests/ops/test_rq_encode.py > "$OUT/sanitizer_$tool.out" 2>&1
+      rc=$?
+      awk -v t="$tool" -v r="$rc" -v a="$s0" -v b="$(stamp)" -v c="$cap" \
+        'BEGIN { printf "%s ran %d %.1f %d\n", t, r, b - a, c }' >> "$OUT/sanitizer_status.txt"
+      tail -3 "$OUT/sanitizer_$tool.out" | tee -a "$LOG"
+      grep -h "SUMMARY" "$OUT/sanitizer_$tool.log" 2>/dev/null | tee -a "$LOG"
+    done
+  fi
+  cat "$OUT/sanitizer_status.txt" | tee -a "$LOG"
+  step_time sanitize "$t0" "$(stamp)"
 fi
 
 if has tests; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -39,6 +40,55 @@ def _spread(runs: list[dict]) -> dict:
     return out
 
 
+def _junit_counts(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        suite = ET.parse(path).getroot()
+    except ET.ParseError:  # cut short mid-write
+        return None
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    return {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+
+
+def _sanitizer(out: Path) -> dict | None:
+    """Per compute-sanitizer tool: the errors it counted (None when its run did not finish), the tests it
+    ran, the exit status and seconds; or why the step was skipped."""
+    status = out / "sanitizer_status.txt"
+    if not status.exists():
+        return None
+    tools: dict = {}
+    for line in status.read_text().splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            continue
+        if parts[0] == "skipped":
+            return {"skipped": parts[1]}
+        tool, rest = parts
+        if rest.startswith("skipped"):
+            tools[tool] = {"skipped": rest.removeprefix("skipped").strip()}
+            continue
+        _ran, rc, seconds, cap = rest.split()
+        log = out / f"sanitizer_{tool}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
+        hazards = re.search(r"RACECHECK SUMMARY: (\d+) hazards? displayed \((\d+) errors?, (\d+) warnings?\)", text)
+        tools[tool] = {
+            "errors": int(summary.group(1)) if summary else None,
+            "completed": summary is not None,
+            "exit_status": int(rc),
+            "timed_out": int(rc) in (124, 130, 137),
+            "seconds": float(seconds),
+            "cap_seconds": int(cap),
+            "tests": _junit_counts(out / f"sanitizer_{tool}.xml"),
+        }
+        if hazards:
+            tools[tool]["racecheck_hazards"] = {
+                "displayed": int(hazards.group(1)), "errors": int(hazards.group(2)), "warnings": int(hazards.group(3)),
+            }  # fmt: skip
+    return tools
+
+
 def main(out: Path) -> Path:
     import torch
 
@@ -56,11 +106,12 @@ def main(out: Path) -> Path:
         result["step_seconds"] = {
             k: float(v) for k, v in (line.split() for line in steps.read_text().splitlines() if line.strip())
         }
-    junit = out / "cuda_tests.xml"
-    if junit.exists():
-        suite = ET.parse(junit).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        result["cuda_tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    cuda_tests = _junit_counts(out / "cuda_tests.xml")
+    if cuda_tests:
+        result["cuda_tests"] = cuda_tests
+    sanitizer = _sanitizer(out)
+    if sanitizer:
+        result["sanitizer"] = sanitizer
     kernels = _load(out / "kernels.json")
     if kernels:
         result["ceilings"] = kernels.get("ceilings")

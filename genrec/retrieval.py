@@ -6,8 +6,9 @@ catalogues), a chunked PyTorch matmul + top-k otherwise, and a recommender built
 
 Backends: ``"faiss"`` (``IndexFlatIP`` exact; ``IndexHNSWFlat`` / ``IndexIVFFlat`` approximate, all
 with the inner-product metric), ``"torch"`` (exact: one matmul and ``topk`` per chunk of queries, on
-the device the vectors live on), ``"auto"``: torch for CUDA tensors (a GPU matmul beats copying to
-faiss-cpu, and the GPU machine has no faiss), faiss on the CPU when it is importable, else torch.
+the device the vectors live on), ``"auto"``: for CUDA tensors faiss on their GPU where faiss has GPU
+support (``pip install genrec[gpu]``), else torch (a GPU matmul beats copying to faiss-cpu, and the GPU
+machine has no faiss); faiss on the CPU when it is importable, else torch.
 Approximate kinds need faiss; ``kind="auto"`` is exact below ``approximate_above`` items and HNSW
 above (exact when faiss is absent). Rows with fewer than k results are padded with item -1 and
 score -inf, as genrec.eval's recommender protocol expects.
@@ -21,7 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from genrec._faiss import faiss_gpu_available, gpu_id, index_to_gpu
+
 BACKENDS = ("auto", "faiss", "torch")
+_GPU_FAISS_MAX_K = 2048  # the largest k faiss's GPU top-k takes
 KINDS = ("auto", "exact", "hnsw", "ivf")
 
 
@@ -79,9 +83,11 @@ class InnerProductIndex:
         have_faiss = faiss_available()
         if kind == "auto":
             kind = "hnsw" if self.num_items > approximate_above and have_faiss else "exact"
+        # GPU faiss builds exact and IVF indexes on the items' GPU (HNSW stays on the CPU).
+        on_gpu_faiss = items.device.type == "cuda" and kind in ("exact", "ivf") and faiss_gpu_available()
         if backend == "auto":
             approximate_or_cpu = kind != "exact" or (items.device.type == "cpu" and have_faiss)
-            backend = "faiss" if approximate_or_cpu else "torch"
+            backend = "faiss" if approximate_or_cpu or on_gpu_faiss else "torch"
         if backend == "faiss" and not have_faiss:
             raise RetrievalError(
                 f"retrieval backend 'faiss' (kind {kind!r}) needs the faiss package: pip install faiss-cpu, "
@@ -101,6 +107,13 @@ class InnerProductIndex:
         else:
             self._items = None
             self._faiss = self._build_faiss(items.cpu().numpy(), hnsw_m, ef_construction, nlist, nprobe, seed)
+        self.device = None  # the GPU holding the faiss index, if one does
+        if backend == "faiss" and on_gpu_faiss:
+            nprobe_cpu = getattr(self._faiss, "nprobe", None)
+            self._faiss = index_to_gpu(self._faiss, items.device)
+            if nprobe_cpu is not None:
+                self._faiss.nprobe = nprobe_cpu
+            self.device = f"cuda:{gpu_id(items.device)}"
 
     def _build_faiss(
         self, items: np.ndarray, hnsw_m: int, ef_construction: int, nlist: int, nprobe: int, seed
@@ -131,6 +144,8 @@ class InnerProductIndex:
 
     def describe(self) -> dict:
         out = {"kind": self.kind, "backend": self.backend, "num_items": self.num_items, "dim": self.dim}
+        if self.device is not None:
+            out["device"] = self.device
         if self.kind == "hnsw":
             out["ef_search"] = self.ef_search
         if self.kind == "ivf":
@@ -173,6 +188,10 @@ class InnerProductIndex:
         return torch.cat(out_s).numpy(), torch.cat(out_i).numpy().astype(np.int64)
 
     def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.device is not None and k > _GPU_FAISS_MAX_K:
+            raise RetrievalError(
+                f"GPU faiss searches at most k = {_GPU_FAISS_MAX_K}, got {k}; use backend 'torch' for larger k"
+            )
         if self.kind == "hnsw":
             self._faiss.hnsw.efSearch = max(self.ef_search, k)
         s, i = self._faiss.search(np.ascontiguousarray(q, dtype=np.float32), k)

@@ -1,4 +1,5 @@
-"""Seeded k-means: faiss where it is installed, a PyTorch implementation everywhere else.
+"""Seeded k-means: faiss where it is installed (on the points' GPU with GPU faiss), a PyTorch
+implementation everywhere else.
 
 The GPU machine has no faiss, so the PyTorch path is a full implementation (k-means++ seeding,
 Lloyd iterations, re-seeding of empty clusters), not a stand-in. Nearest-centroid search goes
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import genrec.ops
+from genrec._faiss import faiss_gpu_available, flat_l2_index
 
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
 
@@ -83,6 +85,8 @@ def _kmeans_faiss(x: torch.Tensor, init: torch.Tensor, *, iters: int, seed: int)
 
     data = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
     k = init.shape[0]
+    if x.device.type == "cuda" and faiss_gpu_available():
+        return _kmeans_faiss_gpu(data, init, x.device, iters=iters, seed=seed)
     # Use every point (faiss subsamples 256 per centroid by default) and accept small inputs quietly.
     km = faiss.Kmeans(
         data.shape[1],
@@ -95,6 +99,21 @@ def _kmeans_faiss(x: torch.Tensor, init: torch.Tensor, *, iters: int, seed: int)
     )
     km.train(data, init_centroids=np.ascontiguousarray(init.cpu().numpy(), dtype=np.float32))
     return torch.from_numpy(np.array(km.centroids, dtype=np.float32)).to(x.device)
+
+
+def _kmeans_faiss_gpu(
+    data: np.ndarray, init: torch.Tensor, device: torch.device, *, iters: int, seed: int
+) -> torch.Tensor:
+    """The faiss path with the points assigned by an exact index on ``device``'s GPU (GPU faiss)."""
+    import faiss
+
+    k, d = init.shape
+    clustering = faiss.Clustering(d, k)
+    clustering.niter, clustering.seed, clustering.verbose = iters, seed, False
+    clustering.max_points_per_centroid, clustering.min_points_per_centroid = data.shape[0], 1
+    faiss.copy_array_to_vector(np.ascontiguousarray(init.cpu().numpy(), dtype=np.float32).ravel(), clustering.centroids)
+    clustering.train(data, flat_l2_index(d, device))
+    return torch.from_numpy(faiss.vector_to_array(clustering.centroids).reshape(k, d).copy()).to(device)
 
 
 def _kmeans_torch(

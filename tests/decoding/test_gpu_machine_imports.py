@@ -1,4 +1,5 @@
-"""The decode path imports and runs where polars, faiss and transformers are absent (the GPU machine)."""
+"""The decode path, k-means and retrieval import and run where polars, faiss and transformers are absent
+(the GPU machine)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ assert not decode.hf_available()
 index = TrieIndex.from_codes(torch.tensor([[0, 1], [1, 0], [1, 1]]))
 items, _ = beam_search(lambda prefix, parents: torch.zeros(1, prefix.shape[1], 2), index, 1, 3)
 assert sorted(items[0].tolist()) == [0, 1, 2]
+# k-means and retrieval, whose GPU paths use faiss when it has GPU support, run without faiss at all.
+from genrec._faiss import faiss_gpu_available
+from genrec.retrieval import InnerProductIndex
+from genrec.tokenize.kmeans import kmeans
+assert not faiss_gpu_available()
+assert kmeans(torch.randn(60, 4), 3, iters=3).shape == (3, 4)
+index = InnerProductIndex(torch.randn(20, 4))
+assert index.backend == "torch" and index.search(torch.randn(2, 4), 3)[1].shape == (2, 3)
 print("ok")
 """
 

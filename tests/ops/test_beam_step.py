@@ -830,6 +830,39 @@ def test_triton_rows_longer_than_a_chunk_match_reference(data):
     assert_matches_reference(case, got, expected)
 
 
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values as ``t`` in a non-contiguous view (every other element of a larger tensor)."""
+    return torch.stack([t, torch.full_like(t, -7)], 1)[:, 0]
+
+
+@pytest.mark.parametrize("backend", [Backend.REFERENCE, *CPU_BACKENDS], ids=lambda b: b.value)
+def test_non_contiguous_trie_and_mask_arrays(backend):
+    g = torch.Generator().manual_seed(21)
+    row_ptr, child_tokens, _ = random_level(g, 6, 12, empty_rate=0.0)
+    U, B, K = 3, 4, 9
+    case = dict(
+        logits=torch.randn(U, B, 12, generator=g),
+        beam_scores=-torch.rand(U, B, generator=g),
+        states=torch.randint(0, 6, (U, B), generator=g, dtype=torch.int32),
+        row_ptr=row_ptr,
+        child_tokens=child_tokens,
+        dense=None,
+        mask=StepMask(torch.tensor([0, 3, 3, 8]), torch.tensor([1, 5, 9, 0, 2, 4, 6, 8], dtype=torch.int32),
+                      torch.tensor([False, True, True])),
+        beam_size=K,
+    )  # fmt: skip
+    expected = run(case, Backend.REFERENCE, poison=False)
+    m = case["mask"]
+    strided = {
+        **case,
+        "row_ptr": _strided(row_ptr),
+        "child_tokens": _strided(child_tokens),
+        "mask": StepMask(_strided(m.offsets), _strided(m.nodes), _strided(m.allow)),
+    }
+    assert not strided["child_tokens"].is_contiguous() and not strided["mask"].nodes.is_contiguous()
+    assert_matches_reference(case, run(strided, backend), expected)
+
+
 def test_auto_on_a_gpu_falls_back_to_a_gpu_backend_that_takes_the_shape():
     from genrec.ops.beam_step import pick_for_shape, shape_limit
 

@@ -189,8 +189,8 @@ def _lookup(votes, items: np.ndarray) -> torch.Tensor:
 
 
 #: The weights :func:`tune_fusion` tries (every combination).
-HEAD_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
-COOC_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+HEAD_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+COOC_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 EPS = (1e-4, 1e-3, 1e-2)
 
 

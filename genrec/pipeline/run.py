@@ -467,6 +467,11 @@ def print_summary(result: PipelineResult, console) -> None:
     ):
         if key in m and m[key] is not None:
             table.add_row(key, f"{m[key]:.4f}")
+    # The parts of a fused list (genrec.fusion): the beam search alone, then with the item head.
+    for part in ("beam", "beam+head"):
+        for key in ("recall@10", "ndcg@10"):
+            if m.get(f"{part}/{key}") is not None:
+                table.add_row(f"{part}: {key}", f"{m[f'{part}/{key}']:.4f}")
     console.print(table)
     times = Table(title="wall-clock per stage")
     times.add_column("stage")

@@ -32,6 +32,7 @@ constexpr int kRows = 4;                 // rows per micro-tile
 constexpr int kVecs = 4;                 // vectors per codeword tile
 constexpr int kTile = kVecs * kLanes;    // codewords per micro-tile
 constexpr int64_t kBlockRows = 64;       // rows per parallel task
+constexpr int64_t kMinTaskFlops = int64_t{1} << 23;  // ~0.1 ms of one core here: the least worth a thread
 
 struct Level {
   const float* tiles;       // [Kp / kTile, D, kTile], padded codewords are zero
@@ -140,7 +141,11 @@ void rq_encode_out_cpu(const at::Tensor& x_in, const at::Tensor& codebooks_in, a
   const float* xp = x.data_ptr<float>();
   int64_t* op = out.data_ptr<int64_t>();
   const int64_t blocks = (N + kBlockRows - 1) / kBlockRows;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  // Each thread takes at least kMinTaskFlops of work: waking a sleeping OpenMP worker costs tens
+  // of microseconds, so a call with only a few small blocks runs on the calling thread.
+  const int64_t block_flops = 2 * kBlockRows * L * Kp * D;
+  const int64_t grain = std::max<int64_t>(1, (kMinTaskFlops + block_flops - 1) / block_flops);
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> res(static_cast<size_t>(round_up(kBlockRows, kRows) * D));
     std::vector<float> best_value(static_cast<size_t>(round_up(kBlockRows, kRows) * kLanes));
     std::vector<int32_t> best_index(best_value.size());

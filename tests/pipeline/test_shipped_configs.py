@@ -42,9 +42,8 @@ def _flat(table: dict, prefix: str = "") -> dict:
 @pytest.mark.parametrize(
     ("config", "profile", "run_folder", "allowed"),
     [
-        # "auto" is fp32 on the CPU the run used; the recipe says fp32 so a GPU run is the same.
-        ("tiger_beauty", None, "bench/results/gpu-recipe-cpu/run", {"train.precision": ("auto", "fp32")}),
-        ("tiger_beauty", "cpu", "bench/results/demo-beauty/demo", {}),
+        ("tiger_beauty", None, "bench/results/default-beauty/run", {}),
+        ("tiger_beauty", "cpu", "bench/results/demo-beauty/seed-42", {}),
         ("tiger_sports", "cpu", "bench/results/sports-cpu/run", {}),
     ],
 )

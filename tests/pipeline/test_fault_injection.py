@@ -8,8 +8,7 @@ record measurements of this invocation rather than results: wall-clock times, ex
 second, memory peaks, decode latency and throughput, creation times, and whether a stage was
 reused by this invocation (``cached``); those are listed in MEASURED below. Not compared:
 ``.genrec-run`` (the lock file: it holds the PID of the last training) and ``tensorboard/`` (event
-files are named by the time and host). Runs are forked from the test process (no interpreter
-start-up per run), so each scenario costs only its two partial trainings.
+files are named by the time and host). Each run is a fresh interpreter (see run_cli).
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ import json
 import os
 import shutil
 import signal
-import traceback
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ import pytest
 
 from tests.pipeline.conftest import tiny_overrides
 from tests.train.helpers import synthetic_world
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Fields that hold measurements (times, rates, memory) or how this invocation got a stage.
 MEASURED = {
@@ -104,34 +106,28 @@ def snapshot(run_dir: Path) -> dict[str, object]:
     return out
 
 
+RUNNER = """
+import sys
+import tests.pipeline.conftest  # registers the tiny test encoder the runs use
+from genrec.cli import app
+app(sys.argv[1:])
+"""
+
+
 def run_cli(args: list[str], log: Path, fault: str | None = None) -> int:
-    """``genrec train ARGS`` in a forked child; returns its wait status."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            if fault:
-                os.environ["GENREC_FAULT_AT"] = fault
-            else:
-                os.environ.pop("GENREC_FAULT_AT", None)
-            import click
+    """``genrec train ARGS`` in a fresh interpreter; its exit code (negative: the killing signal).
 
-            from genrec.cli import app
-
-            try:
-                app(args, standalone_mode=False)
-                code = 0
-            except click.exceptions.Exit as e:
-                code = e.exit_code
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return status
+    Not a fork of the test process: by the time this runs, earlier tests may have started thread
+    pools there (polars, OpenMP) that a forked child inherits without their threads and hangs in."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("GENREC_FAULT_AT", None)
+    if fault:
+        env["GENREC_FAULT_AT"] = fault
+    with open(log, "ab") as out:
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    return proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +168,7 @@ def test_killed_and_resumed_runs_equal_the_uninterrupted_run(world):
             shutil.rmtree(base / "cache")
         log = base / f"{point}.log"
         status = run_cli(args, log, fault=point)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        assert status == -signal.SIGKILL, (
             f"{point}: the run was not killed there (status {status}); the kill point is never reached\n"
             + log.read_text()
         )

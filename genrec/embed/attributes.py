@@ -6,12 +6,17 @@ which items are alike), the rest are weighted by inverse document frequency (a c
 item has weighs nothing), each column's block is L2-normalised so a long category path does not
 drown the brand, and a seeded truncated SVD (latent semantic analysis) maps the sparse bag to
 ``dim`` dense dimensions. Items with no kept token are absent from this modality.
+
+:func:`fit_attributes` also returns the fitted :class:`AttributeModel` (kept values, their idf,
+the SVD's right factor), which embeds items added later the same way (folding them into the
+factorization) without refitting.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,6 +64,15 @@ def item_tokens(
     return out
 
 
+def _kept_values(
+    per_item: list[list[str]], num_items: int, min_count: int
+) -> tuple[Counter, list[str], dict[str, float]]:
+    """(document frequency, the kept values sorted, their idf) of one column's values."""
+    df = Counter(v for values in per_item for v in values)
+    kept = sorted(v for v, c in df.items() if c >= min_count and c < num_items)  # every-item values: idf 0
+    return df, kept, {v: float(np.log(num_items / df[v])) for v in kept}
+
+
 def attribute_matrix(
     tokens: dict[str, list[list[str]]], num_items: int, min_count: int
 ) -> tuple[torch.Tensor, list[str], dict]:
@@ -70,13 +84,9 @@ def attribute_matrix(
             raise EmbeddingError(
                 f"attribute column {column!r} has {len(per_item)} rows for {num_items} items"
             )
-        df = Counter(v for values in per_item for v in values)
-        kept = sorted(
-            v for v, c in df.items() if c >= min_count and c < num_items
-        )  # every-item values: idf 0
+        df, kept, idf = _kept_values(per_item, num_items, min_count)
         index = {v: len(vocabulary) + j for j, v in enumerate(kept)}
         vocabulary += [f"{column}={v}" for v in kept]
-        idf = {v: float(np.log(num_items / df[v])) for v in kept}
         with_any = 0
         for i, values in enumerate(per_item):
             entries = [(index[v], idf[v]) for v in values if v in index]
@@ -106,6 +116,21 @@ def embed_attributes(
     where: str = "items.parquet",
 ) -> ModalityFeatures:
     """Attribute embeddings [num_items, min(dim, vocabulary)] of ``columns`` of the item table."""
+    return fit_attributes(item_table, columns=columns, dim=dim, min_count=min_count, seed=seed, where=where)[
+        0
+    ]
+
+
+def fit_attributes(
+    item_table,
+    *,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    dim: int = 64,
+    min_count: int = 2,
+    seed: int = 0,
+    where: str = "items.parquet",
+) -> tuple[ModalityFeatures, AttributeModel]:
+    """:func:`embed_attributes`, and the fitted model that embeds new items the same way."""
     if dim < 1:
         raise ValueError(f"attribute dim must be >= 1, got {dim}")
     if min_count < 1:
@@ -122,7 +147,7 @@ def embed_attributes(
             f"{where}: no attribute value of {', '.join(columns)} is shared by {min_count} or more items; "
             "nothing to embed (lower attributes.min_count or leave attributes out)"
         )
-    u, s, _ = truncated_svd(matrix, dim, seed=seed)
+    u, s, v = truncated_svd(matrix, dim, seed=seed)
     values = (u * s).float().numpy()
     total = float(torch.sparse.sum(matrix.pow(2)))
     info = {
@@ -132,4 +157,73 @@ def embed_attributes(
         "explained_variance": float((s**2).sum() / total) if total > 0 else 0.0,
         "per_column": stats,
     }
-    return ModalityFeatures("attributes", values, present, info)
+    idf: list[float] = []  # in vocabulary order: columns in turn, each column's kept values sorted
+    for per_item in tokens.values():
+        _, kept, column_idf = _kept_values(per_item, num_items, min_count)
+        idf += [column_idf[value] for value in kept]
+    model = AttributeModel(tuple(columns), tuple(vocabulary), np.array(idf), v.numpy())
+    return ModalityFeatures("attributes", values, present, info), model
+
+
+@dataclass(frozen=True)
+class AttributeModel:
+    """A fitted attribute embedding: embeds any item table's rows as :func:`fit_attributes` embedded
+    the items it was fitted on. A new item's tf-idf row (the fitted vocabulary and idf; values the
+    fit did not keep are ignored) is projected onto the SVD's right factor (``row @ V``, folding it
+    into the factorization); for the fitted items this is their own embedding ``U S`` wherever the
+    randomized SVD captured the matrix exactly (up to rounding), and its best approximation otherwise.
+    """
+
+    columns: tuple[str, ...]
+    vocabulary: tuple[str, ...]
+    """``column=value`` per tf-idf column."""
+    idf: np.ndarray
+    """float64 [vocabulary]."""
+    projection: np.ndarray
+    """float64 [vocabulary, dim]: the right singular vectors V."""
+
+    def __post_init__(self) -> None:
+        v = len(self.vocabulary)
+        if self.idf.shape != (v,) or self.projection.ndim != 2 or self.projection.shape[0] != v:
+            raise EmbeddingError(
+                f"attribute model: {v} vocabulary entries, idf {list(self.idf.shape)}, projection "
+                f"{list(self.projection.shape)}: they must agree"
+            )
+
+    @property
+    def dim(self) -> int:
+        return self.projection.shape[1]
+
+    def transform(self, item_table, where: str = "items.parquet") -> ModalityFeatures:
+        """Attribute features [rows, dim] of ``item_table`` (absent where no fitted value occurs)."""
+        tokens = item_tokens(item_table, self.columns, where)
+        index = {}
+        for j, entry in enumerate(self.vocabulary):
+            column, _, value = entry.partition("=")  # column names hold no "="; values may
+            index[(column, value)] = j
+        rows = np.zeros((item_table.num_rows, len(self.vocabulary)))
+        for column, per_item in tokens.items():
+            for i, values in enumerate(per_item):
+                entries = [index[(column, v)] for v in values if (column, v) in index]
+                if not entries:
+                    continue
+                weights = self.idf[entries]
+                rows[i, entries] = weights / np.sqrt(np.sum(weights * weights))
+        present = rows.any(axis=1)
+        values = (rows @ self.projection).astype(np.float32)
+        return ModalityFeatures("attributes", values, present, {"columns": list(self.columns)})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"idf": torch.from_numpy(self.idf), "projection": torch.from_numpy(self.projection)}
+
+    def spec(self) -> dict:
+        return {"columns": list(self.columns), "vocabulary": list(self.vocabulary)}
+
+    @classmethod
+    def from_state(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> AttributeModel:
+        return cls(
+            tuple(spec["columns"]),
+            tuple(spec["vocabulary"]),
+            tensors["idf"].double().numpy(),
+            tensors["projection"].double().numpy(),
+        )

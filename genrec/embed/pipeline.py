@@ -30,6 +30,7 @@ from genrec.embed.artifacts import (
 )
 from genrec.embed.config import EmbedConfig
 from genrec.embed.registry import get_encoder
+from genrec.embed.state import encoder_new_item_state, reuse_state, write_encoder_state
 
 if TYPE_CHECKING:
     from genrec.data import PreparedDataset
@@ -102,14 +103,15 @@ def embed_items(
         "item_ids_sha256": _dataset_item_ids_hash(data),
     }
     found = _reusable(out, key, data.num_items) if config.cache else None
-    if found is not None:
+    # Reused embeddings come with the encoder state that embeds new items later (genrec.embed.state).
+    if found is not None and reuse_state(encoder, out, out, found[0]):
         embeddings, meta = found
         if any(meta.get(k) != v for k, v in dataset_fields.items()):  # same texts, another dataset
             write_embeddings(out, embeddings, {**meta, **dataset_fields})
         return EmbeddingArtifact(out, embeddings, read_meta(out), "output")
 
     found = _reusable(cached_folder, key, data.num_items) if config.cache else None
-    if found is not None:
+    if found is not None and reuse_state(encoder, cached_folder, out, found[0]):
         embeddings, meta = found
         reused = "cache"
         meta = {**meta, **dataset_fields, "reused_from": str(cached_folder)}
@@ -129,11 +131,14 @@ def embed_items(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "genrec_version": genrec.__version__,
         }
+        state = encoder_new_item_state(encoder)
         if config.cache and out != cached_folder:
             try:
+                write_encoder_state(cached_folder, state, embeddings)
                 write_embeddings(cached_folder, embeddings, meta)
             except OSError as e:  # an unwritable cache costs a recomputation later, nothing more
                 warnings.warn(f"could not write the embedding cache {cached_folder}: {e}", stacklevel=2)
+        write_encoder_state(out, state, embeddings)
     write_embeddings(out, embeddings, meta)
     return EmbeddingArtifact(out, embeddings, read_meta(out), reused)
 

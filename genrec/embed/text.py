@@ -92,6 +92,7 @@ class TextEncoder(ItemEncoder):
     """Sentence embeddings of each item's text (title, brand, categories through a template)."""
 
     name = "text"
+    state_needs_encode = False  # its new-item state is its settings (genrec.embed.state)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -129,7 +130,10 @@ class TextEncoder(ItemEncoder):
         return h.hexdigest()
 
     def encode(self, dataset: PreparedDataset) -> np.ndarray:
-        texts = self.texts(dataset)
+        return self.encode_texts(self.texts(dataset))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), D]: the model's embedding of each text (unit length with ``normalize``)."""
         model = self._load_model()
         # Longest first, in batches of similar length: little padding, and a fixed order so
         # the result does not depend on how the work was split.
@@ -174,3 +178,62 @@ class TextEncoder(ItemEncoder):
         if self.config.max_length is not None:
             model.max_seq_length = self.config.max_length
         return model
+
+    # ---- embedding items added after training (genrec.embed.state) ----
+    def new_item_state(self) -> tuple[dict, dict]:
+        """The settings that embed a new item's text as this encoder embedded the catalogue's
+        (model and its checksum, template, options); no tensors."""
+        return {"encoder": self.name, **self.describe()}, {}
+
+    @classmethod
+    def state_from_meta(cls, meta: dict) -> dict | None:
+        """The same settings from an embed.json written before encoders saved their state."""
+        keys = ("model", "model_sha256", "template", "list_separator", "max_length", "normalize", "precision")
+        if meta.get("encoder") != cls.name or any(k not in meta for k in keys):
+            return None
+        return {"encoder": cls.name, **{k: meta[k] for k in (*keys, "model_dir") if k in meta}}
+
+    @classmethod
+    def new_item_columns(cls, spec: dict) -> dict[str, str]:
+        return {column: "text" for column in Template(spec["template"]).fields}
+
+    @classmethod
+    def embed_new_items(cls, spec, tensors, item_table, indices, *, where, root=None, device="auto"):
+        return cls.embed_new_texts(spec, item_table, where=where, device=device)[1]
+
+    @classmethod
+    def embed_new_texts(
+        cls, spec: dict, item_table, *, where: str, device: str = "auto"
+    ) -> tuple[list[str], np.ndarray]:
+        """(texts, embeddings [rows, D]) of an item table's rows with the saved settings ``spec``;
+        the model must be the one the catalogue was embedded with (its checksum is compared)."""
+        from genrec.embed.config import EmbedConfig
+
+        bundled = spec["model"] == BUNDLED_MODEL
+        config = EmbedConfig(
+            model=None if bundled else spec["model"],
+            template=spec["template"],
+            list_separator=spec["list_separator"],
+            max_length=spec["max_length"],
+            normalize=spec["normalize"],
+            precision=spec["precision"],
+            device=device,
+            cache=False,
+            progress=False,
+        ).validate()
+        encoder = cls(config)
+        found = model_fingerprint(encoder.model_dir)
+        if found != spec["model_sha256"]:
+            raise RuntimeError(
+                f"the text model at {encoder.model_dir} (sha256 {found[:12]}...) is not the one the catalogue "
+                f"was embedded with ({spec['model']}, sha256 {spec['model_sha256'][:12]}...); install that model "
+                "to embed new items"
+            )
+        parsed = Template(spec["template"])
+        parsed.check_columns(item_table.column_names, where=where)
+        columns = {name: item_table.column(name).to_pylist() for name in parsed.fields}
+        texts = [
+            parsed.render({name: values[i] for name, values in columns.items()}, spec["list_separator"])
+            for i in range(item_table.num_rows)
+        ]
+        return texts, encoder.encode_texts(texts)

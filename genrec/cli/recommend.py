@@ -1,4 +1,5 @@
-"""``genrec recommend``: top-k items for a history, from a finished ``genrec train`` run."""
+"""``genrec recommend``: top-k items for a history, from a finished ``genrec train`` run; ``genrec
+add-items``: items added to such a run without retraining (genrec.catalogue)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,53 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for rank, r in enumerate(out, 1):
             table.add_row(str(rank), r.item_id, r.title or "", f"{r.score:.3f}")
+        console.print(table)
+
+    @app.command("add-items")
+    def add_items(
+        run: Path = typer.Option(..., "--run", help="A run folder written by genrec train (only read)."),
+        items: Path = typer.Option(
+            ...,
+            "--items",
+            help="A parquet file of new items: item_id, title and the attribute columns the run's "
+            "encoders read (no interactions).",
+        ),
+        out: Path = typer.Option(..., "--out", help="The updated run folder to write (must not exist)."),
+        device: str = typer.Option(
+            "auto", help="Where the text model runs, if the run has one: cpu, cuda or auto."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """Add items to a trained run without retraining: embed them with the run's encoders, give them
+        semantic IDs with its tokenizer, and write the updated run to --out (genrec recommend --run OUT)."""
+        from genrec.catalogue import add_items as add
+        from genrec.recommend import RunError
+        from genrec.train.checkpoint import CheckpointError
+
+        console = Console()
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
+            raise typer.BadParameter(f"{device!r}: use cpu, cuda, cuda:N or auto", param_hint="--device")
+        try:
+            added = add(run, items, out, device=device)
+        except (RunError, CheckpointError, ValueError, FileNotFoundError) as e:
+            console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+            console.print(f"nothing was written; {run} is unchanged", soft_wrap=True)
+            raise typer.Exit(1) from None
+        rows = [
+            {"item_id": i, "item_idx": int(x), "semantic_id": [int(t) for t in sid]}
+            for i, x, sid in zip(added.item_ids, added.item_idx, added.semantic_ids, strict=True)
+        ]
+        if as_json:
+            typer.echo(json.dumps({"run": str(added.run_dir), "added": rows}, indent=2))
+            return
+        table = Table(
+            title=f"{len(rows)} item(s) added -> {added.run_dir}",
+            caption=f"model: {added.model_update}; recommend with: genrec recommend --run {added.run_dir}",
+        )
+        for col in ("item_id", "item_idx", "semantic ID"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["item_id"], str(r["item_idx"]), "-".join(str(t) for t in r["semantic_id"]))
         console.print(table)
 
 

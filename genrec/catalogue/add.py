@@ -1,0 +1,282 @@
+"""``add_items``: a trained run takes items added after training, without retraining.
+
+The new items (rows with an id, a title and the attributes the run's encoders read, no
+interactions) are embedded with the run's saved encoders, given semantic IDs by its saved
+tokenizer (a disambiguation token no other item with the same codes uses), appended to the
+model's per-item tables (marked as never trained), and written with the rest of the run into a
+new run folder, which ``genrec.recommend.load_run`` opens like any other: the decoding index is
+built from the extended semantic IDs, so the new items can be recommended.
+
+Nothing is written until every check passed and everything was computed; the new folder is
+built under a temporary name beside its place and renamed at the end. The source run is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from genrec.catalogue.run_encoders import ENCODERS_DIR, NewItemsError, load_run_encoders
+
+NEW_ITEMS_DIR = "new_items"
+# Not carried into the new run: training state of the old catalogue, logs, temporaries.
+SKIPPED = ("checkpoints", "best.safetensors", "tensorboard")
+# Written anew (from the old run's version).
+REWRITTEN = (
+    "run.json",
+    "items.parquet",
+    "model.safetensors",
+    "cooccurrence.safetensors",
+    "tokenizer/semantic_ids.npy",
+    "tokenizer/tokenizer.json",
+    "tokenizer/trie.safetensors",
+)
+
+
+@dataclass
+class AddedItems:
+    """What :func:`add_items` did."""
+
+    run_dir: Path
+    """The new run folder."""
+    item_idx: np.ndarray
+    """int64 [n]: the new items' indices (after the run's items)."""
+    item_ids: list[str]
+    semantic_ids: np.ndarray
+    """int64 [n, T]: their semantic IDs."""
+    embeddings: np.ndarray
+    """float32 [n, D]: their item embeddings (what the tokenizer quantized)."""
+    model_update: str
+    """How the model's per-item tables grew (genrec.catalogue.model.add_model_items)."""
+
+
+def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = "auto") -> AddedItems:
+    """Write ``out_dir``: the run ``run_dir`` with the items of ``items`` (a parquet file or a
+    pyarrow table: item_id, title and the columns the run's encoders read) added; see the module
+    docstring. ``device`` runs the text model, where the run's encoder has one.
+
+    Raises NewItemsError (bad input, or a run that cannot take new items) or RunError (a damaged
+    run folder), having written nothing.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genrec.catalogue.model import extended_model
+    from genrec.catalogue.semantic_ids import assign_new_ids
+    from genrec.catalogue.table import check_new_items, read_items
+    from genrec.embed.state import embed_new_items, new_item_columns
+    from genrec.tokenize.artifacts import load_tokenizer
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _check_out_dir(run_dir, out_dir)
+    info, config, codes, level_sizes = _read_run(run_dir)
+    _, state, tensors = load_run_encoders(run_dir)
+    run_items = pq.read_table(run_dir / "items.parquet")
+    if run_items.num_rows != len(codes):
+        raise NewItemsError(
+            f"{run_dir / 'items.parquet'} lists {run_items.num_rows} items, the semantic IDs {len(codes)}"
+        )
+    existing = {str(v) for v in run_items.column("item_id").to_pylist()}
+
+    table, where, root = read_items(items)
+    read = {c: kind for c, kind in new_item_columns(state).items() if c not in ("item_id", "title")}
+    columns = {"item_id": "id", "title": "title", **read}
+    ids = check_new_items(table, where, columns, existing)
+    N, n = len(codes), len(ids)
+    item_idx = np.arange(N, N + n, dtype=np.int64)
+
+    try:
+        embeddings = embed_new_items(state, tensors, table, item_idx, where=where, root=root, device=device)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # a file's images, the text model ...
+        raise NewItemsError(f"{where}: the new items cannot be embedded: {e}") from None
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    new_ids = assign_new_ids(
+        codes,
+        tokenizer.encode(embeddings),
+        level_sizes,
+        [f"{where}: row {i + 1} (item_id {v!r})" for i, v in enumerate(ids)],
+    )
+    all_codes = np.concatenate([codes, new_ids])
+    model, how = extended_model(config, level_sizes, run_dir / "model.safetensors", N, embeddings)
+
+    used = [c for c in columns if c != "item_id"]
+    new_rows = pa.table(
+        {
+            "item_idx": pa.array(item_idx),
+            "item_id": pa.array(ids, pa.string()),
+            **{c: table.column(c) for c in used},
+        }
+    )
+    _write_run(run_dir, out_dir, info, run_items, new_rows, all_codes, model, where, _source_sha256(items))
+    return AddedItems(out_dir, item_idx, ids, new_ids, embeddings, how)
+
+
+def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
+    if not (run_dir / "run.json").is_file():
+        raise NewItemsError(f"{run_dir} is not a finished genrec run (no run.json)")
+    if out_dir.exists() or out_dir.is_symlink():
+        raise NewItemsError(f"{out_dir} already exists; name a new folder for the updated run (--out)")
+    resolved, source = out_dir.resolve(), run_dir.resolve()
+    if resolved == source or resolved.is_relative_to(source):
+        raise NewItemsError(
+            f"{out_dir} is inside the run {run_dir}; the updated run goes in a folder of its own"
+        )
+    if not out_dir.parent.is_dir():
+        raise NewItemsError(f"{out_dir.parent} does not exist (the folder the updated run goes in)")
+
+
+def _read_run(run_dir: Path):
+    """run.json, the config, the semantic IDs (checked against run.json) and level sizes."""
+    from genrec.config import Config
+    from genrec.embed.artifacts import array_sha256
+    from genrec.models import ITEM_ID_KINDS
+    from genrec.recommend import RunError, read_run_tokenizer
+
+    path = run_dir / "run.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: not valid JSON ({e})") from None
+    config = Config.from_dict(info["config"], where=str(path))
+    if config.model.kind in ITEM_ID_KINDS:
+        raise NewItemsError(
+            f"{run_dir} is a {config.model.kind} run: its items are their own IDs, learned in training; "
+            "only semantic-ID models can take new items"
+        )
+    codes, level_sizes = read_run_tokenizer(run_dir)
+    recorded = (info.get("inputs") or {}).get("semantic_ids")
+    if recorded is not None and array_sha256(np.ascontiguousarray(codes)) != recorded:
+        raise RunError(
+            f"{run_dir / 'tokenizer' / 'semantic_ids.npy'} is not the file this run was trained on; restore it"
+        )
+    if level_sizes != info.get("level_sizes"):
+        raise RunError(
+            f"{run_dir / 'tokenizer'} has level sizes {level_sizes}, run.json {info.get('level_sizes')}"
+        )
+    return info, config, codes, level_sizes
+
+
+def _source_sha256(items) -> str | None:
+    if isinstance(items, (str, Path)):
+        from genrec.embed.state import file_sha256
+
+        return file_sha256(Path(items))
+    return None
+
+
+def _write_run(
+    run_dir: Path, out_dir: Path, info: dict, run_items, new_rows, codes, model, where, source_sha
+):
+    """Stage the updated run beside ``out_dir`` and rename it into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genrec.embed.artifacts import array_sha256
+    from genrec.train.checkpoint import save_model
+
+    staged = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        _copy_run(run_dir, staged)
+        N, n = run_items.num_rows, new_rows.num_rows
+        np.save(staged / "tokenizer" / "semantic_ids.npy", codes, allow_pickle=False)
+        sha = array_sha256(np.ascontiguousarray(codes, dtype=np.int64))
+        tok_info = json.loads((run_dir / "tokenizer" / "tokenizer.json").read_text())
+        tok_info.update({"num_items": N + n, "semantic_ids_sha256": sha})
+        (staged / "tokenizer" / "tokenizer.json").write_text(json.dumps(tok_info, indent=2) + "\n")
+
+        appended = {
+            name: new_rows.column(name).cast(run_items.schema.field(name).type)
+            for name in run_items.column_names
+            if name in new_rows.column_names
+        }
+        missing = [c for c in run_items.column_names if c not in appended]
+        for name in missing:
+            appended[name] = pa.nulls(n, run_items.schema.field(name).type)
+        pq.write_table(
+            pa.concat_tables([run_items, pa.table(appended).select(run_items.column_names)]),
+            staged / "items.parquet",
+        )
+        batches = (
+            sorted((staged / NEW_ITEMS_DIR).glob("batch-*.parquet"))
+            if (staged / NEW_ITEMS_DIR).is_dir()
+            else []
+        )
+        (staged / NEW_ITEMS_DIR).mkdir(exist_ok=True)
+        batch_file = f"{NEW_ITEMS_DIR}/batch-{len(batches) + 1:04d}.parquet"
+        pq.write_table(new_rows, staged / batch_file)
+
+        save_model(staged / "model.safetensors", model)
+        if (run_dir / "cooccurrence.safetensors").is_file():
+            _extend_cooccurrence(run_dir / "cooccurrence.safetensors", staged / "cooccurrence.safetensors", n)
+
+        previous = info.get("new_items") or {}
+        record = {
+            "trained_items": previous.get("trained_items", N),
+            "num_items": N + n,
+            "batches": [
+                *previous.get("batches", []),
+                {
+                    "file": batch_file,
+                    "first_item_idx": N,
+                    "count": n,
+                    "source": where,
+                    "source_sha256": source_sha,
+                    "from_run": str(run_dir),
+                    "from_semantic_ids": (info.get("inputs") or {}).get("semantic_ids"),
+                    "added": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            ],
+        }
+        updated = {**info, "inputs": {**(info.get("inputs") or {}), "semantic_ids": sha}, "new_items": record}
+        (staged / "run.json").write_text(json.dumps(updated, indent=2, default=str) + "\n")
+        if out_dir.exists():
+            raise NewItemsError(f"{out_dir} appeared while the updated run was written; nothing was replaced")
+        os.replace(staged, out_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _copy_run(run_dir: Path, staged: Path) -> None:
+    """The run's files, less training state (checkpoints), logs and what is written anew."""
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir)
+        if any(part.startswith(".") for part in rel.parts) or rel.parts[0] in SKIPPED:
+            continue
+        if path.is_symlink():
+            from genrec.recommend import RunError
+
+            raise RunError(f"{path} is a symbolic link; a run folder holds only files genrec wrote")
+        if rel.as_posix() in REWRITTEN:
+            continue
+        target = staged / rel
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    (staged / "tokenizer").mkdir(parents=True, exist_ok=True)
+    if not (staged / ENCODERS_DIR).is_dir():
+        raise NewItemsError(f"{run_dir / ENCODERS_DIR} vanished while the run was copied")
+
+
+def _extend_cooccurrence(source: Path, target: Path, n: int) -> None:
+    """The co-occurrence statistics with n items that co-occur with nothing (no training interactions)."""
+    from genrec.eval.baselines import CoOccurrence
+    from genrec.fusion import load_cooccurrence, save_cooccurrence
+
+    cooc = load_cooccurrence(source)
+    arrays = cooc.arrays()
+    arrays["indptr"] = np.concatenate([arrays["indptr"], np.full(n, arrays["indptr"][-1], dtype=np.int64)])
+    arrays["train_counts"] = np.concatenate([arrays["train_counts"], np.zeros(n, dtype=np.int64)])
+    save_cooccurrence(target, CoOccurrence.from_arrays(arrays, cooc.cfg))
+
+
+__all__ = ["AddedItems", "add_items"]

@@ -131,12 +131,18 @@ def _state_from_meta(embed_dir: Path, meta: dict, encoder: str | None) -> dict:
         cls = get_encoder(encoder) if encoder else None
     except ValueError:
         cls = None
-    spec = cls.state_from_meta(meta) if cls is not None and hasattr(cls, "state_from_meta") else None
+    if cls is None or not hasattr(cls, "embed_new_items"):
+        raise _Unsupported(
+            f"its embed encoder {encoder!r} ({embed_dir}) cannot embed items added after training "
+            "(encoders that can: text, multimodal, diffusion)",
+            encoder,
+        )
+    spec = cls.state_from_meta(meta) if hasattr(cls, "state_from_meta") else None
     if spec is None or "dimension" not in meta or "embeddings_sha256" not in meta:
         raise _Unsupported(
-            f"the embed output {embed_dir} holds no encoder state ({STATE_FILE}): it was made by encoder "
-            f"{encoder!r} before genrec saved encoder states, or by an encoder that cannot embed new items; "
-            "delete that embed output (or its stage-cache folder) and train again to add items later",
+            f"the embed output {embed_dir} holds no encoder state ({STATE_FILE}): it was made before "
+            "genrec saved encoder states; delete that embed output (or its stage-cache folder) and train "
+            "again to add items later",
             encoder,
         )
     return {
@@ -179,8 +185,9 @@ def _tokenizer_files(run_tok: Path, tok_dir: Path, state: dict) -> dict:
 def _write_encoders_dir(run_dir: Path, state, record: dict) -> None:
     """RUN/encoders/ staged beside its place and swapped in: readers see the old folder or the new one."""
     final = run_dir / ENCODERS_DIR
+    for leftover in run_dir.glob(f".{ENCODERS_DIR}.*-*"):  # of a process killed here (the run is locked)
+        shutil.rmtree(leftover, ignore_errors=True)
     staged = run_dir / f".{ENCODERS_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     try:
         if state is not None:

@@ -226,11 +226,15 @@ def test_a_run_that_cannot_embed_new_items_says_why(catalogue_run, tmp_path):
     recorded = save_run_encoders(copy, fake, None)
     assert not recorded.supported and "item-ID model" in recorded.reason
     recorded = save_run_encoders(copy, fake, copy / "tokenizer")
-    assert not recorded.supported and "holds no encoder state" in recorded.reason
+    assert not recorded.supported and "'test_cycle'" in recorded.reason
     with pytest.raises(
-        NewItemsError, match=r"cannot take new items: the embed output .* holds no encoder state"
+        NewItemsError, match=r"cannot take new items: its embed encoder 'test_cycle' .* cannot embed"
     ):
         add_items(copy, items, tmp_path / "out")
+    # A multimodal output made before encoders saved their state.
+    (fake / "embed.json").write_text(json.dumps({"encoder": "multimodal", "dimension": 12}))
+    recorded = save_run_encoders(copy, fake, copy / "tokenizer")
+    assert not recorded.supported and "holds no encoder state" in recorded.reason
     assert not (tmp_path / "out").exists()
 
 
@@ -263,3 +267,40 @@ def test_cli_adds_items_and_reports_errors(catalogue_run, tmp_path):
         app, ["add-items", "--run", str(run), "--items", str(items), "--out", str(tmp_path / "r2")]
     )
     assert bad.exit_code == 1 and "already exists" in bad.output and "nothing was written" in bad.output
+
+
+def _has_content_vectors() -> bool:
+    from genrec.config import ModelConfig
+
+    return hasattr(ModelConfig(), "content_vectors")
+
+
+@pytest.mark.skipif(not _has_content_vectors(), reason="no content vectors in this genrec")
+def test_a_run_with_content_vectors_scores_new_items_by_their_content(tmp_path):
+    """With model.content_vectors the new items' content joins the model's content table, and the
+    updated run knows them as never trained (cold)."""
+    import itertools
+
+    from genrec.config import load_config
+    from genrec.data import write_prepared
+    from genrec.pipeline import run_pipeline
+    from tests.catalogue.conftest import NUM_ITEMS, item_rows, run_overrides
+    from tests.train.helpers import synthetic_world
+
+    offsets, flat, _, _ = synthetic_world(num_users=60, num_items=NUM_ITEMS)
+    sequences = [[f"I{i:03d}" for i in flat[a:b]] for a, b in itertools.pairwise(offsets)]
+    rows = item_rows()
+    prepared = write_prepared(tmp_path / "data", sequences, item_ids=[r["item_id"] for r in rows], items=rows)
+    config = load_config(
+        None, overrides=[*run_overrides(prepared, tmp_path / "cache"), "model.content_vectors=true"]
+    )
+    result = run_pipeline(config, tmp_path / "run", progress=False)
+    save_run_encoders(tmp_path / "run", result.stages["embed"]["path"], result.stages["tokenize"]["path"])
+    added = add_items(tmp_path / "run", write_items(tmp_path / "new.parquet", NEW_ROWS), tmp_path / "run2")
+    assert added.model_update == "content vectors"
+    rec = load_run(tmp_path / "run2", device="cpu")
+    model = rec.recommender.model
+    assert model.cold_items()[-3:].tolist() == [True] * 3 and not model.cold_items()[:NUM_ITEMS].any()
+    unit = added.embeddings / np.linalg.norm(added.embeddings, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.item_content[-3:].numpy(), unit, atol=1e-6)
+    assert len(rec.recommend_ids([["I004", "N1"]], k=5)[0]) == 5

@@ -77,6 +77,10 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     _check_out_dir(run_dir, out_dir)
     info, config, codes, level_sizes = _read_run(run_dir)
     _, state, tensors = load_run_encoders(run_dir)
+    if not (run_dir / "items.parquet").is_file():
+        from genrec.recommend import RunError
+
+        raise RunError(f"{run_dir / 'items.parquet'} is missing: the run folder is incomplete")
     run_items = pq.read_table(run_dir / "items.parquet")
     if run_items.num_rows != len(codes):
         raise NewItemsError(

@@ -304,3 +304,17 @@ def test_a_run_with_content_vectors_scores_new_items_by_their_content(tmp_path):
     unit = added.embeddings / np.linalg.norm(added.embeddings, axis=1, keepdims=True)
     np.testing.assert_allclose(model.item_content[-3:].numpy(), unit, atol=1e-6)
     assert len(rec.recommend_ids([["I004", "N1"]], k=5)[0]) == 5
+
+
+def test_more_identical_items_than_the_model_has_last_tokens_are_refused(catalogue_run, tmp_path):
+    """Items with equal content get equal codes; once every last token the model can emit is used,
+    the next one cannot be told apart without retraining, and nothing is written."""
+    run, _, _ = catalogue_run
+    limit = json.loads((run / "run.json").read_text())["level_sizes"][-1]
+    rows = [like(5, f"D{i}") for i in range(limit + 1)]
+    before = folder_digest(run)
+    with pytest.raises(
+        NewItemsError, match=r"new\.parquet: row \d+ \(item_id 'D\d+'\): its codes .* without retraining"
+    ):
+        add_items(run, write_items(tmp_path / "new.parquet", rows), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and folder_digest(run) == before

@@ -27,17 +27,29 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
+def _config_class(model: str):
+    """The dataclass whose fields ``--param`` sets for ``model``, or None when it takes none."""
+    if model == "cooccurrence":
+        from genrec.eval.baselines import CoOccurrenceConfig
+
+        return CoOccurrenceConfig
+    if model == "content-knn":
+        from genrec.eval.content_knn import ContentKNNConfig
+
+        return ContentKNNConfig
+    return None
+
+
 def _check_params(model: str, params: dict) -> str | None:
     """What is wrong with ``--param`` values for ``model`` (names and types), or None."""
-    if model != "cooccurrence":
+    config_class = _config_class(model)
+    if config_class is None:
         return f"--param: {model} takes no parameters, got {', '.join(sorted(params))}" if params else None
-    from genrec.eval.baselines import CoOccurrenceConfig
-
-    defaults = CoOccurrenceConfig()
+    defaults = config_class()
     for key, value in params.items():
         if not hasattr(defaults, key):
-            known = ", ".join(CoOccurrenceConfig.__dataclass_fields__)
-            return f"--param {key}: cooccurrence has no such parameter (known: {known})"
+            known = ", ".join(config_class.__dataclass_fields__)
+            return f"--param {key}: {model} has no such parameter (known: {known})"
         want = type(getattr(defaults, key))
         ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -46,9 +58,17 @@ def _check_params(model: str, params: dict) -> str | None:
         if not ok:
             return f"--param {key}={value!r}: must be {want.__name__}"
     try:
-        CoOccurrenceConfig(**params)
+        config_class(**params)
     except (TypeError, ValueError) as e:
         return f"--param: {e}"
+    return None
+
+
+def _check_embeddings(model: str, embeddings: Path | None) -> str | None:
+    if model == "content-knn" and embeddings is None:
+        return "--model content-knn needs --embeddings PATH (a `genrec embed --out` folder or its embeddings.npy)"
+    if model != "content-knn" and embeddings is not None:
+        return f"--embeddings applies to --model content-knn, not {model}"
     return None
 
 
@@ -79,7 +99,7 @@ def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
-        model: str = typer.Option(..., "--model", help="mostpop or cooccurrence."),
+        model: str = typer.Option(..., "--model", help="mostpop, cooccurrence or content-knn."),
         data: Path = typer.Option(..., "--data", help="Prepared dataset directory (genrec data prepare)."),
         split: str = typer.Option("test", help="valid or test (train: the last training item)."),
         output: Path = typer.Option(
@@ -89,8 +109,15 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(1024, help="Users per recommend() call."),
         exclude_history: bool = typer.Option(False, help="Remove each user's history items from its list."),
         param: list[str] = typer.Option([], "--param", help="Model parameter key=value (repeatable)."),
+        embeddings: Path = typer.Option(
+            None,
+            "--embeddings",
+            help="content-knn: item embeddings, a `genrec embed --out` folder or its embeddings.npy.",
+        ),
         tune: bool = typer.Option(
-            False, help="cooccurrence: pick the best variant on the validation split first (a grid search)."
+            False,
+            help="cooccurrence, content-knn: pick the best variant on the validation split first (a grid "
+            "search; content-knn tunes with the --exclude-history given).",
         ),
         users: int = typer.Option(
             None,
@@ -103,8 +130,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity."""
         from genrec.data import DataError, load_prepared
+        from genrec.embed.artifacts import EmbeddingError
         from genrec.eval import evaluate, make_baseline
         from genrec.eval.baselines import BASELINES, tune_cooccurrence
+        from genrec.eval.content_knn import ContentKNN, ContentKNNConfig, tune_content_knn
 
         def fail(message: str) -> None:
             Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
@@ -113,21 +142,35 @@ def register(app: typer.Typer) -> None:
         if model not in BASELINES:
             fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
         params = _parse_params(param)
-        problem = _check_params(model, params) or _check_output(output)
+        problem = (
+            _check_params(model, params) or _check_embeddings(model, embeddings) or _check_output(output)
+        )
+        if not problem and tune and (model not in ("cooccurrence", "content-knn") or params):
+            problem = "--tune applies to --model cooccurrence or content-knn without --param"
         if problem:  # found before any work
             fail(problem)
         try:
             dataset = load_prepared(data)
         except DataError as e:
             fail(str(e))
+        knn = None
+        if model == "content-knn":  # read and check the embeddings before any scoring
+            try:
+                knn = ContentKNN.from_dataset(dataset, embeddings, ContentKNNConfig(**params))
+            except (EmbeddingError, ValueError) as e:
+                fail(str(e))
         selection = None
         if tune:
-            if model != "cooccurrence" or params:
-                fail("--tune applies to --model cooccurrence without --param")
-            with console.status("tuning cooccurrence on the validation split"):
-                best, table = tune_cooccurrence(dataset, ks=k)
+            with console.status(f"tuning {model} on the validation split"):
+                if knn is not None:
+                    best, table = tune_content_knn(knn, dataset, ks=k, exclude_history=exclude_history)
+                    knn = knn.with_config(best)
+                else:
+                    best, table = tune_cooccurrence(dataset, ks=k)
             params = {key: value for key, value in best.__dict__.items()}
             selection = {"split": "valid", "metric": "ndcg@10", "chosen": params, "variants": table}
+            if knn is not None:
+                selection["exclude_history"] = exclude_history
             console.print(f"chosen on valid (ndcg@10): {params}")
         rows = None
         if users is not None:
@@ -137,7 +180,7 @@ def register(app: typer.Typer) -> None:
             rng = np.random.default_rng(seed)
             rows = np.sort(rng.choice(total, size=min(users, total), replace=False))
         try:
-            recommender = make_baseline(model, dataset, **params)
+            recommender = knn if knn is not None else make_baseline(model, dataset, **params)
             result = evaluate(
                 recommender,
                 dataset,

@@ -4,11 +4,14 @@ numpy (and pyarrow for saving per-user arrays) only: this runs on the GPU machin
 """
 
 from genrec.eval.baselines import CoOccurrence, CoOccurrenceConfig, MostPop, make_baseline
+from genrec.eval.content_knn import ContentKNN, ContentKNNConfig
 from genrec.eval.evaluator import EvalResult, RecommenderOutputError, evaluate, load_per_user
 
 __all__ = [
     "CoOccurrence",
     "CoOccurrenceConfig",
+    "ContentKNN",
+    "ContentKNNConfig",
     "EvalResult",
     "MostPop",
     "RecommenderOutputError",

@@ -1,4 +1,5 @@
-"""Non-learned baselines: most popular items, and item-to-item co-occurrence.
+"""Non-learned baselines: most popular items, and item-to-item co-occurrence (content-KNN, the
+third, lives in genrec.eval.content_knn and is made here by name too).
 
 Both learn from the training part of the split only (``dataset.train_bounds()``), so scoring on
 valid or test never sees the held-out items. Ties go to the more popular item, then to the
@@ -244,11 +245,13 @@ def cooccurrence_grid() -> list[CoOccurrenceConfig]:
     return grid
 
 
-BASELINES = ("mostpop", "cooccurrence")
+BASELINES = ("mostpop", "cooccurrence", "content-knn")
 
 
 def make_baseline(name: str, dataset, **params):
-    """A baseline by name; ``params`` are :class:`CoOccurrenceConfig` fields for ``cooccurrence``."""
+    """A baseline by name; ``params`` are :class:`CoOccurrenceConfig` fields for ``cooccurrence``,
+    and ``embeddings`` (a ``genrec embed`` folder or .npy) plus :class:`ContentKNNConfig` fields
+    for ``content-knn``."""
     if name == "mostpop":
         if params:
             raise ValueError(f"mostpop takes no parameters, got {sorted(params)}")
@@ -261,6 +264,19 @@ def make_baseline(name: str, dataset, **params):
                 f"unknown cooccurrence parameter(s) {sorted(unknown)}; known: {', '.join(fields)}"
             )
         return CoOccurrence.from_dataset(dataset, CoOccurrenceConfig(**params))
+    if name == "content-knn":
+        from genrec.eval.content_knn import ContentKNN, ContentKNNConfig
+
+        embeddings = params.pop("embeddings", None)
+        if embeddings is None:
+            raise ValueError("content-knn needs embeddings= (a `genrec embed` output folder or its .npy)")
+        fields = ContentKNNConfig.__dataclass_fields__
+        unknown = set(params) - set(fields)
+        if unknown:
+            raise ValueError(
+                f"unknown content-knn parameter(s) {sorted(unknown)}; known: embeddings, {', '.join(fields)}"
+            )
+        return ContentKNN.from_dataset(dataset, embeddings, ContentKNNConfig(**params))
     raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
 
 

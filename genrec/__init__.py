@@ -5,9 +5,9 @@ extension was built; everything else works without it through the PyTorch
 reference implementations.
 """
 
-from genrec._openmp import prefer_sleeping_workers
+from genrec._openmp import prefer_short_spin
 
-prefer_sleeping_workers()  # before anything imports torch: see genrec/_openmp.py
+prefer_short_spin()  # before anything imports torch: see genrec/_openmp.py
 
 from genrec._extension import extension_error, extension_loaded  # noqa: E402
 

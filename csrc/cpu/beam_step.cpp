@@ -1,7 +1,7 @@
 // constrained_beam_step on the CPU.
 //
 // The same algorithm as the CUDA kernel (csrc/cuda/beam_step.cu), run sequentially per user
-// with users in parallel, so the CPU tests exercise the selection logic the GPU runs: each live
+// with users in parallel (parallel.h: chunks of users, robust to a busy neighbour), so the CPU tests exercise the selection logic the GPU runs: each live
 // beam's logsumexp (vectorised exp) is computed once; only the beam's trie children (its CSR
 // run, or the V entries of a dense row) get a slot, in (parent, token) order; each slot holds
 // the candidate's 32-bit order key (0 when invalid); a radix select finds the beam_size-th
@@ -23,6 +23,7 @@
 
 #include "../beam_step_checks.h"
 #include "../beam_step_keys.h"
+#include "parallel.h"
 #include "vectorize.h"
 
 namespace genrec::cpu {
@@ -173,7 +174,7 @@ void beam_step_kernel(const at::Tensor& logits, const at::Tensor& beam_scores, c
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, B * V));
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
-  at::parallel_for(0, U, grain, [&](int64_t u0, int64_t u1) {
+  parallel_chunks(U, grain, [&](int64_t u0, int64_t u1) {
     std::vector<int32_t> node(B), first(B);
     std::vector<int64_t> off(B + 1), selected, kept_slots;
     std::vector<uint32_t> keys, kept_keys, beam_best, bound_pool;

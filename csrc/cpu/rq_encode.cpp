@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../rq_encode_checks.h"
+#include "parallel.h"
 #include "vectorize.h"
 
 namespace genrec::cpu {
@@ -141,11 +142,11 @@ void rq_encode_out_cpu(const at::Tensor& x_in, const at::Tensor& codebooks_in, a
   const float* xp = x.data_ptr<float>();
   int64_t* op = out.data_ptr<int64_t>();
   const int64_t blocks = (N + kBlockRows - 1) / kBlockRows;
-  // Each thread takes at least kMinTaskFlops of work: waking a sleeping OpenMP worker costs tens
+  // Each chunk holds at least kMinTaskFlops of work: waking a sleeping helper thread costs tens
   // of microseconds, so a call with only a few small blocks runs on the calling thread.
   const int64_t block_flops = 2 * kBlockRows * L * Kp * D;
   const int64_t grain = std::max<int64_t>(1, (kMinTaskFlops + block_flops - 1) / block_flops);
-  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+  parallel_chunks(blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> res(static_cast<size_t>(round_up(kBlockRows, kRows) * D));
     std::vector<float> best_value(static_cast<size_t>(round_up(kBlockRows, kRows) * kLanes));
     std::vector<int32_t> best_index(best_value.size());

@@ -13,9 +13,12 @@ child process times four workloads:
   wide one (N=4,096, D=768, 4 x 1,024).
 
 Settings: ``default`` (no thread setting), ``1`` and ``2`` threads (``torch.set_num_threads``),
-each under genrec's OpenMP wait policy (``after``: genrec/_openmp.py) and under libgomp's own
-default (``before``: ``GOMP_SPINCOUNT=300000``, which is what it spins when nothing is set).
-The policy is read once per process, hence one child per cell; cells are interleaved
+each with genrec's defaults (``after``: the short OpenMP spin of genrec/_openmp.py, the kernels'
+chunked loop of csrc/cpu/parallel.h and, at the default thread count, genrec.cpu_threads lowering
+the count while other processes hold cores, checked between iterations as genrec's training
+loop and recommender do) and with the previous behaviour (``before``: ``GOMP_SPINCOUNT=300000``,
+libgomp's spin when nothing is set; ``GENREC_CPU_PARALLEL=openmp``, the kernels' former OpenMP
+regions; ``GENREC_ADAPTIVE_THREADS=0``). These are read once per process, hence one child per cell; cells are interleaved
 (every setting once, then again) so that drift in the machine's load hits all of them alike.
 """
 
@@ -32,7 +35,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-POLICIES = {"before": {"GOMP_SPINCOUNT": "300000"}, "after": {}}
+# "before": libgomp's own default spin (what it does when nothing is set), the kernels' OpenMP
+# regions (csrc/cpu/parallel.h) and a fixed thread count; "after": genrec's defaults.
+POLICIES = {
+    "before": {"GOMP_SPINCOUNT": "300000", "GENREC_CPU_PARALLEL": "openmp", "GENREC_ADAPTIVE_THREADS": "0"},
+    "after": {},
+}
 THREADS = (0, 1, 2)
 WORKLOADS = ("decode", "decode_tiger", "train", "rq_encode_d32", "rq_encode_d768")
 UNITS = {
@@ -43,15 +51,27 @@ UNITS = {
     "rq_encode_d768": "rows/s",
 }
 # Environment variables that would decide the child's threading behind the cell's back.
-_CLEARED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_DYNAMIC")
+_CLEARED = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OMP_DYNAMIC",
+    "GENREC_CPU_PARALLEL",
+    "GENREC_ADAPTIVE_THREADS",
+)
 
 
 # ---------------------------------------------------------------- the child: one cell
 def _median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    from genrec import cpu_threads
+
     for _ in range(warmup):
+        cpu_threads.tick()
         fn()
     times = []
     for _ in range(repeats):
+        cpu_threads.tick()  # where genrec's loops check (between batches); not timed
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -91,6 +111,7 @@ def _train(quick: bool) -> tuple[float, list[float]]:
     import torch
 
     import genrec
+    from genrec import cpu_threads
     from genrec.config import load_config
     from genrec.models import build_model
     from genrec.train.examples import BatchMaker, build_examples, epoch_batches
@@ -120,6 +141,7 @@ def _train(quick: bool) -> tuple[float, list[float]]:
     counter = iter(range(10**9))
 
     def step():
+        cpu_threads.tick()  # as genrec.train.loop does before each step
         total = loss(maker(batches[next(counter) % len(batches)]))
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -149,10 +171,12 @@ def measure_cell(threads: int, workloads: tuple[str, ...], quick: bool) -> dict:
     """Time ``workloads`` in this process with ``threads`` torch threads (0: leave the default)."""
     import torch  # after genrec's package import (``python -m genrec.bench.threads``) set the policy
 
-    from genrec import _openmp
+    from genrec import _openmp, cpu_threads
 
     if threads:
         torch.set_num_threads(threads)
+    else:
+        cpu_threads.enable()  # what genrec's command line does when no thread count is given
     out = {"threads_used": torch.get_num_threads(), "openmp": _openmp.describe(), "results": {}}
     for name in workloads:
         load = os.getloadavg()[0]
@@ -169,7 +193,9 @@ def measure_cell(threads: int, workloads: tuple[str, ...], quick: bool) -> dict:
             "median_s": median,
             "rate": per_call / median,
             "load_average_1min": round(load, 2),
+            "threads_at_end": torch.get_num_threads(),
         }
+    out["adaptive_threads"] = cpu_threads.describe()
     return out
 
 

@@ -32,4 +32,7 @@ recommend_cli.register(app)
 
 
 def main() -> None:
+    from genrec import cpu_threads
+
+    cpu_threads.enable()  # no-op when the user fixed the count; run.threads / --threads still win
     app()

@@ -51,7 +51,8 @@ def test_threads_cli_quick_run_writes_results(tmp_path):
     assert data["background_loads"][0]["processes"] == 0
     assert {c["threads"] for c in data["cells"]} == {0, 1, 2}
     for cell in data["cells"]:
-        assert cell["openmp"]["OMP_WAIT_POLICY"] == "PASSIVE" and cell["openmp"]["set_by_genrec"]
+        assert cell["openmp"]["GOMP_SPINCOUNT"] == "1000" and cell["openmp"]["set_by_genrec"]
+        assert cell["adaptive_threads"]["adaptive"] == (cell["threads"] == 0)
         assert cell["threads_used"] == (cell["threads"] or os.cpu_count())
     assert {r["threads"] for r in data["rows"]} == {"default", 1, 2}
     assert all(r["rate"] > 0 and r["workload"] == "rq_encode_d32" for r in data["rows"])

@@ -159,6 +159,23 @@ class ModelConfig:
     reported beside the final list."""
     tune_users: int = 0
     """Validation users tune_fusion reads (a fixed seeded sample); 0: all of them."""
+    content_vectors: bool = False
+    """ItemDecoder with item_embeddings: each item's vector (history input and item head) adds a
+    learned projection of its embedding from the embed stage, and only items seen in training keep
+    a free embedding, so items nobody interacted with (cold start, items added after training)
+    score by what they are (genrec.models.ItemDecoder.item_vectors)."""
+    content_dropout: float = 0.5
+    """With content_vectors: in each training step, drop this share of the items' free embeddings,
+    so the content part alone learns to rank, on the scale cold items are scored on."""
+    cold_candidates: int = 0
+    """With content_vectors and item_loss: items never seen in training also enter the candidates,
+    from a beam search restricted to them (this many beams) and from the item head's best of them
+    (this many); genrec.fusion scores them on the same scale, plus cold_bias. 0: none."""
+    cold_bias: float = 0.0
+    """Added to the fused score of every cold candidate (chosen on validation with tune_fusion)."""
+    cold_epsilon: float = 1.0
+    """At most ceil(cold_epsilon * K) cold items in a top K (TIGER's epsilon); 1: no cap (chosen on
+    validation with tune_fusion)."""
     loss: str = "ce"
     """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
     negatives: int = 1
@@ -200,6 +217,22 @@ class ModelConfig:
             '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
         )
         _require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
+        _require(
+            not self.content_vectors
+            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            "model.content_vectors",
+            self.content_vectors,
+            'false unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+        )
+        _require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
+        _require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")
+        _require(
+            self.cold_candidates == 0 or (self.content_vectors and self.item_loss > 0),
+            "model.cold_candidates",
+            self.cold_candidates,
+            "0 unless content_vectors = true and item_loss > 0 (cold items are scored by the item head)",
+        )
+        _require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
         _require(
             self.rerank_weight == 0 or self.item_loss > 0,
             "model.rerank_weight",

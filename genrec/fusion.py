@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ import numpy as np
 import torch
 
 #: The rankings a fused recommender can record beside its final list (genrec.recommend):
-#: the beam search alone (by log P(ID)); the beam's items re-ranked with the item head; the final.
-COMPONENTS = ("beam", "beam+head", "fused")
+#: the beam search alone (by log P(ID)); the beam's items re-ranked with the item head; the final
+#: list without its cold candidates (what cold handling adds is the difference); the final.
+COMPONENTS = ("beam", "beam+head", "no-cold", "fused")
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,19 @@ class FusionWeights:
     head_weight: float = 0.0
     cooc_weight: float = 0.0
     eps: float = 1e-3
+    # Cold candidates (items never seen in training; see the module doc): their score is
+    # cold_seq_weight * seq + the same head and co-occurrence terms + cold_bias, and at most
+    # ceil(cold_epsilon * k) of them enter a top k.
+    cold_bias: float = 0.0
+    cold_seq_weight: float = 1.0
+    cold_epsilon: float = 1.0
+    cold_sim_weight: float = 0.0  # times the cosine of the item's content to the history's
 
     def __post_init__(self) -> None:
-        if self.head_weight < 0 or self.cooc_weight < 0 or self.eps <= 0:
+        if min(self.head_weight, self.cooc_weight, self.cold_seq_weight, self.cold_sim_weight) < 0 or self.eps <= 0:
             raise ValueError(f"fusion weights must be >= 0 and eps > 0, got {self}")
+        if not (0 <= self.cold_epsilon <= 1 and np.isfinite(self.cold_bias)):
+            raise ValueError(f"cold_epsilon must be in [0, 1] and cold_bias finite, got {self}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,34 +62,64 @@ class FusionWeights:
 
 @dataclass
 class Candidates:
-    """Per user, the candidate items [U, M] (-1 = an empty slot) and their three scores [U, M]."""
+    """Per user, the candidate items [U, M] (-1 = an empty slot), their three scores [U, M] and
+    whether each is a cold item (never seen in training) [U, M]."""
 
     items: torch.Tensor
     seq: torch.Tensor
     head: torch.Tensor
     cooc_votes: torch.Tensor
     num_beam: int  # the first num_beam columns are the beam's items, best first
+    cold: torch.Tensor | None = None
+    sim: torch.Tensor | None = None  # [U, M] cosine of each item's content to the history's profile
 
     def scores(self, w: FusionWeights, beam_only: bool = False) -> torch.Tensor:
-        s = self.seq + w.head_weight * self.head
+        rest = w.head_weight * self.head
         if w.cooc_weight:
-            s = s + w.cooc_weight * torch.log(w.eps + self.cooc_votes)
+            rest = rest + w.cooc_weight * torch.log(w.eps + self.cooc_votes)
+        s = self.seq + rest
+        if self.cold is not None and bool(self.cold.any()):
+            # seq is finite for every real candidate; the product keeps 0 * seq out of -inf slots
+            cold_seq = torch.where(self.items >= 0, self.seq, torch.zeros_like(self.seq)) * w.cold_seq_weight
+            cold_score = cold_seq + rest + w.cold_bias
+            if w.cold_sim_weight and self.sim is not None:
+                cold_score = cold_score + w.cold_sim_weight * self.sim
+            s = torch.where(self.cold, cold_score, s)
         s = s.masked_fill(self.items < 0, float("-inf"))
         if beam_only:
             s[:, self.num_beam :] = float("-inf")
         return s
 
     def top(self, w: FusionWeights, k: int, beam_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best k items and their scores; ties keep the candidate order (beam order first)."""
+        """The best k items and their scores; ties keep the candidate order (beam order first).
+        At most ceil(cold_epsilon * k) cold items enter the list (the best of them); the others are
+        left out, even where that leaves the list short."""
         s = self.scores(w, beam_only)
+        if self.cold is not None and w.cold_epsilon < 1:
+            cap = math.ceil(w.cold_epsilon * k - 1e-9)
+            order = torch.sort(s, dim=1, descending=True, stable=True).indices
+            cold = self.cold.gather(1, order)
+            over = cold & (torch.cumsum(cold.long(), dim=1) > cap)
+            s = s.scatter(1, order, s.gather(1, order).masked_fill(over, float("-inf")))
         order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
         items = self.items.gather(1, order)
         got = s.gather(1, order)
         return items.masked_fill(torch.isinf(got), -1), got
 
+    def without_cold(self) -> Candidates:
+        """The same candidates with every cold one removed (the ranking without cold handling)."""
+        if self.cold is None:
+            return self
+        return Candidates(
+            self.items.masked_fill(self.cold, -1), self.seq, self.head, self.cooc_votes, self.num_beam, None, self.sim
+        )
+
     def to(self, device) -> Candidates:
         return Candidates(
-            *(t.to(device) for t in (self.items, self.seq, self.head, self.cooc_votes)), self.num_beam
+            *(t.to(device) for t in (self.items, self.seq, self.head, self.cooc_votes)),
+            self.num_beam,
+            None if self.cold is None else self.cold.to(device),
+            None if self.sim is None else self.sim.to(device),
         )
 
 
@@ -87,14 +128,17 @@ class Fusion:
     (or None: no co-occurrence source or score); ``candidates`` is how many extra items each of the
     item head and co-occurrence proposes."""
 
-    def __init__(self, weights: FusionWeights, cooccurrence=None, candidates: int = 0) -> None:
-        if candidates < 0:
-            raise ValueError(f"candidates must be >= 0, got {candidates}")
+    def __init__(
+        self, weights: FusionWeights, cooccurrence=None, candidates: int = 0, cold_candidates: int = 0
+    ) -> None:
+        if candidates < 0 or cold_candidates < 0:
+            raise ValueError(f"candidates must be >= 0, got {candidates} and {cold_candidates}")
         if weights.cooc_weight and cooccurrence is None:
             raise ValueError("cooc_weight > 0 needs the co-occurrence statistics")
         self.weights = weights
         self.cooccurrence = cooccurrence
         self.candidates = int(candidates)
+        self.cold_candidates = int(cold_candidates)
 
     def build(
         self,
@@ -105,42 +149,64 @@ class Fusion:
         beam_scores: torch.Tensor,
         histories: Sequence[np.ndarray],
         exclude_history: bool,
+        cold_search=None,
     ) -> Candidates:
+        """The candidates of a batch. ``cold_search(m)``, where the model has cold items and the fusion
+        asks for cold candidates, returns the (items, scores) [U, m] of a beam search restricted to
+        them (genrec.recommend.Recommender passes it)."""
         device = beam_items.device
         U, B = beam_items.shape
         head_all = model.item_head_log_probs(batch)  # (U, N)
         history = _history_mask(histories, head_all.shape[1], device) if exclude_history else None
         votes = self._votes(histories, exclude_history) if self.cooccurrence is not None else None
-        extra = []
+        cold_items = model.cold_items() if hasattr(model, "cold_items") else None
+        if cold_items is not None and not bool(cold_items.any()):
+            cold_items = None
+        scored = [(beam_items, beam_scores.float())]  # sources whose seq score is known
+        extra = []  # sources whose seq score the depth decoder computes
+        masked = head_all if history is None else head_all.masked_fill(history, float("-inf"))
         if self.candidates:
-            masked = head_all if history is None else head_all.masked_fill(history, float("-inf"))
             extra.append(masked.topk(min(self.candidates, masked.shape[1]), dim=1).indices)
             if votes is not None:
                 extra.append(_top_voted(votes, U, self.candidates).to(device))
-        if extra:
-            ext = torch.cat(extra, dim=1)
-            seen = (ext[:, :, None] == beam_items[:, None, :]).any(-1)
-            E = ext.shape[1]
-            earlier = torch.ones(E, E, dtype=torch.bool, device=device).tril(-1)
-            seen |= ((ext[:, :, None] == ext[:, None, :]) & earlier).any(-1)
-            ext = ext.masked_fill(seen, -1)
-            # Only the new candidates go through the depth decoder (most of a source's best
-            # items are usually in the beam already).
-            owner, col = (ext >= 0).nonzero(as_tuple=True)
-            ext_seq = torch.full(ext.shape, float("-inf"), device=device)
-            if len(owner):
-                ext_seq[owner, col] = model.id_log_probs(batch, codes[ext[owner, col]], owner)
-            items = torch.cat([beam_items, ext], dim=1)
-            seq = torch.cat([beam_scores.float(), ext_seq], dim=1)
-        else:
-            items, seq = beam_items, beam_scores.float()
+        sim_all = None
+        if self.cold_candidates and cold_items is not None:
+            m = min(self.cold_candidates, int(cold_items.sum()))
+            if cold_search is not None:
+                got_items, got_scores = cold_search(m)
+                scored.append((got_items, got_scores.float()))
+            not_cold = ~cold_items.to(device)[None, :]
+            for source in (masked, sim_all := content_similarity(model, histories, device)):
+                if history is not None:
+                    source = source.masked_fill(history, float("-inf"))
+                top = source.masked_fill(not_cold, float("-inf")).topk(m, dim=1)
+                extra.append(top.indices.masked_fill(torch.isinf(top.values), -1))
+        items = torch.cat([t for t, _ in scored] + extra, dim=1)
+        seq = torch.cat(
+            [v for _, v in scored] + [torch.full(e.shape, float("-inf"), device=device) for e in extra], dim=1
+        )
+        # Each item once per user: the first column that holds it stays.
+        M = items.shape[1]
+        earlier = torch.ones(M, M, dtype=torch.bool, device=device).tril(-1)
+        dup = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1) & (items >= 0)
+        items = items.masked_fill(dup, -1)
+        known = sum(t.shape[1] for t, _ in scored)
+        # Only the new candidates go through the depth decoder (most of a source's best items are
+        # usually in the beam already).
+        owner, col = (items[:, known:] >= 0).nonzero(as_tuple=True)
+        col = col + known
+        if len(owner):
+            seq[owner, col] = model.id_log_probs(batch, codes[items[owner, col]], owner)
+        seq = seq.masked_fill(items < 0, float("-inf"))
         head = head_all.gather(1, items.clamp(min=0))
         cooc = (
             _lookup(votes, items.cpu().numpy()).to(device)
             if votes is not None
             else torch.zeros_like(seq)
         )
-        return Candidates(items, seq, head, cooc, B)
+        cold = None if cold_items is None else cold_items.to(device)[items.clamp(min=0)] & (items >= 0)
+        sim = None if sim_all is None else sim_all.gather(1, items.clamp(min=0))
+        return Candidates(items, seq, head, cooc, B, cold, sim)
 
     def _votes(self, histories: Sequence[np.ndarray], exclude_history: bool):
         cooc = self.cooccurrence
@@ -154,6 +220,30 @@ class Fusion:
             keep = ~np.isin(row * n + item, hist_keys)
             row, item, score = row[keep], item[keep], score[keep]
         return row, item, score, cooc.num_items
+
+
+#: The content profile of a history (what a cold item's similarity is measured to): the recency-
+#: weighted mean of its last PROFILE_ITEMS items' content rows, weights PROFILE_DECAY ** age. The
+#: values the content-KNN baseline chose on Beauty's validation split (bench/results/content-knn-beauty).
+PROFILE_ITEMS = 10
+PROFILE_DECAY = 0.4
+
+
+def content_similarity(model, histories: Sequence[np.ndarray], device) -> torch.Tensor:
+    """[U, N] float32: the cosine of every item's content row (``model.item_content``, unit rows) to
+    each history's content profile (see PROFILE_ITEMS)."""
+    content = model.item_content.to(device)
+    rows, weights = [], []
+    for r, h in enumerate(histories):
+        recent = np.asarray(h, dtype=np.int64)[-PROFILE_ITEMS:]
+        rows.append(np.stack([np.full(len(recent), r), recent], 1))
+        weights.append(PROFILE_DECAY ** np.arange(len(recent))[::-1])
+    pairs = torch.as_tensor(np.concatenate(rows) if rows else np.zeros((0, 2), np.int64), device=device)
+    w = torch.as_tensor(np.concatenate(weights) if weights else np.zeros(0), dtype=torch.float32, device=device)
+    profile = torch.zeros(len(histories), content.shape[1], device=device)
+    profile.index_add_(0, pairs[:, 0], content[pairs[:, 1]] * w[:, None])
+    profile = profile / profile.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return profile @ content.T
 
 
 def _history_mask(histories: Sequence[np.ndarray], num_items: int, device) -> torch.Tensor:
@@ -243,6 +333,88 @@ def tune_fusion(
     return grid[best], table
 
 
+#: What :func:`tune_cold` tries: cold biases in units of the score's scale (1 + the other weights),
+#: the weight of a cold item's own sequence score, and the cap epsilon (0: no cold item).
+COLD_BIAS_UNITS = tuple(float(x) for x in np.arange(-2.0, 8.01, 0.5))
+COLD_SEQ_WEIGHTS = (0.0, 0.5, 1.0)
+COLD_EPSILONS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+COLD_SIM_UNITS = (0.0, 4.0, 8.0, 16.0, 32.0)
+#: tune_cold keeps the warm-target validation Recall@10 at least this share of the list without cold items.
+WARM_FLOOR = 0.98
+
+
+def ranking_hits(candidates: Sequence[Candidates], targets: np.ndarray, w: FusionWeights, k: int = 10):
+    """(hit [R] bool, rank [R] int64, -1 where missed) of each row's target in its top k under ``w``."""
+    hits, ranks, lo = [], [], 0
+    targets_t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    for cand in candidates:
+        t = targets_t[lo : lo + len(cand.items)]
+        lo += len(cand.items)
+        items, _ = cand.top(w, k)
+        is_target = items == t[:, None]
+        found = is_target.any(1)
+        hits.append(found)
+        ranks.append(torch.where(found, is_target.float().argmax(1), torch.full_like(t, -1)))
+    return torch.cat(hits).numpy(), torch.cat(ranks).numpy()
+
+
+def tune_cold(
+    candidates: Sequence[Candidates], targets: np.ndarray, cold_target: np.ndarray, base: FusionWeights, k: int = 10
+) -> tuple[FusionWeights, list[dict]]:
+    """The cold items' bias, sequence weight and cap epsilon for fixed warm weights ``base``: the
+    combination with the best NDCG@k over the validation rows whose warm-target Recall@k stays at
+    least WARM_FLOOR of the list without cold items (epsilon 0). Ties keep the earlier combination
+    (in the order of COLD_EPSILONS, COLD_SEQ_WEIGHTS, COLD_BIAS_UNITS); the table lists every one."""
+    cold_target = np.asarray(cold_target, dtype=bool)
+    warm = ~cold_target
+    scale = 1.0 + base.head_weight + base.cooc_weight
+    table, best, best_key = [], None, None
+
+    def measure(w: FusionWeights) -> dict:
+        hit, rank = ranking_hits(candidates, targets, w, k)
+        gain = np.where(hit, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+        return {
+            f"ndcg@{k}": float(gain.mean()),
+            f"recall@{k}": float(hit.mean()),
+            f"cold_recall@{k}": float(hit[cold_target].mean()) if cold_target.any() else 0.0,
+            f"warm_recall@{k}": float(hit[warm].mean()) if warm.any() else 0.0,
+        }
+
+    off = FusionWeights(**{**base.to_dict(), "cold_epsilon": 0.0})
+    floor = WARM_FLOOR * measure(off)[f"warm_recall@{k}"]
+    with_sim = any(c.sim is not None for c in candidates)
+    grid = [off] + [
+        FusionWeights(
+            **{
+                **base.to_dict(),
+                "cold_bias": u * scale,
+                "cold_seq_weight": c,
+                "cold_epsilon": e,
+                "cold_sim_weight": v * scale,
+            }
+        )
+        for e in COLD_EPSILONS
+        if e > 0
+        for v in (COLD_SIM_UNITS if with_sim else (0.0,))
+        for c in COLD_SEQ_WEIGHTS
+        for u in COLD_BIAS_UNITS
+    ]
+    for i, w in enumerate(grid):
+        row = {
+            "cold_bias": w.cold_bias,
+            "cold_seq_weight": w.cold_seq_weight,
+            "cold_epsilon": w.cold_epsilon,
+            "cold_sim_weight": w.cold_sim_weight,
+        }
+        row.update(measure(w))
+        row["meets_warm_floor"] = row[f"warm_recall@{k}"] >= floor
+        table.append(row)
+        key = (row[f"ndcg@{k}"], -i)
+        if row["meets_warm_floor"] and (best_key is None or key > best_key):
+            best, best_key = w, key
+    return best or off, table
+
+
 def uses_cooccurrence(model_config) -> bool:
     """Whether a model config ranks with co-occurrence (tuned, or with a weight of its own)."""
     return model_config.item_loss > 0 and (model_config.tune_fusion or model_config.cooccurrence_weight > 0)
@@ -251,7 +423,11 @@ def uses_cooccurrence(model_config) -> bool:
 def config_weights(model_config) -> FusionWeights:
     """The weights a genrec.config.ModelConfig names (before any tuning)."""
     return FusionWeights(
-        model_config.rerank_weight, model_config.cooccurrence_weight, model_config.cooccurrence_eps
+        model_config.rerank_weight,
+        model_config.cooccurrence_weight,
+        model_config.cooccurrence_eps,
+        cold_bias=getattr(model_config, "cold_bias", 0.0),
+        cold_epsilon=getattr(model_config, "cold_epsilon", 1.0),
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec import cpu_threads
 from genrec.fusion import (
     COMPONENTS,
     Candidates,
@@ -108,6 +109,7 @@ class Recommender:
         self.model = model
         self.exclude_history = exclude_history
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self._cold_allow: torch.Tensor | None = None  # the model's cold items, for their beam search
         self.codes_np = np.asarray(codes, dtype=np.int64)
         self.codes = torch.as_tensor(self.codes_np, device=self.device)
         if self.codes.shape[1] != model.num_levels:
@@ -175,6 +177,7 @@ class Recommender:
         self.model.eval()
         try:
             for lo in range(0, n, self.batch_users):
+                cpu_threads.tick()  # fewer threads while other processes hold cores (genrec.cpu_threads)
                 hi = min(n, lo + self.batch_users)
                 batch = self._batch(
                     flat_t, starts[lo:hi], ends[lo:hi], None if users is None else users[lo:hi]
@@ -202,7 +205,7 @@ class Recommender:
                         )
                     if self.fusion is not None:
                         histories = [flat[a:b] for a, b in zip(starts[lo:hi], ends[lo:hi], strict=True)]
-                        got_items, got_scores = self._fuse(batch, got_items, got_scores, histories, k)
+                        got_items, got_scores = self._fuse(batch, got_items, got_scores, histories, k, masks)
                 items[lo:hi] = got_items.cpu().numpy()
                 scores[lo:hi] = got_scores.float().cpu().numpy()
         finally:
@@ -211,18 +214,39 @@ class Recommender:
         self._invalid += int(((items < 0) | (items >= self.num_items)).sum())
         return items, scores
 
-    def _fuse(self, batch, items: torch.Tensor, scores: torch.Tensor, histories, k: int):
+    def _cold_search(self, batch, m: int, masks: dict):
+        """(items, scores) [U, m]: a beam search of m beams restricted to the model's cold items (the
+        allow masks of genrec.decoding), history exclusions kept."""
+        if self._cold_allow is None:
+            self._cold_allow = torch.nonzero(self.model.cold_items().to(self.device)).reshape(-1)
+        U = batch["history_len"].shape[0]
+        step = self.model.step_fn(batch, m, check=False)
+        allow = self._cold_allow[None, :].expand(U, -1)
+        return self.search(step, self.index, U, m, m, allow=allow, **masks)
+
+    def _fuse(self, batch, items: torch.Tensor, scores: torch.Tensor, histories, k: int, masks=None):
         """The best k candidates (the beam's items, and the item head's and co-occurrence's where the
         fusion proposes them) by genrec.fusion's combined score; ties keep the beam order (a stable
         sort); missing items (-1) stay last."""
         fusion = self.fusion
-        cand = fusion.build(self.model, batch, self.codes, items, scores, histories, self.exclude_history)
+        masks = masks or {}
+        cand = fusion.build(
+            self.model,
+            batch,
+            self.codes,
+            items,
+            scores,
+            histories,
+            self.exclude_history,
+            cold_search=lambda m: self._cold_search(batch, m, masks),
+        )
         if self.collect_candidates is not None:
             self.collect_candidates.append(cand.to("cpu"))
         if self.recorded is not None:
             head_only = FusionWeights(head_weight=fusion.weights.head_weight)
             for name, weights in (("beam", FusionWeights()), ("beam+head", head_only)):
                 self.recorded[name].append(cand.top(weights, k, beam_only=True)[0].cpu().numpy())
+            self.recorded["no-cold"].append(cand.without_cold().top(fusion.weights, k)[0].cpu().numpy())
         got_items, got_scores = cand.top(fusion.weights, k)
         if self.recorded is not None:
             self.recorded["fused"].append(got_items.cpu().numpy())
@@ -405,7 +429,13 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
             f"{info['level_sizes']}: the run folder mixes artifacts of different tokenizers; train again"
         )
     dev = resolve_device(device)
-    model = build_model(config.model, level_sizes, config.train.max_history, len(codes))
+    model = build_model(
+        config.model,
+        level_sizes,
+        config.train.max_history,
+        len(codes),
+        content_dim=_saved_content_dim(run_dir / "model.safetensors", config.model),
+    )
     load_model_weights(run_dir / "model.safetensors", model)
     model.to(dev).eval()
     items = _read_items(run_dir / "items.parquet", len(codes))
@@ -419,6 +449,21 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
         device=dev,
     )
     return RunRecommender(run_dir, rec, *items)
+
+
+def _saved_content_dim(weights: Path, model_config) -> int:
+    """The width of the content table a run's weights hold (0 without content vectors)."""
+    if not getattr(model_config, "content_vectors", False):
+        return 0
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            if "item_content" not in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                raise RunError(f"{weights} holds no item_content table, but the run's model has content vectors")
+            return int(f.get_slice("item_content").get_shape()[1])
+    except (OSError, SafetensorError) as e:
+        raise RunError(f"{weights}: cannot be read ({e})") from None
 
 
 def recommender_for(
@@ -465,7 +510,7 @@ def load_fusion(run_dir: Path, model_config, recorded: dict) -> Fusion | None:
             cooc = load_cooccurrence(Path(run_dir) / COOCCURRENCE_FILE)
         except (FileNotFoundError, ValueError) as e:
             raise RunError(str(e)) from None
-    return Fusion(weights, cooc, model_config.fusion_candidates)
+    return Fusion(weights, cooc, model_config.fusion_candidates, getattr(model_config, "cold_candidates", 0))
 
 
 class RecordedRanking:

@@ -300,6 +300,38 @@ def encoders(
         console.print(f"{kind}: {path}")
 
 
+@bench_app.command("cold")
+def cold(
+    run: Path = typer.Option(..., "--run", help="A finished cold-start run (model.cold_candidates > 0)."),
+    out: Path = typer.Option(Path("bench/results/local-cold"), "--out", help="Folder for cold.json/.csv/.png/.md."),
+    epsilon: list[float] = typer.Option([], "--epsilon", help="Caps to score (repeatable; default 0 .1 .2 .3 .5)."),
+    device: str = typer.Option("cpu", help="Device to decode on."),
+) -> None:
+    """Cold and warm-target accuracy of a cold-start run's test lists against the cap epsilon."""
+    from genrec.bench.cold import EPSILONS, run_cold_ablation
+    from genrec.recommend import RunError
+
+    console = Console()
+    bad = [e for e in epsilon if not 0 <= e <= 1]
+    if bad:
+        Console(stderr=True).print(f"[bold red]error:[/] --epsilon {bad[0]} must be in [0, 1]", highlight=False)
+        raise typer.Exit(1)
+    try:
+        result = run_cold_ablation(run, out, tuple(epsilon) or EPSILONS, device=device)
+    except (RunError, FileNotFoundError, KeyError) as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"cold items against epsilon ({run})")
+    keys = ("recall@10", "cold_target/recall@10", "warm_target/recall@10")
+    for col in ("epsilon", *keys):
+        table.add_column(col)
+    for row in result["rows"]:
+        table.add_row(f"{row['epsilon']:g}" + (" *" if row["chosen"] else ""), *(f"{row[k]:.4f}" for k in keys))
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""

@@ -23,13 +23,19 @@ MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
 ITEM_ID_KINDS = ("sasrec",)
 
 
-def build_model(config, level_sizes: list[int], max_history: int, num_items: int = 0) -> GenerativeModel:
+def build_model(
+    config, level_sizes: list[int], max_history: int, num_items: int = 0, content_dim: int = 0
+) -> GenerativeModel:
     """The model described by ``config`` (a :class:`genrec.config.ModelConfig`).
 
-    ``num_items`` is needed when ``config.item_embeddings`` is on (one learned vector per item).
+    ``num_items`` is needed when ``config.item_embeddings`` is on (one learned vector per item);
+    ``content_dim`` (the item embeddings' width) when ``config.content_vectors`` is.
     """
     if config.item_embeddings and num_items < 1:
         raise ValueError("model.item_embeddings needs the catalogue size (num_items)")
+    content_vectors = getattr(config, "content_vectors", False)
+    if content_vectors and content_dim < 1:
+        raise ValueError("model.content_vectors needs the item embeddings' dimension (content_dim)")
     common = dict(
         max_history=max_history,
         d_model=config.d_model,
@@ -76,6 +82,8 @@ def build_model(config, level_sizes: list[int], max_history: int, num_items: int
             depth_layers=config.depth_layers,
             item_loss=config.item_loss,
             item_negatives=config.item_negatives,
+            content_dim=content_dim if content_vectors else 0,
+            content_dropout=config.content_dropout if content_vectors else 0.0,
             **common,
         )
     if config.kind == "decoder_only":

@@ -55,8 +55,14 @@ class ItemDecoder(GenerativeModel):
         num_items: int = 0,
         item_loss: float = 0.0,
         item_negatives: int = 0,
+        content_dim: int = 0,
+        content_dropout: float = 0.0,
     ) -> None:
         super().__init__(level_sizes, max_history, user_buckets, user_dropout, num_items)
+        if content_dim and not num_items:
+            raise ValueError("content vectors (content_dim > 0) extend item embeddings: num_items must be > 0")
+        if not 0 <= content_dropout < 1:
+            raise ValueError(f"content_dropout must be in [0, 1), got {content_dropout}")
         if item_loss < 0 or (item_loss and not num_items):
             raise ValueError(f"item_loss {item_loss} needs item embeddings (num_items > 0) and must be >= 0")
         if item_negatives < 0:
@@ -66,6 +72,16 @@ class ItemDecoder(GenerativeModel):
         C = d_model
         self.codes = SemanticIdEmbedding(self.level_sizes, C, tie_embeddings)
         self.item_emb = nn.Embedding(self.num_items, C) if self.num_items else None
+        # Content vectors (cold start): an item's vector is its free embedding (items seen in
+        # training only) plus a projection of its content embedding (the embed stage's output), so
+        # an item nobody interacted with still has a vector that says what it is. Both buffers are
+        # saved with the weights: a finished run scores (and can take new) items without the embed stage.
+        self.content_dim = int(content_dim)
+        self.content_dropout = float(content_dropout)
+        if self.content_dim:
+            self.register_buffer("item_content", torch.zeros(self.num_items, self.content_dim))
+            self.register_buffer("item_trained", torch.ones(self.num_items, dtype=torch.bool))
+            self.content_proj = nn.Linear(self.content_dim, C, bias=False)
         self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position of each item
         self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
         self.drop = nn.Dropout(dropout)
@@ -89,9 +105,11 @@ class ItemDecoder(GenerativeModel):
         length: torch.Tensor,
         user_ids: torch.Tensor | None = None,
         item_idx: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states (B, u + W, C) of left-aligned runs ``codes`` (B, W, T): position u + j has seen
-        items 0..j (u = 1 with a user token, whose own state comes first).
+        items 0..j (u = 1 with a user token, whose own state comes first). ``keep``: see
+        :meth:`item_vectors`.
 
         Padding after ``length`` items is zeroed; it sits after the real items, so the causal mask
         keeps it out of every real position's view.
@@ -101,7 +119,7 @@ class ItemDecoder(GenerativeModel):
         codes = codes.masked_fill(~valid[:, :, None], 0)
         x = self.codes(codes).sum(dim=2) + self.item_pos.weight[:W]  # (B, W, C)
         if self.item_emb is not None:
-            x = x + self.item_emb(self.require_items(item_idx, valid))
+            x = x + self.item_vectors(self.require_items(item_idx, valid), keep)
         if self.user is not None:
             ids = user_ids if user_ids is not None else torch.full((B,), -1, device=codes.device)
             u = self.user(user_buckets(self.drop_users(ids), self.user_buckets))  # (B, C)
@@ -129,7 +147,8 @@ class ItemDecoder(GenerativeModel):
         window, length = batch["window"], batch["window_len"]
         self.check_history(window, length, self.max_history + 1)
         W = window.shape[1]
-        h = self.hidden(window[:, :-1], (length - 1).clamp(min=0), batch.get("user_ids"), _head(batch, W))
+        keep = self._free_vector_keep(window.device)
+        h = self.hidden(window[:, :-1], (length - 1).clamp(min=0), batch.get("user_ids"), _head(batch, W), keep)
         h = h[:, self.user_offset :]  # (B, W-1, C): position j predicts item j+1
         valid = torch.arange(1, W, device=window.device)[None, :] < length[:, None]  # (B, W-1)
         target = window[:, 1:][valid]  # (N, T): only real targets reach the depth decoder
@@ -141,23 +160,89 @@ class ItemDecoder(GenerativeModel):
             # learned item embeddings. A dense signal per target that shapes the states the depth decoder
             # reads (as SASRec's loss does); decoding still generates semantic IDs.
             items = batch["window_items"][:, 1:][valid]
-            total = total + self.item_loss * self._item_cross_entropy(h, items, label_smoothing)
+            total = total + self.item_loss * self._item_cross_entropy(h, items, label_smoothing, keep)
         return total, valid.sum() * self.num_levels
 
+    # ---- item vectors ----
+    def item_vectors(self, idx: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The vectors of items ``idx`` (any shape; None: the whole catalogue) [..., C]: the free item
+        embedding, plus with content vectors the projected content embedding, where the free part
+        counts only for items seen in training (and, in a training step, not dropped by ``keep``
+        [num_items] bool)."""
+        free = self.item_emb.weight if idx is None else self.item_emb(idx)
+        if not self.content_dim:
+            return free
+        content = self.item_content if idx is None else self.item_content[idx]
+        use_free = self.item_trained if idx is None else self.item_trained[idx]
+        if keep is not None:
+            use_free = use_free & (keep if idx is None else keep[idx])
+        return free * use_free[..., None].to(free.dtype) + self.content_proj(content.to(free.dtype))
+
+    def _free_vector_keep(self, device) -> torch.Tensor | None:
+        """In training with content vectors, the items whose free embedding this step keeps: each is
+        dropped with probability content_dropout (as DropoutNet does), so the content part alone
+        learns to rank items, on the scale the items never seen in training are scored on."""
+        if not (self.training and self.content_dim and self.content_dropout):
+            return None
+        return torch.rand(self.num_items, device=device) >= self.content_dropout
+
+    def set_item_content(self, content, trained) -> None:
+        """Fill the content table [num_items, content_dim] (rows L2-normalised here) and the mask of
+        items seen in training [num_items] (the others score by their content alone)."""
+        if not self.content_dim:
+            raise ValueError("this model has no content vectors (content_dim = 0)")
+        content = torch.as_tensor(content, dtype=torch.float32)
+        trained = torch.as_tensor(trained, dtype=torch.bool)
+        if tuple(content.shape) != (self.num_items, self.content_dim) or tuple(trained.shape) != (self.num_items,):
+            raise ValueError(
+                f"item content must be [{self.num_items}, {self.content_dim}] and the trained mask "
+                f"[{self.num_items}], got {list(content.shape)} and {list(trained.shape)}"
+            )
+        if not torch.isfinite(content).all():
+            raise ValueError("item content holds NaN or infinite values")
+        content = content / content.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        self.item_content.copy_(content)
+        self.item_trained.copy_(trained)
+
+    def cold_items(self) -> torch.Tensor | None:
+        """bool [num_items]: items never seen in training (None without content vectors)."""
+        return ~self.item_trained if self.content_dim else None
+
+    def add_items(self, content) -> None:
+        """Append ``content`` [n, content_dim] as n new items (indices num_items..num_items+n-1), never
+        seen in training: a zero free embedding, scored by their content. The caller extends the
+        semantic IDs and the decoding index to match."""
+        if not self.content_dim:
+            raise ValueError("adding items needs a model with content vectors (model.content_vectors)")
+        content = torch.as_tensor(content, dtype=torch.float32, device=self.item_content.device)
+        if content.ndim != 2 or content.shape[1] != self.content_dim or not torch.isfinite(content).all():
+            raise ValueError(f"new items' content must be finite [n, {self.content_dim}], got {list(content.shape)}")
+        n = content.shape[0]
+        old = self.item_emb
+        self.item_emb = nn.Embedding(self.num_items + n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            self.item_emb.weight[: self.num_items] = old.weight
+            self.item_emb.weight[self.num_items :] = 0
+        content = content / content.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        self.item_content = torch.cat([self.item_content, content])
+        self.item_trained = torch.cat([self.item_trained, self.item_trained.new_zeros(n)])
+        self.num_items += n
+
     def _item_cross_entropy(
-        self, h: torch.Tensor, items: torch.Tensor, label_smoothing: float
+        self, h: torch.Tensor, items: torch.Tensor, label_smoothing: float, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Summed cross-entropy of the target ``items`` (N,) after states ``h`` (N, C): over the whole
         catalogue, or (``item_negatives`` > 0) over each target and one set of uniformly drawn
         items shared by the batch, a draw equal to the target left out. Uniform draws need no
         correction: the ranking a sampled softmax learns is that of the full one, at a fraction of
         the cost on a CPU."""
-        weight = self.item_emb.weight
         if not self.item_negatives or self.item_negatives >= self.num_items:
-            return softmax_cross_entropy(h, weight, items, label_smoothing)
+            return softmax_cross_entropy(h, self.item_vectors(None, keep), items, label_smoothing)
         negatives = torch.randint(0, self.num_items, (self.item_negatives,), device=h.device)
-        pos = (h * weight[items]).sum(-1, keepdim=True)  # (N, 1)
-        neg = (h @ weight[negatives].T).masked_fill(negatives[None, :] == items[:, None], float("-inf"))
+        pos = (h * self.item_vectors(items, keep)).sum(-1, keepdim=True)  # (N, 1)
+        neg = (h @ self.item_vectors(negatives, keep).T).masked_fill(
+            negatives[None, :] == items[:, None], float("-inf")
+        )
         logits = torch.cat([pos, neg], dim=1).float()
         target = torch.zeros(len(items), dtype=torch.long, device=h.device)
         return F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
@@ -170,7 +255,7 @@ class ItemDecoder(GenerativeModel):
         if not self.item_loss:
             raise ValueError("item_log_probs needs a model trained with item_loss > 0 (model.item_loss)")
         with torch.no_grad():
-            logits = (self._last_states(batch) @ self.item_emb.weight.T).float()  # (U, N)
+            logits = (self._last_states(batch) @ self.item_vectors().T).float()  # (U, N)
             return logits.gather(1, items) - torch.logsumexp(logits, dim=1, keepdim=True)
 
     def item_head_log_probs(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -178,7 +263,7 @@ class ItemDecoder(GenerativeModel):
         if not self.item_loss:
             raise ValueError("the item head needs a model trained with item_loss > 0 (model.item_loss)")
         with torch.no_grad():
-            logits = (self._last_states(batch) @ self.item_emb.weight.T).float()
+            logits = (self._last_states(batch) @ self.item_vectors().T).float()
             return logits - torch.logsumexp(logits, dim=1, keepdim=True)
 
     def id_log_probs(

@@ -12,10 +12,12 @@ import numpy as np
 from genrec.config import Config, stable_hash
 from genrec.eval.baselines import CoOccurrence
 from genrec.fusion import (
+    WARM_FLOOR,
     Fusion,
     FusionWeights,
     config_weights,
     save_cooccurrence,
+    tune_cold,
     tune_fusion,
     uses_cooccurrence,
 )
@@ -39,26 +41,27 @@ def prepare_fusion(
         save_cooccurrence(path, cooc)
     if not mc.tune_fusion:
         weights = config_weights(mc)
-        return Fusion(weights, cooc, mc.fusion_candidates), {"weights": weights.to_dict(), "tuned": False}
+        return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), {"weights": weights.to_dict(), "tuned": False}
     key = stable_hash(
         {
             "weights": weights_hash,
             "dataset": dataset.fingerprint,
-            "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed],
+            "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed]
+            + ([mc.cold_candidates, "cold-sim"] if mc.cold_candidates else []),
         }
     )
     if previous.get("key") == key and "weights" in previous:
         weights = FusionWeights(**previous["weights"])
-        return Fusion(weights, cooc, mc.fusion_candidates), previous
-    weights, table, users = _tune(config, dataset, model, codes, cooc, device, amp)
+        return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), previous
+    weights, table, users, cold_table = _tune(config, dataset, model, codes, cooc, device, amp)
     from genrec.bench.results import atomic_write_text
 
-    atomic_write_text(
-        run_dir / TUNING_FILE,
-        json.dumps({"metric": "ndcg@10", "split": "valid", "users": users, "table": table}, indent=1) + "\n",
-    )
+    tuning = {"metric": "ndcg@10", "split": "valid", "users": users, "table": table}
+    if cold_table is not None:
+        tuning["cold"] = {"warm_floor": WARM_FLOOR, "table": cold_table}
+    atomic_write_text(run_dir / TUNING_FILE, json.dumps(tuning, indent=1) + "\n")
     record = {"key": key, "weights": weights.to_dict(), "tuned": True, "tune_users": users}
-    return Fusion(weights, cooc, mc.fusion_candidates), record
+    return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), record
 
 
 def _tune(config: Config, dataset, model, codes, cooc, device, amp):
@@ -76,7 +79,7 @@ def _tune(config: Config, dataset, model, codes, cooc, device, amp):
         codes,
         mc,
         beam_size=config.eval.beam_size,
-        fusion=Fusion(FusionWeights(), cooc, mc.fusion_candidates),
+        fusion=Fusion(FusionWeights(), cooc, mc.fusion_candidates, mc.cold_candidates),
         batch_users=config.eval.batch_users,
         device=device,
         amp_dtype=amp,
@@ -84,5 +87,13 @@ def _tune(config: Config, dataset, model, codes, cooc, device, amp):
     rec.collect_candidates = []
     model.eval()
     rec.topk(histories, 10, data.users[rows])
-    weights, table = tune_fusion(rec.collect_candidates, data.targets[rows], cooc=cooc is not None)
-    return weights, table, len(rows)
+    candidates, targets = rec.collect_candidates, data.targets[rows]
+    # First the warm weights on the list without cold items, then the cold items' own terms.
+    warm = [c.without_cold() for c in candidates]
+    weights, table = tune_fusion(warm, targets, cooc=cooc is not None)
+    cold = model.cold_items() if hasattr(model, "cold_items") else None
+    cold_table = None
+    if mc.cold_candidates and cold is not None and bool(cold.any()):
+        cold_target = cold.cpu().numpy()[targets]
+        weights, cold_table = tune_cold(candidates, targets, cold_target, weights)
+    return weights, table, len(rows), cold_table

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec import cpu_threads
 from genrec.bench.results import atomic_write_text, json_text
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
@@ -131,7 +132,7 @@ def _run_pipeline(
     info = distributed.setup(device)
     say = console.print if info.is_main else (lambda *a, **k: None)
     if config.run.threads:
-        torch.set_num_threads(config.run.threads)
+        cpu_threads.use_fixed(config.run.threads)  # else genrec.cpu_threads adapts it to free cores
     cache = StageCache(config.run.cache_dir or default_cache_root())
     item_id_model = config.model.kind in ITEM_ID_KINDS
     result = PipelineResult(run_dir)
@@ -155,16 +156,24 @@ def _run_pipeline(
         from genrec.models import identity_codes
 
         codes, level_sizes, tok_dir = identity_codes(dataset.num_items), [dataset.num_items], None
+        embed_dir = None
     else:
         from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
 
         tok_dir = outputs["tokenize"].path
+        embed_dir = outputs["embed"].path
         codes = load_semantic_ids(tok_dir)
         level_sizes = [int(v) for v in read_tokenizer_info(tok_dir)["level_sizes"]]
     fingerprints = {"dataset": dataset.fingerprint, "semantic_ids": semantic_ids_hash(codes)}
-    inputs = TrainInputs.from_dataset(dataset, codes, level_sizes, fingerprints)
+    item_content = None
+    if config.model.content_vectors:  # the model's content vectors read the embed stage's output
+        from genrec.embed.artifacts import array_sha256, load_embeddings
+
+        item_content, _ = load_embeddings(outputs["embed"].path, num_items=dataset.num_items)
+        fingerprints["item_content"] = array_sha256(item_content)
+    inputs = TrainInputs.from_dataset(dataset, codes, level_sizes, fingerprints, item_content)
     if info.is_main:
-        _prepare_run_dir(run_dir, config, dataset, codes, tok_dir, fingerprints, resume)
+        _prepare_run_dir(run_dir, config, dataset, codes, tok_dir, fingerprints, resume, embed_dir)
     distributed.barrier(info)
 
     # ---- train ----
@@ -174,10 +183,10 @@ def _run_pipeline(
     trained = run_info.get("train", {})
     if trained.get("signature_hash") == stable_hash(signature) and (run_dir / "model.safetensors").is_file():
         say(f"  train: cached (run folder {run_dir} already holds this training)")
-        from genrec.models import build_model
         from genrec.train.checkpoint import load_model_weights
+        from genrec.train.loop import build_training_model
 
-        model = build_model(config.model, level_sizes, config.train.max_history, len(codes)).to(device)
+        model = build_training_model(config, inputs).to(device)
         load_model_weights(run_dir / "model.safetensors", model)
         wall["train"] = 0.0
         result.train = {**trained, "cached": True}
@@ -232,7 +241,7 @@ def _run_pipeline(
 
 
 def _prepare_run_dir(
-    run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, resume: bool
+    run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, resume: bool, embed_dir=None
 ):
     """Copy what the run depends on into it, after checking the folder holds no other run's work."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +265,9 @@ def _prepare_run_dir(
     else:  # item-ID models: the identity "tokenizer"
         np.save(tok_out / "semantic_ids.npy", codes)
         _write_json(tok_out / "tokenizer.json", {"method": "identity", "level_sizes": [len(codes)]})
+    from genrec.catalogue import save_run_encoders
+
+    encoders = save_run_encoders(run_dir, embed_dir, tok_dir)  # what `genrec add-items` needs later
     import pyarrow.parquet as pq
 
     columns = [c for c in ("item_idx", "item_id", "title") if c in dataset.item_table().column_names]
@@ -273,6 +285,7 @@ def _prepare_run_dir(
             "inputs": fingerprints,
             "dataset": {"name": dataset.name, "path": str(dataset.path), "num_items": dataset.num_items},
             "stage_settings": stage_settings_for_display(config),
+            "new_items": {"supported": encoders.supported, "reason": encoders.reason},
         },
     )
 
@@ -401,7 +414,9 @@ def _component_metrics(rec, dataset, run_dir: Path, test_options: dict) -> dict[
         replay = RecordedRanking(name, lists)
         part = evaluate(replay, dataset, "test", progress=False, **test_options)
         part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
-        for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10"):
+        wanted = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10")
+        groups = ("cold_target/recall@10", "cold_target/ndcg@10", "warm_target/recall@10", "warm_target/ndcg@10")
+        for metric in wanted + groups:
             if metric in part.metrics:
                 out[f"{name}/{metric}"] = part.metrics[metric]
     return out
@@ -467,8 +482,12 @@ def print_summary(result: PipelineResult, console) -> None:
     ):
         if key in m and m[key] is not None:
             table.add_row(key, f"{m[key]:.4f}")
-    # The parts of a fused list (genrec.fusion): the beam search alone, then with the item head.
-    for part in ("beam", "beam+head"):
+    # The parts of a fused list (genrec.fusion): the beam search alone, then with the item head,
+    # and (with cold candidates) the final list without them.
+    for key in ("cold_target/recall@10", "warm_target/recall@10"):
+        if m.get(key) is not None:
+            table.add_row(key, f"{m[key]:.4f}")
+    for part in ("beam", "beam+head", "no-cold"):
         for key in ("recall@10", "ndcg@10"):
             if m.get(f"{part}/{key}") is not None:
                 table.add_row(f"{part}: {key}", f"{m[f'{part}/{key}']:.4f}")

@@ -38,7 +38,7 @@ WRITTEN_FILES = (
     "best.safetensors",
     "checkpoints/latest.json",
 )
-WRITTEN_DIRS = ("", "checkpoints", "tokenizer")
+WRITTEN_DIRS = ("", "checkpoints", "tokenizer", "encoders")
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genrec import cpu_threads
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
 from genrec.models import GenerativeModel, build_model
@@ -42,9 +43,17 @@ class TrainInputs:
     codes: np.ndarray  # int64 [num_items, T] semantic IDs (codes + disambiguation token)
     level_sizes: list[int]
     fingerprints: dict[str, str]  # dataset / tokenizer hashes: what the run was trained from
+    item_content: np.ndarray | None = None  # float32 [num_items, D]: the model's content vectors' input
 
     @classmethod
-    def from_dataset(cls, dataset, codes: np.ndarray, level_sizes: list[int], fingerprints: dict[str, str]):
+    def from_dataset(
+        cls,
+        dataset,
+        codes: np.ndarray,
+        level_sizes: list[int],
+        fingerprints: dict[str, str],
+        item_content: np.ndarray | None = None,
+    ):
         starts, ends = dataset.train_bounds()
         valid = dataset.split("valid")
         return cls(
@@ -58,7 +67,18 @@ class TrainInputs:
             codes=np.asarray(codes, dtype=np.int64),
             level_sizes=list(level_sizes),
             fingerprints=dict(fingerprints),
+            item_content=item_content,
         )
+
+    def trained_items(self) -> np.ndarray:
+        """bool [num_items]: the items some training sequence holds (the others are cold)."""
+        seen = np.zeros(len(self.codes), dtype=bool)
+        lengths = self.train_ends - self.train_starts
+        rows = np.repeat(self.train_starts, lengths) + (
+            np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        seen[self.flat_items[rows]] = True
+        return seen
 
 
 @dataclass
@@ -91,6 +111,23 @@ class _LossModule(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         total, _ = self.model.loss_terms(batch, self.label_smoothing)
         return total
+
+
+def build_training_model(config: Config, inputs: TrainInputs) -> GenerativeModel:
+    """The model ``config`` names for these inputs, content vectors filled where it has them."""
+    content = inputs.item_content
+    if config.model.content_vectors and content is None:
+        raise ValueError("model.content_vectors needs the item embeddings (TrainInputs.item_content)")
+    model = build_model(
+        config.model,
+        inputs.level_sizes,
+        config.train.max_history,
+        len(inputs.codes),
+        content_dim=content.shape[1] if config.model.content_vectors else 0,
+    )
+    if getattr(model, "content_dim", 0):
+        model.set_item_content(content, inputs.trained_items())
+    return model
 
 
 def training_signature(config: Config, inputs: TrainInputs) -> dict:
@@ -162,7 +199,7 @@ def fit(
             f"train.batch_size {t.batch_size} must divide evenly over {dist_info.world_size} processes"
         )
     torch.manual_seed(config.run.seed)
-    model = build_model(config.model, inputs.level_sizes, t.max_history, len(inputs.codes)).to(device)
+    model = build_training_model(config, inputs).to(device)
     names = {p: n for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, config, device)
     examples = build_examples(inputs.train_starts, inputs.train_ends, t.max_history, model.example_kind)
@@ -324,6 +361,7 @@ def fit(
     last_log = time.perf_counter()
     examples_since_log = 0
     while not stopped:
+        cpu_threads.tick()  # fewer threads while other processes hold cores (unless the user set them)
         if state["batch_in_epoch"] >= len(batches):
             state["epoch"] += 1
             state["batch_in_epoch"] = 0

@@ -49,3 +49,40 @@ def test_fused_run_tunes_on_validation_reports_its_parts_and_serves_the_same_lis
     items, _ = rec.recommender.topk(histories, 10, test.users)
     recall = float(np.mean((items == test.targets[:, None]).any(1)))
     assert np.isclose(recall, metrics["recall@10"])
+
+
+COLD = [*FUSED, "data.cold_start=0.25", "model.content_vectors=true", "model.cold_candidates=3"]
+
+
+def test_cold_start_run_puts_cold_items_in_lists_reports_them_and_serves_the_same_lists(tmp_path, tiny_prepared):
+    """Content vectors and cold candidates on the cold-start protocol: the weights (cold terms too)
+    come from validation, the list without cold items is reported beside the final one, and the
+    finished run (its content table in model.safetensors) recommends what the test scored."""
+    run_dir = tmp_path / "cold"
+    config = load_config(None, overrides=tiny_overrides(tiny_prepared, tmp_path / "cache") + COLD)
+    result = run_pipeline(config, run_dir, progress=False)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert "item_content" in info["inputs"]
+    tuning = json.loads((run_dir / "fusion_tuning.json").read_text())
+    cold_rows = tuning["cold"]["table"]
+    w = info["fusion"]["weights"]
+    chosen = [
+        r
+        for r in cold_rows
+        if all(r[key] == w[key] for key in ("cold_bias", "cold_seq_weight", "cold_epsilon", "cold_sim_weight"))
+    ]
+    eligible = [r["ndcg@10"] for r in cold_rows if r["meets_warm_floor"]]
+    assert len(chosen) == 1 and chosen[0]["ndcg@10"] == max(eligible)
+    metrics = result.metrics
+    for key in ("cold_target/recall@10", "warm_target/recall@10", "no-cold/recall@10", "no-cold/cold_target/recall@10"):
+        assert key in metrics
+    assert metrics["no-cold/cold_target/recall@10"] == 0.0  # without cold candidates no cold item is listed
+
+    rec = load_run(run_dir, device="cpu")
+    assert rec.recommender.model.cold_items().sum() > 0
+    dataset = load_prepared(result.stages["prepare"]["path"])
+    assert len(dataset.cold_items())
+    test = dataset.split("test")
+    items, _ = rec.recommender.topk(test.history_list(), 10, test.users)
+    recall = float(np.mean((items == test.targets[:, None]).any(1)))
+    assert np.isclose(recall, metrics["recall@10"])

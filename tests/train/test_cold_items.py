@@ -1,0 +1,271 @@
+"""Cold items in the generative recommender (issue 15): content vectors in the ItemDecoder, cold
+candidates in the fusion (a beam search restricted to them, the item head's best of them), the
+epsilon cap, and the tuning that keeps warm-target accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genrec.fusion import Candidates, Fusion, FusionWeights, ranking_hits, tune_cold
+from genrec.models import ItemDecoder
+from genrec.recommend import Recommender
+from tests.train.helpers import synthetic_world
+
+N = 24
+COLD = np.array([3, 7, 11, 19])
+
+
+def content_decoder(level_sizes, num_items=N, content_dim=5, dropout=0.5, seed=0):
+    torch.manual_seed(seed)
+    model = ItemDecoder(
+        level_sizes,
+        max_history=6,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        num_items=num_items,
+        item_loss=1.0,
+        item_negatives=8,
+        content_dim=content_dim,
+        content_dropout=dropout,
+    )
+    rng = np.random.default_rng(seed)
+    trained = np.ones(num_items, dtype=bool)
+    trained[COLD[num_items > COLD]] = False
+    model.set_item_content(rng.standard_normal((num_items, content_dim)).astype(np.float32), trained)
+    with torch.no_grad():  # visible free vectors and content projection
+        model.item_emb.weight.normal_(0, 1.0)
+        model.content_proj.weight.normal_(0, 1.0)
+    return model.eval()
+
+
+def test_item_vectors_are_free_plus_content_and_cold_items_have_only_content():
+    _, _, _codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    content = model.content_proj(model.item_content)
+    expected = model.item_emb.weight * model.item_trained[:, None] + content
+    torch.testing.assert_close(model.item_vectors(), expected)
+    torch.testing.assert_close(model.item_vectors()[COLD], content[COLD])
+    idx = torch.tensor([[3, 4], [0, 19]])
+    torch.testing.assert_close(model.item_vectors(idx), expected[idx])
+    keep = torch.zeros(N, dtype=torch.bool)
+    torch.testing.assert_close(model.item_vectors(None, keep), content)  # every free part dropped
+    assert model.item_content.norm(dim=1).sub(1).abs().max() < 1e-5  # rows normalised
+
+
+def test_training_never_moves_a_cold_items_free_embedding():
+    _, _flat, codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes).train()
+    codes_t = torch.as_tensor(codes)
+    window_items = torch.randint(0, N, (8, 7))
+    batch = {"window": codes_t[window_items], "window_len": torch.full((8,), 7), "window_items": window_items}
+    loss, _ = model.loss_terms(batch)
+    loss.backward()
+    grad = model.item_emb.weight.grad
+    assert grad[COLD].abs().max() == 0
+    assert grad[np.setdiff1d(np.arange(N), COLD)].abs().sum() > 0
+    assert model.content_proj.weight.grad.abs().sum() > 0
+
+
+def test_content_dropout_draws_a_keep_mask_only_in_training():
+    _, _, _, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes, dropout=0.5).train()
+    torch.manual_seed(3)
+    keep = model._free_vector_keep("cpu")
+    assert keep.dtype == torch.bool and 0 < int(keep.sum()) < N
+    assert model.eval()._free_vector_keep("cpu") is None
+
+
+def test_added_items_score_by_content_and_leave_the_others_unchanged():
+    _, _, _codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    before = model.item_vectors().clone()
+    new = torch.randn(3, 5)
+    model.add_items(new)
+    assert model.num_items == N + 3 and model.item_emb.weight.shape[0] == N + 3
+    after = model.item_vectors()
+    torch.testing.assert_close(after[:N], before)
+    torch.testing.assert_close(after[N:], model.content_proj(new / new.norm(dim=1, keepdim=True)))
+    assert not model.item_trained[N:].any() and model.cold_items()[N:].all()
+    with pytest.raises(ValueError, match="content"):
+        model.add_items(torch.randn(2, 4))
+
+
+def test_set_item_content_checks_shapes_and_values():
+    _, _, _, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    with pytest.raises(ValueError, match=r"\[24, 5\]"):
+        model.set_item_content(np.zeros((N, 4), np.float32), np.ones(N, bool))
+    bad = np.zeros((N, 5), np.float32)
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_item_content(bad, np.ones(N, bool))
+
+
+# ---- the cap and the cold terms of the fused score ----
+def reference_top(items, seq, head, cold, w: FusionWeights, k: int, sim=None):
+    """Brute force: score each candidate, sort (stable, best first), then leave out the cold items
+    past the cap; -inf slots are empty."""
+    out = []
+    for r in range(items.shape[0]):
+        rows = []
+        for j in range(items.shape[1]):
+            if items[r, j] < 0:
+                continue
+            if cold[r, j]:
+                s = w.cold_seq_weight * seq[r, j] + w.head_weight * head[r, j] + w.cold_bias
+                s += w.cold_sim_weight * sim[r, j]
+            else:
+                s = seq[r, j] + w.head_weight * head[r, j]
+            rows.append((s, j))
+        rows.sort(key=lambda x: -x[0])  # Python's sort is stable: ties keep the column order
+        cap = math.ceil(w.cold_epsilon * k - 1e-9)
+        kept, seen = [], 0
+        for _s, j in rows:
+            if cold[r, j]:
+                seen += 1
+                if seen <= cap:
+                    kept.append(j)
+            else:
+                kept.append(j)
+        chosen = kept[:k]
+        out.append([int(items[r, j]) for j in chosen] + [-1] * (k - len(chosen)))
+    return np.array(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 8),
+    eps=st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.5, 1.0]),
+    bias=st.sampled_from([-3.0, 0.0, 2.5]),
+    cold_seq=st.sampled_from([0.0, 0.5, 1.0]),
+    sim_weight=st.sampled_from([0.0, 2.0]),
+)
+def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bias, cold_seq, sim_weight):
+    rng = np.random.default_rng(seed)
+    U, M = 4, 10
+    items = np.stack([rng.permutation(30)[:M] for _ in range(U)])
+    items[rng.random((U, M)) < 0.15] = -1
+    seq = np.round(rng.normal(-5, 2, (U, M)), 0)  # rounded: ties happen
+    head = np.round(rng.normal(-3, 1, (U, M)), 0)
+    seq[items < 0] = -np.inf
+    cold = (rng.random((U, M)) < 0.4) & (items >= 0)
+    sim = np.round(rng.uniform(-1, 1, (U, M)), 1)
+    w = FusionWeights(
+        head_weight=1.0, cold_bias=bias, cold_seq_weight=cold_seq, cold_epsilon=eps, cold_sim_weight=sim_weight
+    )
+    cand = Candidates(
+        torch.as_tensor(items),
+        torch.as_tensor(seq, dtype=torch.float32),
+        torch.as_tensor(head, dtype=torch.float32),
+        torch.zeros(U, M),
+        3,
+        torch.as_tensor(cold),
+        torch.as_tensor(sim, dtype=torch.float32),
+    )
+    got, _ = cand.top(w, k)
+    np.testing.assert_array_equal(got.numpy(), reference_top(items, seq, head, cold, w, k, sim))
+    # Never more than the cap of cold items.
+    cap = math.ceil(eps * k - 1e-9)
+    for r in range(U):
+        cold_items = set(items[r][cold[r]].tolist())
+        assert sum(int(i) in cold_items for i in got[r].numpy() if i >= 0) <= cap
+
+
+def test_content_similarity_is_the_cosine_to_the_recency_weighted_profile():
+    from genrec.fusion import PROFILE_DECAY, PROFILE_ITEMS, content_similarity
+
+    _, _, _, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    rng = np.random.default_rng(5)
+    histories = [rng.integers(0, N, size=n) for n in (1, 3, PROFILE_ITEMS + 4)]
+    got = content_similarity(model, histories, "cpu").numpy()
+    content = model.item_content.numpy().astype(np.float64)
+    for r, h in enumerate(histories):
+        recent = h[-PROFILE_ITEMS:]
+        profile = sum(PROFILE_DECAY ** (len(recent) - 1 - i) * content[item] for i, item in enumerate(recent))
+        profile /= np.linalg.norm(profile)
+        np.testing.assert_allclose(got[r], content @ profile, atol=1e-5)
+
+
+def test_without_cold_drops_the_cold_candidates_only():
+    items = torch.tensor([[5, 3, 8, -1]])
+    cand = Candidates(items, torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 4), 2, torch.tensor([[0, 1, 0, 0]]).bool())
+    warm = cand.without_cold()
+    assert warm.items.tolist() == [[5, -1, 8, -1]] and warm.cold is None
+
+
+def test_tune_cold_keeps_warm_recall_and_takes_the_best_ndcg():
+    # Two rows: a warm target the beam ranks first, a cold target the cold candidate holds. A large
+    # bias would push the warm target down (breaking the warm floor); a moderate one fixes both.
+    items = torch.tensor([[1, 2, 9], [1, 2, 9]])
+    seq = torch.tensor([[-1.0, -2.0, -9.0], [-1.0, -2.0, -9.0]])
+    cold = torch.tensor([[False, False, True], [False, False, True]])
+    cand = Candidates(items, seq, torch.zeros(2, 3), torch.zeros(2, 3), 2, cold)
+    targets = np.array([1, 9])
+    w, table = tune_cold([cand], targets, np.array([False, True]), FusionWeights(), k=1)
+    hit, _ = ranking_hits([cand], targets, w, k=1)
+    # k = 1: only one of the two can be first, and the warm floor keeps the warm target first.
+    assert hit.tolist() == [True, False]
+    w2, _ = tune_cold([cand], targets, np.array([False, True]), FusionWeights(), k=2)
+    hit2, _ = ranking_hits([cand], targets, w2, k=2)
+    assert hit2.tolist() == [True, True]  # room for both: the cold item moves up to second place
+    assert all("meets_warm_floor" in r for r in table)
+
+
+def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    rng = np.random.default_rng(2)
+    histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(5)]
+    fusion = Fusion(FusionWeights(head_weight=1.0, cold_bias=100.0, cold_epsilon=0.2), None, 2, cold_candidates=3)
+    rec = Recommender(model, codes, beam_size=6, fusion=fusion, record_components=True)
+    rec.collect_candidates = []
+    items, _ = rec.topk(histories, 10)
+    cand = rec.collect_candidates[0]
+    assert cand.cold is not None
+    found_cold = {int(i) for i in cand.items[cand.cold]}
+    assert found_cold and found_cold <= set(COLD.tolist())
+    # A huge bias puts cold items first, but only ceil(0.2 * 10) = 2 of them.
+    for row in items:
+        assert sum(int(i) in COLD for i in row) == 2
+        assert row[0] in COLD and row[1] in COLD
+    # Each candidate once per user, cold ones scored on the beam's scale (teacher-forced).
+    for r in range(len(histories)):
+        real = cand.items[r][cand.items[r] >= 0].tolist()
+        assert len(real) == len(set(real))
+    batch = rec._batch(torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None)
+    real = cand.items >= 0
+    owner = torch.nonzero(real)[:, 0]
+    direct = model.id_log_probs(batch, torch.as_tensor(codes)[cand.items[real]], owner)
+    torch.testing.assert_close(cand.seq[real], direct, atol=1e-4, rtol=1e-4)
+    # The list without cold candidates is recorded beside the final one.
+    no_cold = rec.recorded["no-cold"][0]
+    assert not np.isin(no_cold, COLD).any()
+
+
+def test_the_restricted_beam_only_returns_cold_items():
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes)
+    rec = Recommender(model, codes, beam_size=6, fusion=Fusion(FusionWeights(), None, 0, cold_candidates=4))
+    histories = [np.array([0, 1, 2]), np.array([5])]
+    batch = rec._batch(torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None)
+    got = rec._cold_search(batch, 4, {})
+    items = got[0] if isinstance(got, tuple) else got.items
+    assert set(items[items >= 0].tolist()) <= set(COLD.tolist())
+    assert (items >= 0).sum(1).tolist() == [4, 4]
+
+
+def _bounds(histories):
+    lengths = np.array([len(h) for h in histories])
+    ends = np.cumsum(lengths)
+    return ends - lengths, ends

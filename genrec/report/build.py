@@ -33,6 +33,10 @@ MORE_ACCURACY = ("recall@20", "ndcg@20", "mrr")
 BEYOND = ("coverage@10", "gini@10", "novelty@10", "avg_popularity@10")
 BUCKET_METRICS = ("recall@10", "ndcg@10")
 DEFAULT_TESTED = ("recall@10", "ndcg@10")
+#: On a cold-start split (per-user files with a ``cold_target`` column) the accuracy table and the
+#: paired tests also cover the users whose target is cold, and those whose target is warm, apart.
+GROUPS = ("cold_target", "warm_target")
+GROUP_METRICS = ("recall@10", "ndcg@10")
 
 
 @dataclass
@@ -143,16 +147,36 @@ def _metric_table(methods: list[Method], names) -> dict:
     }
 
 
+def _groups(methods: list[Method]) -> dict[str, np.ndarray]:
+    """Row masks of the user groups every method's per-user file marks the same way ({} if none)."""
+    marks = [ev.per_user.get("cold_target") if ev.per_user is not None else None for m in methods for ev in m.evaluations]
+    if not marks or any(mark is None for mark in marks):
+        return {}
+    cold = np.asarray(marks[0], dtype=bool)
+    if any(not np.array_equal(np.asarray(mark, dtype=bool), cold) for mark in marks[1:]):
+        return {}
+    return {"cold_target": cold, "warm_target": ~cold}
+
+
 def _significance(methods: list[Method], options: ReportOptions) -> list[dict]:
     tests = []
-    for metric in options.tested_metrics:
-        for a, b in itertools.combinations(methods, 2):
-            va, vb = _per_user_mean(a, metric), _per_user_mean(b, metric)
-            if va is None or vb is None:
+    groups = {"": None, **_groups(methods)}
+    for group, mask in groups.items():
+        for metric in options.tested_metrics:
+            if group and metric not in GROUP_METRICS:
                 continue
-            keep = np.isfinite(va) & np.isfinite(vb)
-            result = compare_paired(va[keep], vb[keep], permutations=options.permutations, seed=options.seed)
-            tests.append({"metric": metric, "a": a.label, "b": b.label, **result.to_dict()})
+            for a, b in itertools.combinations(methods, 2):
+                va, vb = _per_user_mean(a, metric), _per_user_mean(b, metric)
+                if va is None or vb is None:
+                    continue
+                keep = np.isfinite(va) & np.isfinite(vb)
+                if mask is not None:
+                    keep &= mask
+                result = compare_paired(
+                    va[keep], vb[keep], permutations=options.permutations, seed=options.seed
+                )
+                name = f"{group}/{metric}" if group else metric
+                tests.append({"metric": name, "a": a.label, "b": b.label, **result.to_dict()})
     if tests:
         for key in ("p_t", "p_perm"):
             adjusted = holm([t[key] for t in tests])
@@ -270,6 +294,7 @@ def compute_report(
     ref = methods[0].evaluations[0]
     ks_present = set(ref.metrics)
     accuracy = [m for m in ACCURACY + MORE_ACCURACY if m in ks_present]
+    accuracy += [f"{g}/{m}" for g in GROUPS for m in GROUP_METRICS if f"{g}/{m}" in ks_present]
     beyond = [m for m in BEYOND if m in ks_present]
     extra = sorted(
         {k for m in methods for ev in m.evaluations for k in ev.metrics} - set(accuracy) - set(beyond)

@@ -19,7 +19,8 @@ from genrec.config import Config, ConfigError, cache_relevant, stable_hash
 from genrec.pipeline.cache import StageCache, StageOutput
 
 # Bump when a stage's output for the same settings changes meaning.
-STAGE_VERSIONS = {"prepare": 1, "cold_start": 1, "embed": 1, "tokenize": 1}
+# embed 2: the output also holds the encoder state that embeds items added after training.
+STAGE_VERSIONS = {"prepare": 1, "cold_start": 1, "embed": 2, "tokenize": 1}
 # Settings of the other areas' config sections that change how fast, not what, a stage computes.
 EMBED_RUNTIME_FIELDS = ("batch_size", "device", "cache", "cache_dir", "progress")
 TOKENIZE_RUNTIME_FIELDS = ("device", "progress", "encode_backend")

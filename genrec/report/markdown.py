@@ -95,6 +95,12 @@ def _seconds(s) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _stat(x, spec: str) -> str:
+    """A number in ``spec``, or a dash where the statistic is undefined (JSON null: e.g. the t of a
+    group whose per-user differences are all equal)."""
+    return "–" if x is None else format(x, spec)
+
+
 def _p(p) -> str:
     if p is None:
         return "–"
@@ -157,14 +163,14 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
                 [
                     metric_name(t["metric"]),
                     f"{t['a']} vs {t['b']}",
-                    f"{t['mean_a']:.4f} vs {t['mean_b']:.4f}",
-                    f"{t['mean_diff']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]",
-                    f"{t['t']:.2f}",
+                    f"{_stat(t['mean_a'], '.4f')} vs {_stat(t['mean_b'], '.4f')}",
+                    f"{_stat(t['mean_diff'], '+.4f')} [{_stat(t['ci_low'], '+.4f')}, {_stat(t['ci_high'], '+.4f')}]",
+                    _stat(t["t"], ".2f"),
                     _p(t["p_t"]),
                     _p(t["p_perm"]),
                     _p(t["p_t_holm"]),
                     f"{t['wins']:,} / {t['losses']:,}",
-                    "yes" if t["p_t_holm"] < settings["alpha"] else "no",
+                    "yes" if t["p_t_holm"] is not None and t["p_t_holm"] < settings["alpha"] else "no",
                 ]
             )
         out.append(

@@ -165,3 +165,20 @@ def test_a_rejected_archive_leaves_nothing_extracted(tmp_path):
     with pytest.raises(DownloadError, match=r"member u\.data has sha256 .*nothing was extracted"):
         extract_zip(archive, tmp_path, remote)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no u.item, no staging folder, archive deleted
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        (b'"com,ma","com,ma"\xff,1', "item"),  # quoted separators are text, not field breaks
+        (b"a,b,\xff1", "time"),
+        (b"\xffa,b,1", "user"),
+    ],
+)
+def test_a_bad_byte_names_its_field_even_after_quoted_separators(tmp_path, row, field):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"user,item,time\n" + b"a,b,1\n" * 3 + row + b"\n")
+    with pytest.raises(DataFormatError) as err:
+        prepare_dataset("table", path, tmp_path / "out")
+    assert err.value.line == 5 and err.value.field == field and err.value.reason == "encoding"
+    assert not (tmp_path / "out").exists()

@@ -125,14 +125,19 @@ def read_table(path: Path, encoding: str = "utf-8"):
 
 
 def _field_at(data: bytes, offset: int, sep: bytes) -> str | None:
-    """The header's name of the column byte ``offset`` of a CSV falls in (separators counted on its
-    line; a quoted separator can mislead it, and a byte in the header names no column)."""
+    """The header's name of the column byte ``offset`` of a CSV falls in: the fields before it on its
+    line, read by a CSV parser (so quoted separators count as text); a byte in the header, or in a
+    quoted field that began on an earlier line, names no column."""
+    import csv
+
     start = data.rfind(b"\n", 0, offset) + 1
     if start == 0:
         return None
-    header = data[: data.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r").split(sep.decode())
-    column = data[start:offset].count(sep)
-    return header[column].strip('"') if column < len(header) else None
+    delimiter = sep.decode()
+    header = next(csv.reader([data[: data.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r")], delimiter=delimiter))
+    before = data[start:offset].decode("utf-8", errors="replace")
+    column = len(next(csv.reader([before + "x"], delimiter=delimiter))) - 1
+    return header[column] if column < len(header) else None
 
 
 def _reserved_line_column(table, path: Path) -> None:

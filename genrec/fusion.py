@@ -176,9 +176,9 @@ class Fusion:
                 got_items, got_scores = cold_search(m)
                 scored.append((got_items, got_scores.float()))
             not_cold = ~cold_items.to(device)[None, :]
-            for source in (masked, sim_all := content_similarity(model, histories, device)):
-                if history is not None:
-                    source = source.masked_fill(history, float("-inf"))
+            sim_all = content_similarity(model, histories, device)
+            sim_masked = sim_all if history is None else sim_all.masked_fill(history, float("-inf"))
+            for source in (masked, sim_masked):  # the item head's and the content profile's best
                 top = source.masked_fill(not_cold, float("-inf")).topk(m, dim=1)
                 extra.append(top.indices.masked_fill(torch.isinf(top.values), -1))
         items = torch.cat([t for t, _ in scored] + extra, dim=1)

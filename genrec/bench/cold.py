@@ -121,12 +121,10 @@ def _markdown(payload: dict, rows: list[dict]) -> str:
 
 
 def _plot(path: Path, rows: list[dict], title: str) -> Path | None:
-    try:
-        import matplotlib
+    from genrec.report.plots import _pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     eps = [r["epsilon"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -13,7 +13,6 @@ are absent from this modality.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from genrec.embed.artifacts import EmbeddingError
 from genrec.embed.factorize import truncated_svd
@@ -31,44 +30,58 @@ def training_sequences(dataset) -> tuple[np.ndarray, np.ndarray]:
     return dataset.items[positions], user
 
 
-def cooccurrence(items: np.ndarray, user: np.ndarray, num_items: int, window: int) -> torch.Tensor:
-    """Symmetric sparse counts [num_items, num_items]: pairs within ``window`` steps, weight 1/distance."""
-    rows, cols, vals = [], [], []
+def _sparse(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_items: int):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((vals, (rows, cols)), shape=(num_items, num_items))  # duplicates summed
+
+
+def cooccurrence(items: np.ndarray, user: np.ndarray, num_items: int, window: int):
+    """Symmetric sparse counts [num_items, num_items] (scipy CSR, float64): pairs within ``window``
+    steps, weight 1/distance. Built one distance at a time, so memory follows the distinct pairs."""
+    index = np.int32 if num_items < 2**31 else np.int64
+    items = items.astype(index, copy=False)
+    counts = _sparse(np.zeros(0, index), np.zeros(0, index), np.zeros(0), num_items)
     for d in range(1, window + 1):
         same = user[:-d] == user[d:]
         a, b = items[:-d][same], items[d:][same]
         keep = a != b  # an item repeated next to itself says nothing about other items
         a, b = a[keep], b[keep]
-        rows += [a, b]
-        cols += [b, a]
-        vals.append(np.full(2 * len(a), 1.0 / d))
-    if not rows:
-        return torch.sparse_coo_tensor(
-            torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (num_items, num_items)
-        )
-    index = torch.from_numpy(np.stack([np.concatenate(rows), np.concatenate(cols)]))
-    values = torch.from_numpy(np.concatenate(vals))
-    return torch.sparse_coo_tensor(
-        index, values, (num_items, num_items), dtype=torch.float64, check_invariants=True
-    ).coalesce()
+        step = _sparse(a, b, np.full(len(a), 1.0 / d), num_items)
+        counts = counts + step + step.T
+    counts.sort_indices()
+    return counts
 
 
-def ppmi(counts: torch.Tensor, *, shift: float = 1.0, context_power: float = 0.75) -> torch.Tensor:
-    """Positive shifted PMI of a sparse count matrix (zeros and negative associations dropped)."""
-    row = torch.sparse.sum(counts, dim=1).to_dense()
-    context = row.pow(context_power)
-    (i, j), c = counts.indices(), counts.values()
-    total = c.sum()
-    pmi = (
-        torch.log(c * total)
-        - torch.log(row[i])
-        - torch.log(context[j] * total / context.sum())
-        - np.log(shift)
-    )
-    keep = pmi > 0
-    return torch.sparse_coo_tensor(
-        torch.stack([i[keep], j[keep]]), pmi[keep], counts.shape, dtype=torch.float64, check_invariants=True
-    ).coalesce()
+def ppmi(counts, *, shift: float = 1.0, context_power: float = 0.75, block: int = 1 << 23):
+    """Positive shifted PMI of a sparse count matrix (scipy CSR; zeros and negative associations
+    dropped), computed ``block`` non-zeros of rows at a time."""
+    import scipy.sparse as sp
+
+    counts = sp.csr_matrix(counts)
+    row = np.asarray(counts.sum(axis=1)).ravel()
+    context = row**context_power
+    with np.errstate(divide="ignore"):
+        log_row, log_context = np.log(row), np.log(context)
+    # log(c * total) - log(row_i) - log(context_j * total / sum(context)) - log(shift)
+    offset = np.log(context.sum()) - np.log(shift)
+    indptr, values = counts.indptr, np.empty(counts.nnz)
+    lo = 0
+    while lo < counts.shape[0]:  # whole rows per block
+        hi = max(lo + 1, int(np.searchsorted(indptr, indptr[lo] + block, side="right")) - 1)
+        hi = min(hi, counts.shape[0])
+        span = slice(indptr[lo], indptr[hi])
+        rows = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))
+        pmi = np.log(counts.data[span])
+        pmi -= log_row[rows]
+        pmi -= log_context[counts.indices[span]]
+        pmi += offset
+        values[span] = pmi
+        lo = hi
+    out = sp.csr_matrix((values, counts.indices, indptr), shape=counts.shape)
+    out.data[out.data <= 0] = 0
+    out.eliminate_zeros()
+    return out
 
 
 def embed_collaborative(
@@ -89,15 +102,14 @@ def embed_collaborative(
     items, user = training_sequences(dataset)
     counts = cooccurrence(items, user, num_items, window)
     matrix = ppmi(counts, shift=shift, context_power=context_power)
-    present = np.zeros(num_items, dtype=bool)
-    present[matrix.indices()[0].numpy()] = True
+    present = np.diff(matrix.indptr) > 0
     if present.sum() < 2:
         raise EmbeddingError(
             f"{dataset.path}: the training part has fewer than 2 items that co-occur within {window} steps; "
             "no collaborative signal to learn"
         )
     u, s, _ = truncated_svd(matrix, dim, seed=seed)
-    values = (u * s.sqrt()).float().numpy()
+    values = (u * s.sqrt()).numpy()
     if values.shape[1] < dim:  # fewer associated items than dimensions: pad the unused directions
         values = np.pad(values, ((0, 0), (0, dim - values.shape[1])))
     trained = np.bincount(items, minlength=num_items) > 0
@@ -108,6 +120,6 @@ def embed_collaborative(
         "context_power": context_power,
         "items_in_training": int(trained.sum()),
         "items_with_embedding": int(present.sum()),
-        "nonzeros": int(matrix.values().numel()),
+        "nonzeros": int(matrix.nnz),
     }
     return ModalityFeatures("collaborative", values, present, info)

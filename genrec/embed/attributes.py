@@ -14,11 +14,13 @@ factorization) without refitting.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
 import torch
 
 from genrec.embed.artifacts import EmbeddingError
@@ -33,77 +35,130 @@ def _normalise(value) -> str | None:
     return text or None
 
 
-def item_tokens(
-    item_table, columns: Sequence[str], where: str = "items.parquet"
-) -> dict[str, list[list[str]]]:
-    """Per column, each item's distinct attribute values (lower-cased, whitespace collapsed)."""
+@dataclass(frozen=True)
+class ColumnTokens:
+    """One attribute column's distinct (item, value) pairs, values lower-cased, whitespace collapsed."""
+
+    items: np.ndarray
+    """int64 [P]: the item (row) of each pair, ascending."""
+    codes: np.ndarray
+    """int64 [P]: the pair's value, an index into ``values``."""
+    values: list[str]
+    """The column's distinct normalised values."""
+
+
+def _check_type(dtype, column: str, where: str) -> None:
+    if pa.types.is_nested(dtype) or (pa.types.is_dictionary(dtype) and pa.types.is_nested(dtype.value_type)):
+        raise EmbeddingError(f"{where}: attribute column {column!r} must hold strings or lists of strings")
+
+
+def column_tokens(item_table, column: str, where: str = "items.parquet") -> ColumnTokens:
+    """The distinct values of each item in ``column`` (a scalar or list column), vectorised: only
+    the column's distinct raw values pass through Python (to be normalised)."""
+    data = item_table.column(column)
+    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    if (
+        pa.types.is_list(data.type)
+        or pa.types.is_large_list(data.type)
+        or pa.types.is_fixed_size_list(data.type)
+    ):
+        parents = np.asarray(pc.list_parent_indices(data), dtype=np.int64)
+        data = pc.list_flatten(data)
+    else:
+        parents = np.arange(len(data), dtype=np.int64)
+    _check_type(data.type, column, where)
+    if isinstance(data, pa.ChunkedArray):
+        data = data.combine_chunks()
+    valid = np.asarray(data.is_valid(), dtype=bool)
+    parents, data = parents[valid], data.filter(pa.array(valid))
+    if pa.types.is_dictionary(data.type):
+        data = data.cast(data.type.value_type)
+    try:
+        encoded = pc.dictionary_encode(data)
+        raw, codes = encoded.dictionary.to_pylist(), np.asarray(encoded.indices, dtype=np.int64)
+    except pa.ArrowNotImplementedError:  # a type arrow cannot dictionary-encode: distinct values in Python
+        index: dict = {}
+        codes = np.array([index.setdefault(v, len(index)) for v in data.to_pylist()], dtype=np.int64)
+        raw = list(index)
+    values: dict[str, int] = {}
+    normalised = np.array(
+        [-1 if (t := _normalise(v)) is None else values.setdefault(t, len(values)) for v in raw] or [0],
+        dtype=np.int64,
+    )
+    codes = normalised[codes] if len(codes) else codes
+    keep = codes >= 0
+    pairs = np.unique(parents[keep] * max(len(values), 1) + codes[keep])
+    width = max(len(values), 1)
+    return ColumnTokens(pairs // width, pairs % width, list(values))
+
+
+def item_tokens(item_table, columns: Sequence[str], where: str = "items.parquet") -> dict[str, ColumnTokens]:
+    """Per column, each item's distinct attribute values (see :func:`column_tokens`)."""
     missing = [c for c in columns if c not in item_table.column_names]
     if missing:
         raise EmbeddingError(
             f"{where}: no attribute column(s) {', '.join(map(repr, missing))} "
             f"(columns: {', '.join(item_table.column_names)})"
         )
-    out: dict[str, list[list[str]]] = {}
-    for column in columns:
-        rows = []
-        for value in item_table.column(column).to_pylist():
-            values = value if isinstance(value, list) else [value]
-            seen: list[str] = []
-            for v in values:
-                if v is None:
-                    continue
-                if isinstance(v, (list, dict)):
-                    raise EmbeddingError(
-                        f"{where}: attribute column {column!r} must hold strings or lists of strings"
-                    )
-                text = _normalise(v)
-                if text is not None and text not in seen:
-                    seen.append(text)
-            rows.append(seen)
-        out[column] = rows
-    return out
+    return {column: column_tokens(item_table, column, where) for column in columns}
 
 
 def _kept_values(
-    per_item: list[list[str]], num_items: int, min_count: int
-) -> tuple[Counter, list[str], dict[str, float]]:
-    """(document frequency, the kept values sorted, their idf) of one column's values."""
-    df = Counter(v for values in per_item for v in values)
-    kept = sorted(v for v, c in df.items() if c >= min_count and c < num_items)  # every-item values: idf 0
-    return df, kept, {v: float(np.log(num_items / df[v])) for v in kept}
+    tokens: ColumnTokens, num_items: int, min_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document frequency per value, the kept values' codes in sorted-value order, their idf)."""
+    df = np.bincount(tokens.codes, minlength=len(tokens.values))
+    eligible = np.flatnonzero((df >= min_count) & (df < num_items))  # every-item values: idf 0
+    kept = np.array(sorted(eligible.tolist(), key=tokens.values.__getitem__), dtype=np.int64)
+    return df, kept, np.log(num_items / df[kept]) if len(kept) else np.zeros(0)
+
+
+def _weighted_rows(
+    tokens: ColumnTokens, column_of: np.ndarray, idf: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, weights) of one column's block: kept values' idf, each item's block unit length.
+
+    ``column_of`` maps a value code to a column (-1: not kept); ``idf`` is per column."""
+    cols = column_of[tokens.codes] if len(tokens.codes) else np.zeros(0, np.int64)
+    keep = cols >= 0
+    rows, cols = tokens.items[keep], cols[keep]
+    weights = idf[cols]
+    norm = np.sqrt(np.bincount(rows, weights=weights * weights, minlength=int(rows.max(initial=-1)) + 1))
+    return rows, cols, weights / norm[rows]
 
 
 def attribute_matrix(
-    tokens: dict[str, list[list[str]]], num_items: int, min_count: int
-) -> tuple[torch.Tensor, list[str], dict]:
-    """Sparse tf-idf bag [num_items, vocabulary], the vocabulary (``column=value``), and per-column counts."""
-    rows, cols, vals, vocabulary = [], [], [], []
+    tokens: dict[str, ColumnTokens], num_items: int, min_count: int
+) -> tuple[sp.csr_matrix, list[str], dict, np.ndarray]:
+    """Sparse tf-idf bag [num_items, vocabulary] (scipy CSR), the vocabulary (``column=value``),
+    per-column counts and the idf per vocabulary entry."""
+    rows, cols, vals, vocabulary, idfs = [], [], [], [], []
     stats = {}
-    for column, per_item in tokens.items():
-        if len(per_item) != num_items:
-            raise EmbeddingError(
-                f"attribute column {column!r} has {len(per_item)} rows for {num_items} items"
-            )
-        df, kept, idf = _kept_values(per_item, num_items, min_count)
-        index = {v: len(vocabulary) + j for j, v in enumerate(kept)}
-        vocabulary += [f"{column}={v}" for v in kept]
-        with_any = 0
-        for i, values in enumerate(per_item):
-            entries = [(index[v], idf[v]) for v in values if v in index]
-            if not entries:
-                continue
-            with_any += 1
-            norm = float(np.sqrt(sum(w * w for _, w in entries)))
-            for j, w in entries:
-                rows.append(i)
-                cols.append(j)
-                vals.append(w / norm)
-        stats[column] = {"values": len(df), "kept_values": len(kept), "items_with": with_any}
-    indices = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
-    matrix = torch.sparse_coo_tensor(
-        indices, torch.tensor(vals, dtype=torch.float64), (num_items, len(vocabulary)), check_invariants=True
+    for column, tok in tokens.items():
+        if len(tok.items) and tok.items.max() >= num_items:
+            raise EmbeddingError(f"attribute column {column!r} has rows beyond the {num_items} items")
+        df, kept, idf = _kept_values(tok, num_items, min_count)
+        column_of = np.full(len(tok.values), -1, dtype=np.int64)
+        column_of[kept] = np.arange(len(kept))
+        r, c, w = _weighted_rows(tok, column_of, idf)
+        rows.append(r)
+        cols.append(c + len(vocabulary))
+        vocabulary += [f"{column}={tok.values[c]}" for c in kept]
+        idfs.append(idf)
+        vals.append(w)
+        stats[column] = {
+            "values": int((df > 0).sum()),
+            "kept_values": len(kept),
+            "items_with": len(np.unique(r)),
+        }
+    empty = [np.zeros(0, np.int64)]
+    matrix = sp.csr_matrix(
+        (np.concatenate(vals or empty), (np.concatenate(rows or empty), np.concatenate(cols or empty))),
+        shape=(num_items, len(vocabulary)),
+        dtype=np.float64,
     )
-    return matrix.coalesce(), vocabulary, stats
+    matrix.sort_indices()
+    return matrix, vocabulary, stats, np.concatenate(idfs or [np.zeros(0)])
 
 
 def embed_attributes(
@@ -139,17 +194,16 @@ def fit_attributes(
         raise ValueError("attribute encoder needs at least one column")
     num_items = item_table.num_rows
     tokens = item_tokens(item_table, columns, where)
-    matrix, vocabulary, stats = attribute_matrix(tokens, num_items, min_count)
-    present = np.zeros(num_items, dtype=bool)
-    present[matrix.indices()[0].unique().numpy()] = True
+    matrix, vocabulary, stats, idf = attribute_matrix(tokens, num_items, min_count)
+    present = np.diff(matrix.indptr) > 0
     if not vocabulary or not present.any():
         raise EmbeddingError(
             f"{where}: no attribute value of {', '.join(columns)} is shared by {min_count} or more items; "
             "nothing to embed (lower attributes.min_count or leave attributes out)"
         )
     u, s, v = truncated_svd(matrix, dim, seed=seed)
-    values = (u * s).float().numpy()
-    total = float(torch.sparse.sum(matrix.pow(2)))
+    values = (u * s).numpy()
+    total = float(np.square(matrix.data).sum())
     info = {
         "columns": list(columns),
         "vocabulary": len(vocabulary),
@@ -157,11 +211,7 @@ def fit_attributes(
         "explained_variance": float((s**2).sum() / total) if total > 0 else 0.0,
         "per_column": stats,
     }
-    idf: list[float] = []  # in vocabulary order: columns in turn, each column's kept values sorted
-    for per_item in tokens.values():
-        _, kept, column_idf = _kept_values(per_item, num_items, min_count)
-        idf += [column_idf[value] for value in kept]
-    model = AttributeModel(tuple(columns), tuple(vocabulary), np.array(idf), v.numpy())
+    model = AttributeModel(tuple(columns), tuple(vocabulary), idf, v.double().numpy())
     return ModalityFeatures("attributes", values, present, info), model
 
 
@@ -201,16 +251,14 @@ class AttributeModel:
         for j, entry in enumerate(self.vocabulary):
             column, _, value = entry.partition("=")  # column names hold no "="; values may
             index[(column, value)] = j
-        rows = np.zeros((item_table.num_rows, len(self.vocabulary)))
-        for column, per_item in tokens.items():
-            for i, values in enumerate(per_item):
-                entries = [index[(column, v)] for v in values if (column, v) in index]
-                if not entries:
-                    continue
-                weights = self.idf[entries]
-                rows[i, entries] = weights / np.sqrt(np.sum(weights * weights))
-        present = rows.any(axis=1)
-        values = (rows @ self.projection).astype(np.float32)
+        parts = []
+        for column, tok in tokens.items():
+            column_of = np.array([index.get((column, v), -1) for v in tok.values] or [-1], dtype=np.int64)
+            parts.append(_weighted_rows(tok, column_of, self.idf))
+        rows, cols, vals = (np.concatenate(p) for p in zip(*parts, strict=True))
+        matrix = sp.csr_matrix((vals, (rows, cols)), shape=(item_table.num_rows, len(self.vocabulary)))
+        present = np.diff(matrix.indptr) > 0
+        values = np.asarray(matrix @ self.projection).astype(np.float32)
         return ModalityFeatures("attributes", values, present, {"columns": list(self.columns)})
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -226,40 +226,112 @@ def modality_dropout(mask: torch.Tensor, p: float, generator: torch.Generator) -
 
 
 # ---- probing how well behaviour is recovered from content ----
-def behaviour_probe(
-    estimates: np.ndarray, probe: np.ndarray, behaviour: np.ndarray, warm: np.ndarray, k: int = PROBE_K
-) -> dict:
+PROBE_MAX_ITEMS = 2000
+"""Probe items scored: beyond this many, a seeded sample of them (the same one every epoch).
+Each is compared with every warm item, so the cost is this times the catalogue."""
+PROBE_BLOCK = 1 << 23
+"""Similarities held at once (32 MiB of float32): probe rows are scored in blocks of this many."""
+
+
+def probe_sample(probe: np.ndarray, max_items: int = PROBE_MAX_ITEMS, seed: int = 0) -> np.ndarray:
+    """``probe`` itself when it has at most ``max_items`` items, else a seeded sorted sample of them."""
+    if len(probe) <= max_items:
+        return probe
+    rng = np.random.default_rng([seed, 0x9B0BE, 1])
+    return np.sort(rng.choice(probe, max_items, replace=False))
+
+
+class BehaviourProbe:
     """How close estimated behaviour embeddings of held-out warm items are to their real ones.
 
-    ``estimates`` [P, D] for items ``probe``; ``behaviour`` [N, D] unit rows, real for ``warm`` items.
-    ``recall@k``: the item itself is among the k warm items nearest its estimate; ``neighbours@k``:
-    overlap of the k nearest warm items of estimate and of truth (the item excluded).
+    Built once per probe set: the warm items' real embeddings (the bank) and each probe item's
+    true nearest warm items; calling it with estimates for :attr:`items` scores them. Probe rows
+    are compared with the bank in blocks of ``block`` similarities, so memory stays bounded
+    whatever the catalogue size, and each row's numbers are the ones a dense [probe x warm]
+    matrix gives.
+
+    ``recall@k``: the item itself is among the k warm items nearest its estimate (items scoring
+    strictly higher count against it; ties go its way); ``neighbours@k``: overlap of the k
+    nearest warm items of estimate and of truth (the item excluded).
     """
+
+    def __init__(
+        self,
+        probe: np.ndarray,
+        behaviour: np.ndarray,
+        warm: np.ndarray,
+        k: int = PROBE_K,
+        *,
+        max_items: int = PROBE_MAX_ITEMS,
+        seed: int = 0,
+        block: int = PROBE_BLOCK,
+    ) -> None:
+        self.k = k
+        self.items = probe_sample(np.asarray(probe, dtype=np.int64), max_items, seed)
+        warm_idx = np.flatnonzero(warm)
+        self.bank = torch.from_numpy(np.ascontiguousarray(behaviour[warm_idx], dtype=np.float32))
+        self.truth = torch.from_numpy(np.ascontiguousarray(behaviour[self.items], dtype=np.float32))
+        self.pos = torch.from_numpy(np.searchsorted(warm_idx, self.items))
+        self.kk = min(k, len(warm_idx) - 1)
+        self.rows = max(1, block // max(len(warm_idx), 1))
+        self.near_true = (
+            torch.cat([self._nearest(sims, lo) for lo, sims in self._blocks(self.truth)])
+            if len(self.items) and self.kk > 0
+            else torch.zeros(len(self.items), 0, dtype=torch.long)
+        )
+
+    def _blocks(self, x: torch.Tensor):
+        for lo in range(0, len(x), self.rows):
+            yield lo, x[lo : lo + self.rows] @ self.bank.t()
+
+    def _nearest(self, sims: torch.Tensor, lo: int) -> torch.Tensor:
+        """The kk nearest bank rows of each row of the block ``sims``, the item itself excluded
+        (overwrites its own similarity)."""
+        sims[torch.arange(len(sims)), self.pos[lo : lo + len(sims)]] = float("-inf")
+        if self.kk <= 0:
+            return torch.zeros(len(sims), 0, dtype=torch.long)
+        return sims.topk(self.kk, dim=1).indices
+
+    def __call__(self, estimates: np.ndarray) -> dict:
+        """Metrics of ``estimates`` [len(items), D] (any length rows; normalised here)."""
+        if len(self.items) == 0:
+            return {}
+        if len(estimates) != len(self.items):
+            raise ValueError(f"{len(estimates)} estimates for {len(self.items)} probe items")
+        est = F.normalize(torch.from_numpy(np.asarray(estimates)).float(), dim=-1)
+        ranks, overlaps = [], []
+        for lo, sims in self._blocks(est):
+            own = sims[torch.arange(len(sims)), self.pos[lo : lo + len(sims)]]
+            ranks.append((sims > own[:, None]).sum(dim=1))
+            near = self._nearest(sims, lo)
+            truth = self.near_true[lo : lo + len(sims)]
+            overlaps.append((near[:, :, None] == truth[:, None, :]).any(dim=2).float().mean(dim=1))
+        rank = torch.cat(ranks)
+        return {
+            "items": len(self.items),
+            "cosine": float((est * self.truth).sum(dim=1).mean()),
+            f"recall@{self.k}": float((rank < self.k).float().mean()),
+            f"neighbours@{self.k}": float(torch.cat(overlaps).mean()) if self.kk > 0 else 0.0,
+        }
+
+
+def behaviour_probe(
+    estimates: np.ndarray,
+    probe: np.ndarray,
+    behaviour: np.ndarray,
+    warm: np.ndarray,
+    k: int = PROBE_K,
+    *,
+    max_items: int = PROBE_MAX_ITEMS,
+    seed: int = 0,
+) -> dict:
+    """:class:`BehaviourProbe` metrics of ``estimates`` [P, D] for the items ``probe``; ``behaviour``
+    [N, D] unit rows, real for ``warm`` items. Beyond ``max_items`` probe items, a seeded sample."""
     if len(probe) == 0:
         return {}
-    est = torch.from_numpy(estimates).float()
-    est = F.normalize(est, dim=-1)
-    warm_idx = np.flatnonzero(warm)
-    bank = torch.from_numpy(behaviour[warm_idx]).float()
-    truth = torch.from_numpy(behaviour[probe]).float()
-    pos = torch.from_numpy(np.searchsorted(warm_idx, probe))
-    sims = est @ bank.t()  # (P, W)
-    own = sims.gather(1, pos[:, None])
-    rank = (sims > own).sum(dim=1)
-    kk = min(k, len(warm_idx) - 1)
-    true_sims = truth @ bank.t()
-    rows = torch.arange(len(probe))
-    sims[rows, pos] = float("-inf")
-    true_sims[rows, pos] = float("-inf")
-    near_est = sims.topk(kk, dim=1).indices
-    near_true = true_sims.topk(kk, dim=1).indices
-    overlap = (near_est[:, :, None] == near_true[:, None, :]).any(dim=2).float().mean(dim=1)
-    return {
-        "items": len(probe),
-        "cosine": float((est * truth).sum(dim=1).mean()),
-        f"recall@{k}": float((rank < k).float().mean()),
-        f"neighbours@{k}": float(overlap.mean()) if kk > 0 else 0.0,
-    }
+    scorer = BehaviourProbe(probe, behaviour, warm, k, max_items=max_items, seed=seed)
+    rows = np.searchsorted(probe, scorer.items) if len(scorer.items) < len(probe) else slice(None)
+    return scorer(np.asarray(estimates)[rows])
 
 
 # ---- training ----
@@ -351,6 +423,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
         target = torch.from_numpy(behaviour_true).to(device) if behaviour_true is not None else None
         batch = min(config.batch_size, len(train_items))
         best, best_state, since_best, history = -1.0, None, 0, []
+        scorer = None  # the behaviour probe, built at the first epoch that scores it
         start = time.perf_counter()
         for epoch in range(config.epochs):
             fusion.train()
@@ -374,7 +447,8 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
                 losses.append(loss.item())
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
             if head is not None and len(probe):
-                result = _probe(fusion, head, feats, mask, probe, behaviour_true, warm)
+                scorer = scorer or BehaviourProbe(probe, behaviour_true, warm, seed=config.seed)
+                result = _probe(fusion, head, feats, mask, scorer)
                 entry.update(result)
                 score = result[f"recall@{PROBE_K}"]
                 if score > best:
@@ -406,7 +480,9 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
             probe_metrics = {}
             if head is not None:
                 estimate = _unit(_batched(lambda idx: head(raw[idx]), num_items, device))
-                probe_metrics = behaviour_probe(estimate[probe], probe, behaviour_true, warm)
+                if len(probe):
+                    scorer = scorer or BehaviourProbe(probe, behaviour_true, warm, seed=config.seed)
+                    probe_metrics = scorer(estimate[scorer.items])
                 behaviour = np.where(warm[:, None], behaviour_true, estimate).astype(np.float32)
     seconds = time.perf_counter() - start
     last = history[-1] if history else {}
@@ -441,13 +517,13 @@ def _batched(fn, n: int, device: torch.device, size: int = 4096) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _probe(fusion, head, feats, mask, probe, behaviour, warm) -> dict:
+def _probe(fusion, head, feats, mask, scorer: BehaviourProbe) -> dict:
     fusion.eval()
     head.eval()
     with torch.no_grad():
-        idx = torch.from_numpy(probe).to(mask.device)
+        idx = torch.from_numpy(scorer.items).to(mask.device)
         est = head(fusion({m: x[idx] for m, x in feats.items()}, mask[idx])).float().cpu().numpy()
-    return behaviour_probe(est, probe, behaviour, warm)
+    return scorer(est)
 
 
 # ---- the encoder ----
@@ -502,7 +578,7 @@ def save_modalities(out_dir: str | Path, modalities: dict[str, ModalityFeatures]
 
 
 # ---- the registered encoder (``genrec embed --encoder multimodal``) ----
-ENCODER_VERSION = "multimodal-1"  # bump when the algorithm changes what equal settings produce
+ENCODER_VERSION = "multimodal-2"  # bump when the algorithm changes what equal settings produce
 
 
 def settings_of(config, name: str, cls: type):

@@ -4,6 +4,10 @@ implementation everywhere else.
 The GPU machine has no faiss, so the PyTorch path is a full implementation (k-means++ seeding,
 Lloyd iterations, re-seeding of empty clusters), not a stand-in. Nearest-centroid search goes
 through ``genrec.ops.rq_encode`` with a single level.
+
+Both fit on at most ``MAX_POINTS_PER_CENTROID`` points per centroid (faiss's own default): beyond
+that, a seeded sample, so a million items cost what 65,536 do for 256 centroids (the caller then
+assigns every point to the fitted centroids, a single linear pass).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import genrec.ops
 from genrec._faiss import faiss_gpu_available, flat_l2_index
 
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
+MAX_POINTS_PER_CENTROID = 256
+"""k-means fits on at most this many points per centroid; beyond, on a seeded sample of them."""
 
 
 def faiss_available() -> bool:
@@ -56,6 +62,8 @@ def kmeans(
 
     With fewer distinct points than ``k``, the points themselves fill the first centroids and the
     rest are copies of them with small seeded noise (the caller's dead-code restarts fix those).
+    With more than ``MAX_POINTS_PER_CENTROID * k`` points, the centroids are fitted to a seeded
+    sample of that many.
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"kmeans needs a non-empty [N, D] tensor, got shape {tuple(x.shape)}")
@@ -65,12 +73,23 @@ def kmeans(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if x.shape[0] <= k:
         return _pad_with_jitter(x, k, generator)
+    x = fit_sample(x, k, generator)
     # Both backends start from the same k-means++ seeding (faiss's own is uniformly random, which
     # more often leaves two centroids in one cluster).
     init = _kmeans_plus_plus(x, k, generator)
     if resolve_kmeans_backend(backend) == "faiss":
         return _kmeans_faiss(x, init, iters=iters, seed=seed)
     return _kmeans_torch(x, init, iters=iters, generator=generator, encode_backend=encode_backend)
+
+
+def fit_sample(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``x`` itself up to ``MAX_POINTS_PER_CENTROID * k`` rows; beyond, that many rows drawn by
+    ``generator`` (kept in their order). Smaller inputs leave the generator untouched."""
+    limit = MAX_POINTS_PER_CENTROID * k
+    if x.shape[0] <= limit:
+        return x
+    rows = torch.randperm(x.shape[0], generator=generator)[:limit].sort().values
+    return x[rows.to(x.device)]
 
 
 def _pad_with_jitter(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -111,7 +130,9 @@ def _kmeans_faiss_gpu(
     clustering = faiss.Clustering(d, k)
     clustering.niter, clustering.seed, clustering.verbose = iters, seed, False
     clustering.max_points_per_centroid, clustering.min_points_per_centroid = data.shape[0], 1
-    faiss.copy_array_to_vector(np.ascontiguousarray(init.cpu().numpy(), dtype=np.float32).ravel(), clustering.centroids)
+    faiss.copy_array_to_vector(
+        np.ascontiguousarray(init.cpu().numpy(), dtype=np.float32).ravel(), clustering.centroids
+    )
     clustering.train(data, flat_l2_index(d, device))
     return torch.from_numpy(faiss.vector_to_array(clustering.centroids).reshape(k, d).copy()).to(device)
 
@@ -156,6 +177,12 @@ def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> to
     centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     centroids[0] = x[first]
     closest = (x - x[first]).pow(2).sum(1)
+    # Squared distances from candidates to every point by one matrix product with the points'
+    # padded rows [x, 1, |x|^2], built once: torch.cdist's matrix-product route (the one it takes
+    # beyond 25 points) with the same arithmetic, so the same numbers, without rebuilding the
+    # padded points on every call (most of its time).
+    ones = torch.ones(n, 1, dtype=x.dtype, device=x.device)
+    padded = torch.cat([x, ones, x.pow(2).sum(-1, keepdim=True)], dim=1)
     for i in range(1, k):
         weights = closest.clamp_min(0).cpu().double()
         if float(weights.sum()) <= 0:  # every point already coincides with a centroid
@@ -163,12 +190,18 @@ def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> to
         else:
             picks = torch.multinomial(weights, trials, replacement=True, generator=generator)
         candidates = x[picks.to(x.device)]  # (trials, D)
-        dist = torch.cdist(candidates, x).pow(2)  # (trials, N)
+        dist = _squared_distances(candidates, padded)  # (trials, N)
         totals = torch.minimum(closest.unsqueeze(0), dist).sum(1)
         best = int(totals.argmin())
         centroids[i] = candidates[best]
         closest = torch.minimum(closest, dist[best])
     return centroids
+
+
+def _squared_distances(c: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    """[len(c), N]: ``torch.cdist(c, x).pow(2)`` for ``padded`` = [x, 1, |x|^2] (see above)."""
+    c_padded = torch.cat([c.mul(-2), c.pow(2).sum(-1, keepdim=True), torch.ones_like(c[:, :1])], dim=1)
+    return (c_padded @ padded.mT).clamp_min_(0).sqrt_().pow(2)
 
 
 def _reseed_empty(

@@ -1,5 +1,6 @@
-"""``genrec recommend``: top-k items for a history, from a finished ``genrec train`` run; ``genrec
-add-items``: items added to such a run without retraining (genrec.catalogue)."""
+"""``genrec recommend``: top-k items for a history, or for many users into a parquet file
+(genrec.batch_recommend), from a finished ``genrec train`` run; ``genrec add-items``: items added
+to such a run without retraining (genrec.catalogue)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("recommend")
     def recommend(
         run: Path = typer.Option(..., "--run", help="A run folder written by genrec train."),
-        history: str = typer.Option(..., "--history", help="Item ids, oldest first, comma-separated."),
+        history: str = typer.Option(
+            None, "--history", help="Item ids, oldest first, comma-separated (one history)."
+        ),
         k: int = typer.Option(10, "--k", min=1, help="How many items to recommend."),
         by_index: bool = typer.Option(
             False, "--by-index", help="--history holds item indices, not item ids."
@@ -28,14 +31,53 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", help="cpu, cuda or auto."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        users: str = typer.Option(
+            None,
+            "--users",
+            help="Batch mode: 'all' (every user of the run's dataset) or a file of user ids (.txt: one a "
+            "line; .csv: a user_id column; .parquet: a user_id column); needs --out.",
+        ),
+        out: Path = typer.Option(
+            None, "--out", help="Batch mode: the parquet file to write (one row per user and rank)."
+        ),
+        batch_users: int = typer.Option(
+            None,
+            "--batch-users",
+            min=1,
+            help="Batch mode: users per batch (default: the run's eval.batch_users).",
+        ),
+        restart: bool = typer.Option(
+            False, "--restart", help="Batch mode: discard finished batches of another job in <out>.parts."
+        ),
+        dataset: Path = typer.Option(
+            None,
+            "--dataset",
+            help="Batch mode: the run's prepared dataset, if it moved from where run.json says.",
+        ),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Batch mode: a progress bar."),
     ) -> None:
-        """Recommend the k most likely next items after --history, with titles and scores."""
+        """Recommend the k most likely next items after --history, with titles and scores; or, with
+        --users and --out, the top k of many users into a parquet file (resumable batches)."""
         from genrec.recommend import RunError, load_run
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()
         if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
             raise typer.BadParameter(f"{device!r}: use cpu, cuda, cuda:N or auto", param_hint="--device")
+        if (history is None) == (users is None):
+            raise typer.BadParameter("give either --history (one list) or --users with --out (a batch)")
+        if users is not None:
+            if out is None:
+                raise typer.BadParameter(
+                    "--users needs --out (the parquet file to write)", param_hint="--out"
+                )
+            if by_index or user is not None or as_json:
+                raise typer.BadParameter("--by-index, --user and --json apply to --history only")
+            _batch(console, run, users, out, k, batch_users, device, beam, dataset, restart, progress)
+            return
+        for name, value in (("--out", out), ("--batch-users", batch_users), ("--dataset", dataset)):
+            if value is not None:
+                raise typer.BadParameter(f"{name} applies to batch mode (--users) only")
         ids = [part.strip() for part in history.split(",") if part.strip()]
         try:
             rec = load_run(run, device=device, beam_size=beam)
@@ -114,6 +156,38 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(r["item_id"], str(r["item_idx"]), "-".join(str(t) for t in r["semantic_id"]))
         console.print(table)
+
+
+def _batch(console, run, users, out, k, batch_users, device, beam, dataset, restart, progress) -> None:
+    """genrec recommend --users: genrec.batch_recommend, with a clear message for what is refused."""
+    from genrec.batch_recommend import BatchRecommendError, recommend_to_parquet
+    from genrec.recommend import RunError
+    from genrec.train.checkpoint import CheckpointError
+
+    try:
+        done = recommend_to_parquet(
+            run,
+            users,
+            out,
+            k=k,
+            batch_users=batch_users,
+            device=device,
+            beam_size=beam,
+            dataset_dir=dataset,
+            restart=restart,
+            progress=progress,
+        )
+    except (BatchRecommendError, RunError, CheckpointError) as e:
+        console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        console.print(f"nothing was written to {out}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    rate = done.users_per_second
+    console.print(
+        f"{done.users} users -> {done.out}: {len(done.computed)} of {done.batches} batches decoded"
+        + (f", {len(done.skipped)} reused from an interrupted run" if done.skipped else "")
+        + (f" ({done.seconds:.1f}s, {rate:.1f} users/s)" if rate else ""),
+        soft_wrap=True,
+    )
 
 
 def _score_meaning(recommender) -> str:

@@ -1,0 +1,493 @@
+"""Batch inference: the top K of every user of a run's dataset (or of a list of users) into one
+Parquet file, in resumable batches (``genrec recommend --run R --users all --out recs.parquet``).
+
+The lists are the test stage's: the run's recommender (genrec.recommend.load_run) with the test's
+batch size and precision, each user's test history (all but the last item) cut to the run's
+``train.max_history``, and lists as long as the test asks for (max of ``eval.ks``) cut to K. With
+the test's batch size and all users, each batch is exactly one of the test's batches, so items
+and scores equal the ones the test scored.
+
+Finished batches are written as ``part-NNNNN.parquet`` files into ``<out>.parts/`` beside the
+output, with a ``manifest.json`` naming what they were computed from (run, model and semantic-ID
+fingerprints, the users' sha256, K, batch size, ...). A restart with the same arguments skips the
+parts already there; a restart with other arguments is refused (or starts over with
+``restart=True``). The parts are then concatenated into the output through a temporary file and a
+rename, and the staging folder is removed.
+
+Output rows (one per user and rank; slots a list leaves empty are not written): ``user_idx``,
+``user_id``, ``rank`` (1 = best), ``item_idx``, ``item_id``, ``score`` (float32, the recommender's
+score: see genrec.recommend and genrec.fusion).
+
+numpy and pyarrow only (no polars, no faiss): this runs on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.faults import fault_point
+
+MANIFEST_VERSION = 1
+MANIFEST = "manifest.json"
+_PART = re.compile(r"part-(\d{5,})\.parquet")
+SCHEMA = pa.schema(
+    [
+        ("user_idx", pa.int64()),
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_idx", pa.int64()),
+        ("item_id", pa.string()),
+        ("score", pa.float32()),
+    ]
+)
+
+
+class BatchRecommendError(ValueError):
+    """Bad input or a staging folder that belongs to other arguments; the message names the file
+    (and line) and nothing has been written."""
+
+
+@dataclass
+class BatchSummary:
+    out: Path
+    users: int
+    batches: int
+    computed: list[int] = field(default_factory=list)  # batch numbers decoded by this call
+    skipped: list[int] = field(default_factory=list)  # batch numbers a previous call had finished
+    computed_users: int = 0
+    seconds: float = 0.0  # wall clock of this call's decoding
+
+    @property
+    def users_per_second(self) -> float | None:
+        return None if self.seconds <= 0 else self.computed_users / self.seconds
+
+
+def staging_dir(out: Path) -> Path:
+    """Where the finished batches of ``out`` wait: ``<out>.parts`` beside it."""
+    return out.with_name(out.name + ".parts")
+
+
+# ---- which users ------------------------------------------------------------------------------
+
+
+def read_user_ids(path: Path) -> list[tuple[str, str]]:
+    """(user id, where it was read: "line N" / "row N") per entry of a users file, in file order.
+
+    ``.parquet``: the column ``user_id`` (or the only column). ``.csv``: a header line naming
+    ``user_id`` (or a single column), then one row per user. Anything else: one id per line, blank
+    lines skipped. Ids are compared as strings, surrounding spaces removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BatchRecommendError(f"{path}: no such users file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise BatchRecommendError(f"{path}: not a readable parquet file ({e})") from None
+        name = _id_column(table.column_names, path)
+        values = table.column(name).to_pylist()
+        out = []
+        for i, v in enumerate(values, 1):
+            if v is None or not str(v).strip():
+                raise BatchRecommendError(f"{path}: row {i} has an empty {name}")
+            out.append((str(v).strip(), f"row {i}"))
+        return out
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise BatchRecommendError(f"{path}: line {line} is not valid UTF-8") from None
+    if suffix == ".csv":
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if header is None:
+            raise BatchRecommendError(f"{path}: empty (expected a header line naming user_id)")
+        col = [h.strip() for h in header].index(_id_column([h.strip() for h in header], path))
+        out = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"line {reader.line_num}"
+            if len(row) != len(header):
+                raise BatchRecommendError(f"{path}: {where} has {len(row)} fields, the header {len(header)}")
+            if not row[col].strip():
+                raise BatchRecommendError(f"{path}: {where} has an empty user id")
+            out.append((row[col].strip(), where))
+        return out
+    return [(line.strip(), f"line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _id_column(columns: list[str], path: Path) -> str:
+    if "user_id" in columns:
+        return "user_id"
+    if len(columns) == 1:
+        return columns[0]
+    raise BatchRecommendError(f"{path}: no user_id column (columns: {', '.join(columns)})")
+
+
+def select_rows(dataset, users: str | Path) -> np.ndarray:
+    """Rows of the dataset's test split to recommend for: all of them (``"all"``), or the users a
+    file lists (read_user_ids), in file order. Unknown or repeated ids are errors naming the line."""
+    test = dataset.split("test")
+    if isinstance(users, str) and users == "all":
+        return np.arange(len(test), dtype=np.int64)
+    path = Path(users)
+    entries = read_user_ids(path)
+    if not entries:
+        raise BatchRecommendError(f"{path}: lists no user ids")
+    index_of = {v: i for i, v in enumerate(user_ids_of(dataset))}
+    row_of = np.full(dataset.num_users, -1, dtype=np.int64)
+    row_of[test.users] = np.arange(len(test))
+    rows, seen = [], {}
+    for user_id, where in entries:
+        u = index_of.get(user_id)
+        if u is None:
+            raise BatchRecommendError(
+                f"{path}: {where}: user id {user_id!r} is not a user of dataset {dataset.name} ({dataset.path})"
+            )
+        if user_id in seen:
+            raise BatchRecommendError(f"{path}: {where}: user id {user_id!r} repeats {seen[user_id]}")
+        if row_of[u] < 0:
+            raise BatchRecommendError(
+                f"{path}: {where}: user id {user_id!r} has no test history in {dataset.path}"
+            )
+        seen[user_id] = where
+        rows.append(row_of[u])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def user_ids_of(dataset) -> list[str]:
+    """The original user ids, position = user index."""
+    table = dataset.user_table()
+    ids = [None] * dataset.num_users
+    for u, v in zip(table.column("user_idx").to_pylist(), table.column("user_id").to_pylist(), strict=True):
+        ids[u] = str(v)
+    return ids
+
+
+# ---- what the parts were computed from --------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(run_dir: Path, info: dict, dataset, user_idx: np.ndarray, decoding: dict) -> dict:
+    """The identity of a batch job: a restart may reuse parts only where all of this is equal."""
+    return {
+        "format_version": MANIFEST_VERSION,
+        "run": str(Path(run_dir).resolve()),
+        "model_sha256": _file_sha256(run_dir / "model.safetensors"),
+        "semantic_ids_sha256": _file_sha256(run_dir / "tokenizer" / "semantic_ids.npy"),
+        "cooccurrence_sha256": _file_sha256(run_dir / "cooccurrence.safetensors"),
+        "fusion": (info.get("fusion") or {}).get("weights"),
+        "model_config": info["config"]["model"],
+        "dataset_fingerprint": dataset.fingerprint,
+        "users": len(user_idx),
+        "users_sha256": hashlib.sha256(np.ascontiguousarray(user_idx, dtype="<i8").tobytes()).hexdigest(),
+        **decoding,
+    }
+
+
+def _check_staging(folder: Path, manifest: dict, restart: bool) -> None:
+    """Make ``folder`` hold only parts of ``manifest``'s job (refusing, or with restart emptying, a
+    folder of another job); never touch files genrec did not write there."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise BatchRecommendError(f"{folder} is in the way of the staging folder and is not a folder")
+    ours = [p for p in folder.iterdir() if p.name == MANIFEST or _ours(p.name)]
+    foreign = sorted(p.name for p in folder.iterdir() if p not in ours)
+    if foreign:
+        raise BatchRecommendError(
+            f"{folder} holds files genrec did not write ({', '.join(foreign[:3])}); move them or choose another --out"
+        )
+    saved_path = folder / MANIFEST
+    if not saved_path.is_file():  # a start that died before its manifest: nothing reusable
+        saved = None
+    else:
+        try:
+            saved = json.loads(saved_path.read_text())
+        except json.JSONDecodeError:
+            saved = None
+    if saved == manifest:
+        return
+    if not restart and saved is not None:
+        differ = sorted(k for k in set(saved) | set(manifest) if saved.get(k) != manifest.get(k))
+        raise BatchRecommendError(
+            f"{folder} holds batches of another job (different {', '.join(differ)}; see {saved_path}); "
+            "rerun with the same arguments to resume, or pass --restart to start over"
+        )
+    for p in ours:
+        p.unlink()
+
+
+def _ours(name: str) -> bool:
+    return bool(_PART.fullmatch(name)) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    from genrec.data.writer import default_mode
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+
+
+def batch_table(
+    user_idx: np.ndarray, user_ids: pa.Array, items: np.ndarray, scores: np.ndarray, item_ids: pa.Array
+) -> pa.Table:
+    """One row per user and filled slot of ``items`` [U, K] (-1 = empty), in user then rank order."""
+    filled = items >= 0
+    r, c = np.nonzero(filled)
+    return pa.table(
+        {
+            "user_idx": pa.array(user_idx[r], pa.int64()),
+            "user_id": user_ids.take(pa.array(user_idx[r])),
+            "rank": pa.array(c + 1, pa.int32()),
+            "item_idx": pa.array(items[r, c], pa.int64()),
+            "item_id": item_ids.take(pa.array(items[r, c])),
+            "score": pa.array(scores[r, c].astype(np.float32), pa.float32()),
+        },
+        schema=SCHEMA,
+    )
+
+
+def recommend_to_parquet(
+    run_dir: str | Path,
+    users: str | Path,
+    out: str | Path,
+    *,
+    k: int = 10,
+    batch_users: int | None = None,
+    device: str = "auto",
+    beam_size: int | None = None,
+    dataset_dir: str | Path | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> BatchSummary:
+    """Write the top ``k`` of each user (``"all"`` or a users file) of a run's dataset to ``out``.
+
+    ``batch_users`` defaults to the run's ``eval.batch_users`` (then every batch of all users is
+    one of the test's batches); ``dataset_dir`` to the prepared folder the run recorded (it must be
+    the same data: its fingerprint is checked). ``on_batch(b)`` is called before batch b decodes.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    if k < 1:
+        raise BatchRecommendError(f"k = {k} is invalid: ask for at least one recommendation")
+    if batch_users is not None and batch_users < 1:
+        raise BatchRecommendError(f"batch size {batch_users} is invalid: it must be >= 1")
+    if out.is_dir():
+        raise BatchRecommendError(f"{out} is a folder; --out names the parquet file to write")
+    if not out.parent.is_dir():
+        raise BatchRecommendError(f"{out.parent} does not exist (the folder --out is written into)")
+    tested = open_tested_run(
+        run_dir, device=device, beam_size=beam_size, batch_users=batch_users, dataset_dir=dataset_dir
+    )
+    config, dataset, recommender = tested.config, tested.dataset, tested.recommender
+    rows = select_rows(dataset, users)
+    batch, dev = recommender.batch_users, recommender.device
+    # The test asks for max(eval.ks) items; a list of k is a prefix of that same computation.
+    fetch = max(k, max(config.eval.ks))
+    empty = np.zeros(0, dtype=np.int64)
+    try:
+        recommender.topk_ranges(empty, empty, empty, fetch)  # refuses a k the beam cannot hold
+    except ValueError as e:
+        raise BatchRecommendError(f"--k {k}: {e}") from None
+
+    test = dataset.split("test")
+    user_idx = test.users[rows]
+    decoding = {
+        "k": k,
+        "fetch": fetch,
+        "batch_users": batch,
+        "beam_size": getattr(recommender, "beam_size", None),
+        "max_history": config.train.max_history,
+        "device": dev.type,
+        "amp_dtype": None if recommender.amp_dtype is None else str(recommender.amp_dtype),
+    }
+    manifest = build_manifest(run_dir, tested.info, dataset, user_idx, decoding)
+    folder = staging_dir(out)
+    _check_staging(folder, manifest, restart)
+
+    # Validated: from here on, files are written.
+    from genrec.bench.results import atomic_write_text
+
+    folder.mkdir(exist_ok=True)
+    if not (folder / MANIFEST).is_file():
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    num_batches = -(-len(rows) // batch)
+    summary = BatchSummary(out=out, users=len(rows), batches=num_batches)
+    user_ids = pa.array(user_ids_of(dataset), pa.string())
+    item_ids = pa.array(tested.item_ids, pa.string())
+    max_history = config.train.max_history
+    started = time.perf_counter()
+    with _progress(progress, len(rows), f"recommend {run_dir.name}") as advance:
+        for b in range(num_batches):
+            lo, hi = b * batch, min(len(rows), (b + 1) * batch)
+            part = folder / f"part-{b:05d}.parquet"
+            if part.is_file():
+                summary.skipped.append(b)
+                advance(hi - lo)
+                continue
+            if on_batch is not None:
+                on_batch(b)
+            # The evaluator's histories: the test history, its most recent max_history items.
+            histories = [h[len(h) - min(len(h), max_history) :] for h in test.history_list(rows[lo:hi])]
+            items, scores = recommender.topk(histories, fetch, user_idx[lo:hi])
+            _write_atomic(batch_table(user_idx[lo:hi], user_ids, items[:, :k], scores[:, :k], item_ids), part)
+            summary.computed.append(b)
+            summary.computed_users += hi - lo
+            advance(hi - lo)
+            fault_point("recommend-part-written")
+    summary.seconds = time.perf_counter() - started
+    _concatenate(folder, num_batches, user_idx, batch, out)
+    return summary
+
+
+@dataclass
+class OpenedRun:
+    """A finished run opened the way its test stage decodes: the recommender with the test's batch
+    size and precision, the run's dataset, config and run.json."""
+
+    recommender: object
+    dataset: object
+    config: object
+    info: dict
+    item_ids: list[str]
+
+
+def open_tested_run(
+    run_dir: str | Path,
+    *,
+    device: str = "auto",
+    beam_size: int | None = None,
+    batch_users: int | None = None,
+    dataset_dir: str | Path | None = None,
+) -> OpenedRun:
+    """genrec.recommend.load_run, set up as genrec.pipeline.run's test stage sets up its recommender
+    (eval.batch_users unless ``batch_users``, the training precision's autocast), with the run's
+    dataset (checked against the fingerprint run.json records)."""
+    from genrec.data import load_prepared
+    from genrec.recommend import RunError, load_run
+    from genrec.train.loop import autocast_dtype
+
+    run_dir = Path(run_dir)
+    rec = load_run(run_dir, device=device, beam_size=beam_size)
+    info = json.loads((run_dir / "run.json").read_text())
+    config = _run_config(info, run_dir)
+    dataset = _run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
+    recommender = rec.recommender
+    recommender.batch_users = int(batch_users or config.eval.batch_users)
+    recommender.amp_dtype = autocast_dtype(config, recommender.device)
+    return OpenedRun(recommender, dataset, config, info, rec.item_ids)
+
+
+def _run_config(info: dict, run_dir: Path):
+    from genrec.config import Config
+
+    return Config.from_dict(info["config"], where=str(run_dir / "run.json"))
+
+
+def _run_dataset(run_dir: Path, info: dict, dataset_dir, load_prepared, run_error):
+    """The prepared dataset the run was trained and tested on (its recorded folder, or the one
+    given), checked against the run's recorded fingerprint."""
+    recorded = (info.get("dataset") or {}).get("path")
+    path = Path(dataset_dir) if dataset_dir is not None else (Path(recorded) if recorded else None)
+    if path is None:
+        raise BatchRecommendError(f"{run_dir / 'run.json'} names no dataset folder; pass --dataset")
+    try:
+        dataset = load_prepared(path)
+    except (OSError, ValueError) as e:
+        hint = "" if dataset_dir is not None else " (the folder run.json records; pass --dataset if it moved)"
+        raise BatchRecommendError(f"{path}: cannot load the run's dataset{hint}: {e}") from None
+    expected = (info.get("inputs") or {}).get("dataset")
+    if expected is not None and dataset.fingerprint != expected:
+        raise BatchRecommendError(
+            f"{path} is not the dataset run {run_dir} was trained on (fingerprint {dataset.fingerprint[:16]}..., "
+            f"run.json records {str(expected)[:16]}...)"
+        )
+    return dataset
+
+
+def _concatenate(folder: Path, num_batches: int, user_idx: np.ndarray, batch: int, out: Path) -> None:
+    """The parts, in batch order, into ``out`` (a temporary file renamed into place), each checked to
+    hold its batch's users; then the staging folder is removed."""
+    from genrec.data.writer import default_mode
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for b in range(num_batches):
+                part = folder / f"part-{b:05d}.parquet"
+                table = pq.read_table(part, schema=SCHEMA)
+                expected = user_idx[b * batch : (b + 1) * batch]
+                got = table.column("user_idx").to_numpy()
+                if not np.isin(got, expected).all():
+                    raise BatchRecommendError(f"{part} holds users of another batch; pass --restart")
+                writer.write_table(table)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fault_point("recommend-concatenated")
+    for p in folder.iterdir():
+        if p.name == MANIFEST or _ours(p.name):
+            p.unlink()
+    folder.rmdir()
+
+
+class _progress:
+    """A rich progress bar over users (a no-op when disabled); yields ``advance(n)``."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("users"),
+            TimeRemainingColumn(),
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

@@ -61,10 +61,10 @@ def ppmi(counts, *, shift: float = 1.0, context_power: float = 0.75, block: int 
     counts = sp.csr_matrix(counts)
     row = np.asarray(counts.sum(axis=1)).ravel()
     context = row**context_power
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore"):  # rows without counts: never read
         log_row, log_context = np.log(row), np.log(context)
-    # log(c * total) - log(row_i) - log(context_j * total / sum(context)) - log(shift)
-    offset = np.log(context.sum()) - np.log(shift)
+        # log(c * total) - log(row_i) - log(context_j * total / sum(context)) - log(shift)
+        offset = np.log(context.sum()) - np.log(shift)
     indptr, values = counts.indptr, np.empty(counts.nnz)
     lo = 0
     while lo < counts.shape[0]:  # whole rows per block

@@ -59,9 +59,9 @@ def truncated_svd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U [m, r], S [r], V [n, r]) float32 with ``matrix ~ U diag(S) V^T``, r = min(rank, m, n).
 
-    ``matrix``: a dense tensor, a sparse COO or CSR tensor, or a scipy sparse matrix. Signs are fixed so that each column of
-    U has a positive largest-magnitude entry: the same input gives the same factors, not merely
-    the same subspace.
+    ``matrix``: a dense tensor, a sparse COO or CSR tensor, or a scipy sparse matrix. Signs are
+    fixed so that each column of U has a positive largest-magnitude entry: the same input gives
+    the same factors, not merely the same subspace.
     """
     m, n = matrix.shape
     r = min(rank, m, n)
@@ -75,10 +75,13 @@ def truncated_svd(
     for _ in range(power_iters):  # subspace iteration, re-orthonormalised each half step
         q = _orthonormal(_matmul(at, q))
         q = _orthonormal(_matmul(a, q))
-    b = _matmul(at, q).t().double()  # (k, n) = Q^T A
-    u_small, s, vh = torch.linalg.svd(b, full_matrices=False)
+    # B = Q^T A (k x n) through a QR of its tall transpose, B^T = Q_b R_b: then B = R_b^T Q_b^T and
+    # only the k x k matrix R_b^T needs an SVD (in float64); a LAPACK SVD of the wide B itself
+    # takes seconds per hundred thousand columns.
+    q_b, r_b = torch.linalg.qr(_matmul(at, q))
+    u_small, s, wh = torch.linalg.svd(r_b.t().double())
     u = q @ u_small[:, :r].float()
-    s, v = s[:r].float(), vh[:r].t().float()
+    s, v = s[:r].float(), q_b @ wh[:r].t().float()
     flip = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True)))
     flip[flip == 0] = 1
     return u * flip, s, v * flip

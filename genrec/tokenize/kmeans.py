@@ -25,6 +25,8 @@ from genrec._faiss import faiss_gpu_available, flat_l2_index
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
 MAX_POINTS_PER_CENTROID = 256
 """k-means fits on at most this many points per centroid; beyond, on a seeded sample of them."""
+SEED_POINTS_PER_CENTROID = 64
+"""k-means++ seeding (k sequential passes) draws from at most this many points per centroid."""
 
 
 def faiss_available() -> bool:
@@ -63,7 +65,7 @@ def kmeans(
     With fewer distinct points than ``k``, the points themselves fill the first centroids and the
     rest are copies of them with small seeded noise (the caller's dead-code restarts fix those).
     With more than ``MAX_POINTS_PER_CENTROID * k`` points, the centroids are fitted to a seeded
-    sample of that many.
+    sample of that many, seeded by k-means++ on at most ``SEED_POINTS_PER_CENTROID * k`` of them.
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"kmeans needs a non-empty [N, D] tensor, got shape {tuple(x.shape)}")
@@ -76,16 +78,19 @@ def kmeans(
     x = fit_sample(x, k, generator)
     # Both backends start from the same k-means++ seeding (faiss's own is uniformly random, which
     # more often leaves two centroids in one cluster).
-    init = _kmeans_plus_plus(x, k, generator)
+    init = _kmeans_plus_plus(fit_sample(x, k, generator, SEED_POINTS_PER_CENTROID), k, generator)
     if resolve_kmeans_backend(backend) == "faiss":
         return _kmeans_faiss(x, init, iters=iters, seed=seed)
     return _kmeans_torch(x, init, iters=iters, generator=generator, encode_backend=encode_backend)
 
 
-def fit_sample(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """``x`` itself up to ``MAX_POINTS_PER_CENTROID * k`` rows; beyond, that many rows drawn by
-    ``generator`` (kept in their order). Smaller inputs leave the generator untouched."""
-    limit = MAX_POINTS_PER_CENTROID * k
+def fit_sample(
+    x: torch.Tensor, k: int, generator: torch.Generator, per_centroid: int | None = None
+) -> torch.Tensor:
+    """``x`` itself up to ``per_centroid * k`` rows (default ``MAX_POINTS_PER_CENTROID``); beyond,
+    that many rows drawn by ``generator`` (kept in their order). Smaller inputs leave the
+    generator untouched."""
+    limit = (MAX_POINTS_PER_CENTROID if per_centroid is None else per_centroid) * k
     if x.shape[0] <= limit:
         return x
     rows = torch.randperm(x.shape[0], generator=generator)[:limit].sort().values

@@ -1,6 +1,7 @@
 """k-means at catalogue scale: the k-means++ seeding gives the same centroids as the cdist loop it
 replaced (kept below as the reference), and beyond MAX_POINTS_PER_CENTROID points per centroid the
-fit runs on a seeded sample: repeatable, and as good on clustered data as the fit on every point."""
+fit runs on a seeded sample (the seeding on a smaller one): repeatable, and about as good as the fit
+on every point."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ def test_seeding_equals_the_cdist_loop(seed, n, k, dim):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_within_the_caps_kmeans_gives_the_centroids_it_gave_before(seed):
+    x = torch.randn(1000, 6, generator=torch.Generator().manual_seed(seed))  # 1000 <= 64 * 16
+    g = torch.Generator().manual_seed(seed)
+    before = km._kmeans_torch(
+        x, reference_kmeans_plus_plus(x, 16, g), iters=50, generator=g, encode_backend="auto"
+    )
+    assert torch.equal(kmeans(x, 16, seed=seed, backend="torch"), before)
+
+
 def test_inputs_within_the_cap_are_fitted_on_every_point():
     x = torch.randn(300, 4)
     g = torch.Generator().manual_seed(0)
@@ -76,11 +87,13 @@ def _inertia(x: torch.Tensor, centroids: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(3))
-def test_a_sampled_fit_recovers_clusters_and_repeats(monkeypatch, backend, seed):
+@pytest.mark.parametrize("seed_points", [5, 40])
+def test_a_sampled_fit_recovers_clusters_and_repeats(monkeypatch, backend, seed, seed_points):
     x, labels, _ = hierarchical_clusters(12, 1, 200, 16, seed)  # 2,400 points
     x = torch.from_numpy(x)
     full = kmeans(x, 12, seed=seed, backend=backend)
-    monkeypatch.setattr(km, "MAX_POINTS_PER_CENTROID", 40)  # fit on 480 of the 2,400 points
+    monkeypatch.setattr(km, "MAX_POINTS_PER_CENTROID", 40)  # fit on 480 of the 2,400 points ...
+    monkeypatch.setattr(km, "SEED_POINTS_PER_CENTROID", seed_points)  # ... seeded from 60 or 480
     sampled = kmeans(x, 12, seed=seed, backend=backend)
     assert torch.equal(sampled, kmeans(x, 12, seed=seed, backend=backend))
     assert not torch.equal(sampled, full)
@@ -93,7 +106,8 @@ def test_a_sampled_fit_recovers_clusters_and_repeats(monkeypatch, backend, seed)
 def test_a_sampled_fit_on_unclustered_data_costs_little(monkeypatch, backend):
     x = torch.randn(6000, 12, generator=torch.Generator().manual_seed(5))
     full = kmeans(x, 16, seed=0, backend=backend)
-    monkeypatch.setattr(km, "MAX_POINTS_PER_CENTROID", 64)  # 1,024 of the 6,000 points
+    monkeypatch.setattr(km, "MAX_POINTS_PER_CENTROID", 64)  # 1,024 of the 6,000 points ...
+    monkeypatch.setattr(km, "SEED_POINTS_PER_CENTROID", 16)  # ... seeded from 256
     sampled = kmeans(x, 16, seed=0, backend=backend)
     assert _inertia(x, sampled) <= 1.05 * _inertia(x, full)
 
@@ -101,6 +115,7 @@ def test_a_sampled_fit_on_unclustered_data_costs_little(monkeypatch, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_residual_kmeans_on_samples_recovers_two_level_clusters(monkeypatch, backend):
     monkeypatch.setattr(km, "MAX_POINTS_PER_CENTROID", 12)  # 72 of the 720 points per level
+    monkeypatch.setattr(km, "SEED_POINTS_PER_CENTROID", 6)
     x, coarse, fine = hierarchical_clusters(6, 6, 20, 16, seed=4)
     codebooks = residual_kmeans(torch.from_numpy(x), 2, 6, seed=0, backend=backend)
     from genrec.ops import rq_encode

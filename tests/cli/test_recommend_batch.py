@@ -15,16 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import genrec.eval
 from genrec.batch_recommend import BatchRecommendError, recommend_to_parquet, staging_dir
 from genrec.cli import app
-from genrec.config import load_config
 from genrec.data import load_prepared
 from genrec.eval import load_per_user
-from genrec.pipeline import run_pipeline
 from genrec.recommend import Recommender
+from tests.cli.tiny_runs import BATCH, ITEM_DECODER, train_tiny_run
 from tests.one_thread import one_thread  # noqa: F401  (tiny models: one CPU thread)
-from tests.pipeline.conftest import tiny_overrides, tiny_prepared  # noqa: F401  (fixture)
+from tests.pipeline.conftest import tiny_prepared  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 # The GPU machine has neither polars nor faiss: the batch path must run without them.
@@ -39,59 +37,19 @@ sys.meta_path.insert(0, Block())
 from genrec.cli import app
 app(sys.argv[1:])
 """
-# The default recipe's model: item head, co-occurrence fusion tuned on validation, history excluded.
-ITEM_DECODER = [
-    "model.kind=decoder_only",
-    "model.history_tokens=items",
-    "model.item_embeddings=true",
-    "model.item_loss=1.0",
-    "model.rerank_weight=4.0",
-    "model.exclude_seen=true",
-    "model.tune_fusion=true",
-    "model.fusion_candidates=4",
-]
 MODELS = {"tiger": [], "item_decoder": ITEM_DECODER}
-BATCH = 16  # eval.batch_users of the tiny runs: 60 users are 4 batches (16, 16, 16, 12)
-
-
-def _train(root: Path, prepared: Path, model: list[str]):
-    """A tiny run, with the lists and scores its test stage computed, per user (spied on the way)."""
-    overrides = tiny_overrides(prepared, root / "cache") + model
-    overrides += ["train.epochs=2", f"eval.batch_users={BATCH}"]
-    captured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    real = genrec.eval.evaluate
-
-    def spy(recommender, dataset, split="test", *args, **kwargs):
-        if split != "test" or not isinstance(recommender, Recommender):
-            return real(recommender, dataset, split, *args, **kwargs)
-        inner = recommender.topk
-
-        def topk(histories, k, users=None):
-            items, scores = inner(histories, k, users)
-            for u, i, s in zip(users, items, scores, strict=True):
-                captured[int(u)] = (i.copy(), s.copy())
-            return items, scores
-
-        recommender.topk = topk
-        try:
-            return real(recommender, dataset, split, *args, **kwargs)
-        finally:
-            del recommender.topk
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(genrec.eval, "evaluate", spy)
-        run_pipeline(load_config(None, overrides=overrides), root / "run", progress=False)
-    return root / "run", captured
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def tested_run(request, tmp_path_factory, tiny_prepared):  # noqa: F811
-    return _train(tmp_path_factory.mktemp(f"batch-{request.param}"), tiny_prepared, MODELS[request.param])
+    return train_tiny_run(
+        tmp_path_factory.mktemp(f"batch-{request.param}"), tiny_prepared, MODELS[request.param]
+    )
 
 
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory, tiny_prepared):  # noqa: F811
-    return _train(tmp_path_factory.mktemp("batch-fused"), tiny_prepared, ITEM_DECODER)
+    return train_tiny_run(tmp_path_factory.mktemp("batch-fused"), tiny_prepared, ITEM_DECODER)
 
 
 def plain(output: str) -> str:

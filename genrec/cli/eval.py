@@ -99,14 +99,27 @@ def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
-        model: str = typer.Option(..., "--model", help="mostpop, cooccurrence or content-knn."),
-        data: Path = typer.Option(..., "--data", help="Prepared dataset directory (genrec data prepare)."),
+        model: str = typer.Option(None, "--model", help="mostpop, cooccurrence or content-knn."),
+        run: Path = typer.Option(
+            None,
+            "--run",
+            "--run-dir",
+            help="Instead of --model: a genrec train run folder, decoded as its test stage does (its "
+            "eval.ks, batch size, max_history); --data defaults to the run's dataset. Under torchrun "
+            "spell it --run-dir (torchrun's parser takes --run for its --run-path).",
+        ),
+        data: Path = typer.Option(None, "--data", help="Prepared dataset directory (genrec data prepare)."),
         split: str = typer.Option("test", help="valid or test (train: the last training item)."),
         output: Path = typer.Option(
             None, "--output", help="Write the metrics JSON here (+ .per_user.parquet)."
         ),
-        k: list[int] = typer.Option([5, 10, 20], "--k", help="Cut-offs (repeatable)."),
-        batch_size: int = typer.Option(1024, help="Users per recommend() call."),
+        k: list[int] = typer.Option(
+            None, "--k", help="Cut-offs (repeatable; default 5 10 20, or the run's eval.ks)."
+        ),
+        batch_size: int = typer.Option(
+            None, min=1, help="Users per recommend() call (default 1024, or the run's eval.batch_users)."
+        ),
+        device: str = typer.Option("auto", help="--run: cpu, cuda or auto (under torchrun: the rank's GPU)."),
         exclude_history: bool = typer.Option(False, help="Remove each user's history items from its list."),
         param: list[str] = typer.Option([], "--param", help="Model parameter key=value (repeatable)."),
         embeddings: Path = typer.Option(
@@ -128,7 +141,10 @@ def register(app: typer.Typer) -> None:
         per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
-        """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity."""
+        """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity.
+
+        Under torchrun (``torchrun --nproc_per_node N -m genrec.cli eval ...``) each process scores
+        a share of the users' batches and rank 0 prints and saves the metrics, equal to one process's."""
         from genrec.data import DataError, load_prepared
         from genrec.embed.artifacts import EmbeddingError
         from genrec.eval import evaluate, make_baseline
@@ -139,8 +155,20 @@ def register(app: typer.Typer) -> None:
             Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
             raise typer.Exit(1)
 
+        if (model is None) == (run is None):
+            fail("give either --model (a baseline) or --run (a trained run folder)")
+        if run is not None:
+            problem = _check_run_options(param, embeddings, tune, exclude_history) or _check_output(output)
+            if problem:
+                fail(problem)
+            _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail)
+            return
+        if data is None:
+            fail("--model needs --data (a prepared dataset directory)")
         if model not in BASELINES:
             fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
+        k = list(k) if k else [5, 10, 20]
+        batch_size = batch_size or 1024
         params = _parse_params(param)
         problem = (
             _check_params(model, params) or _check_embeddings(model, embeddings) or _check_output(output)
@@ -172,13 +200,8 @@ def register(app: typer.Typer) -> None:
             if knn is not None:
                 selection["exclude_history"] = exclude_history
             console.print(f"chosen on valid (ndcg@10): {params}")
-        rows = None
-        if users is not None:
-            import numpy as np
-
-            total = len(dataset.split(split))
-            rng = np.random.default_rng(seed)
-            rows = np.sort(rng.choice(total, size=min(users, total), replace=False))
+        rows = _sample_rows(dataset, split, users, seed)
+        shard = _join_torchrun("cpu")
         try:
             recommender = knn if knn is not None else make_baseline(model, dataset, **params)
             result = evaluate(
@@ -190,15 +213,103 @@ def register(app: typer.Typer) -> None:
                 exclude_history=exclude_history,
                 rows=rows,
                 progress=progress,
+                shard=shard,
             )
         except ValueError as e:
             fail(str(e))
         if selection is not None:
             result.info["selection"] = selection
-        if rows is not None:
-            result.info["sample"] = {"users": len(rows), "seed": seed}
-        print_metrics(result.metrics, result.info["ks"], f"{model} on {dataset.name} {split}")
+        _finish(result, rows, seed, f"{model} on {dataset.name} {split}", output, per_user, shard)
+
+
+def _check_run_options(param, embeddings, tune, exclude_history) -> str | None:
+    """Options of the baselines that a run (which decodes as its test stage did) does not take."""
+    given = [
+        name
+        for name, value in (
+            ("--param", param),
+            ("--embeddings", embeddings),
+            ("--tune", tune),
+            ("--exclude-history", exclude_history),
+        )
+        if value
+    ]
+    if given:
+        return f"{', '.join(given)} apply to --model only; a --run decodes as its test stage did"
+    return None
+
+
+def _sample_rows(dataset, split: str, users: int | None, seed: int):
+    """A seeded sample of ``users`` rows of the split (sorted), or None for all."""
+    if users is None:
+        return None
+    import numpy as np
+
+    total = len(dataset.split(split))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=min(users, total), replace=False))
+
+
+def _join_torchrun(device: str):
+    """This process's place in the torchrun group (gloo on CPUs, NCCL on GPUs), or None alone."""
+    import torch
+
+    from genrec.train import distributed
+
+    if not distributed.launched_by_torchrun():
+        return None
+    return distributed.setup(torch.device(device))
+
+
+def _finish(result, rows, seed, title, output, per_user, shard) -> None:
+    """Print and save the result (on rank 0 only), then leave the torchrun group."""
+    from genrec.train import distributed
+
+    if rows is not None:
+        result.info["sample"] = {"users": len(rows), "seed": seed}
+    if shard is None or shard.is_main:
+        print_metrics(result.metrics, result.info["ks"], title)
         if output is not None:
             paths = result.save(output, per_user=per_user)
             for kind, path in paths.items():
                 console.print(f"{kind}: {path}")
+    if shard is not None:
+        distributed.cleanup(shard)
+
+
+def _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail) -> None:
+    """genrec eval --run: the run's recommender as its test stage builds it (genrec.batch_recommend)."""
+    import re
+
+    from genrec.batch_recommend import BatchRecommendError, open_tested_run
+    from genrec.eval import evaluate
+    from genrec.recommend import RunError
+    from genrec.train.checkpoint import CheckpointError
+    from genrec.train.distributed import resolve_device
+
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
+        fail(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+    try:
+        dev = resolve_device(device)  # under torchrun, "auto" is this rank's GPU
+        tested = open_tested_run(run, device=str(dev), batch_users=batch_size, dataset_dir=data)
+    except (BatchRecommendError, RunError, CheckpointError, RuntimeError) as e:
+        fail(str(e))
+    config, dataset = tested.config, tested.dataset
+    rows = _sample_rows(dataset, split, users, seed)
+    shard = _join_torchrun(str(dev))
+    try:
+        result = evaluate(
+            tested.recommender,
+            dataset,
+            split,
+            ks=list(k) if k else list(config.eval.ks),
+            batch_size=tested.recommender.batch_users,
+            max_history=config.train.max_history,
+            rows=rows,
+            progress=progress,
+            shard=shard,
+        )
+    except ValueError as e:
+        fail(str(e))
+    result.info.update({"run": str(run), "beam_size": getattr(tested.recommender, "beam_size", None)})
+    _finish(result, rows, seed, f"{run} on {dataset.name} {split}", output, per_user, shard)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.eval import metrics as M
+from genrec.eval import sharding
 
 
 @dataclass
@@ -146,6 +147,7 @@ def evaluate(
     rows: np.ndarray | None = None,
     progress: bool = True,
     output: str | Path | None = None,
+    shard=None,
 ) -> EvalResult:
     """Score ``recommender`` on ``split`` of a prepared ``dataset``, one held-out item per user.
 
@@ -154,6 +156,12 @@ def evaluate(
     ``max_history`` truncates each history to its most recent items; ``rows`` evaluates a subset
     of the split's rows. MRR is cut at max(ks), the length of the lists asked for. With
     ``output``, the result is saved there (see :meth:`EvalResult.save`).
+
+    ``shard`` (a genrec.train.distributed.DistInfo of a torchrun process group): rank r scores
+    batches r, r + world_size, ... (the batches one process would make, so every list is the same),
+    and the per-user results are gathered, so every rank returns what one process would (the
+    recommender's ``extra_metrics`` averaged over ranks, weighted by their users). Only rank 0
+    shows progress and saves ``output``.
     """
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] <= 0:
@@ -171,9 +179,11 @@ def evaluate(
     per_k_counts = {k: np.zeros(num_items, dtype=np.int64) for k in ks}
     novelty = {k: np.full(len(rows), np.nan) for k in ks}
     popularity = {k: np.full(len(rows), np.nan) for k in ks}
+    starts = sharding.my_batches(len(rows), batch_size, shard)
+    mine = sum(min(batch_size, len(rows) - lo) for lo in starts)
     start = time.perf_counter()
-    with _progress(progress, len(rows), f"{who} on {split}") as advance:
-        for lo in range(0, len(rows), batch_size):
+    with _progress(progress and sharding.is_main(shard), mine, f"{who} on {split}") as advance:
+        for lo in starts:
             batch = rows[lo : lo + batch_size]
             histories = data.history_list(batch)
             if max_history is not None:
@@ -193,6 +203,11 @@ def evaluate(
                 popularity[k][sl] = M.mean_of_top(recs, k, train_counts)
             advance(len(batch))
     seconds = time.perf_counter() - start
+    extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
+    if sharding.enabled(shard):  # every rank's rows, as one process would hold them
+        ranks, novelty, popularity, per_k_counts, extra, seconds, rank_users = sharding.gather(
+            shard, starts, batch_size, ranks, novelty, popularity, per_k_counts, extra, mine, seconds
+        )
 
     per_user: dict[str, np.ndarray] = {
         "row": rows,
@@ -221,7 +236,6 @@ def evaluate(
         per_user["cold_target"] = np.isin(per_user["target"], cold_items)
         metrics.update(_group_metrics(per_user, ks, per_user["cold_target"], "cold_target"))
         metrics.update(_group_metrics(per_user, ks, ~per_user["cold_target"], "warm_target"))
-    extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
     clash = set(extra) & set(metrics)
     if clash:
         raise ValueError(f"{who}.extra_metrics() returned keys the evaluator computes: {sorted(clash)}")
@@ -247,8 +261,11 @@ def evaluate(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "genrec_version": genrec.__version__,
     }
+    if sharding.enabled(shard):
+        info["world_size"] = shard.world_size
+        info["users_per_rank"] = rank_users
     result = EvalResult(metrics, per_user, info)
-    if output is not None:
+    if output is not None and sharding.is_main(shard):
         result.save(output)
     return result
 

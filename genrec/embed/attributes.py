@@ -87,7 +87,8 @@ def column_tokens(item_table, column: str, where: str = "items.parquet") -> Colu
     )
     codes = normalised[codes] if len(codes) else codes
     keep = codes >= 0
-    pairs = np.unique(parents[keep] * max(len(values), 1) + codes[keep])
+    pairs = np.sort(parents[keep] * max(len(values), 1) + codes[keep])
+    pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs  # distinct
     width = max(len(values), 1)
     return ColumnTokens(pairs // width, pairs % width, list(values))
 
@@ -149,7 +150,7 @@ def attribute_matrix(
         stats[column] = {
             "values": int((df > 0).sum()),
             "kept_values": len(kept),
-            "items_with": len(np.unique(r)),
+            "items_with": int(np.count_nonzero(np.bincount(r))),
         }
     empty = [np.zeros(0, np.int64)]
     matrix = sp.csr_matrix(

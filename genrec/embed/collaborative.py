@@ -100,8 +100,7 @@ def embed_collaborative(
         raise ValueError(f"collaborative shift must be > 0, got {shift}")
     num_items = dataset.num_items
     items, user = training_sequences(dataset)
-    counts = cooccurrence(items, user, num_items, window)
-    matrix = ppmi(counts, shift=shift, context_power=context_power)
+    matrix = ppmi(cooccurrence(items, user, num_items, window), shift=shift, context_power=context_power)
     present = np.diff(matrix.indptr) > 0
     if present.sum() < 2:
         raise EmbeddingError(

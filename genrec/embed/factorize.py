@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 
@@ -24,7 +25,7 @@ def _torch_csr(m) -> torch.Tensor:
         return torch.sparse_csr_tensor(
             torch.from_numpy(m.indptr).to(index),
             torch.from_numpy(m.indices).to(index),
-            torch.from_numpy(m.data).float(),
+            torch.from_numpy(m.data).float(),  # no copy when float32 already
             m.shape,
             check_invariants=False,  # scipy built it; checking costs a pass over the non-zeros
         )
@@ -33,10 +34,9 @@ def _torch_csr(m) -> torch.Tensor:
 def _operands(matrix) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, A^T) in float32: CSR tensors for a sparse ``matrix`` (torch COO/CSR or scipy), else dense."""
     if hasattr(matrix, "tocsr"):  # scipy.sparse
-        m = matrix.tocsr()
+        m = matrix.tocsr().astype(np.float32)  # before the transpose: half its copy
         return _torch_csr(m), _torch_csr(m.T.tocsr())
     if matrix.is_sparse or matrix.layout == torch.sparse_csr:
-        import numpy as np
         import scipy.sparse as sp
 
         coo = matrix.to_sparse_coo().coalesce()
@@ -70,7 +70,7 @@ def truncated_svd(
     a, at = _operands(matrix)
     k = min(r + oversample, m, n)
     gen = torch.Generator().manual_seed(int(seed))
-    omega = torch.randn(n, k, generator=gen, dtype=torch.float64).float()
+    omega = torch.randn(n, k, generator=gen)
     q = _orthonormal(_matmul(a, omega))
     for _ in range(power_iters):  # subspace iteration, re-orthonormalised each half step
         q = _orthonormal(_matmul(at, q))

@@ -351,14 +351,19 @@ class FusionResult:
     def embeddings(self, config: MultimodalConfig, behaviour: np.ndarray | None = None) -> np.ndarray:
         """``[content_weight * c ; behaviour_weight * b]`` (``behaviour`` replaces the stored b)."""
         behaviour = self.behaviour if behaviour is None else behaviour
-        parts = [config.content_weight * self.content]
-        if behaviour is not None and config.behaviour_weight > 0:
-            parts.append(config.behaviour_weight * behaviour)
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        with_b = behaviour is not None and config.behaviour_weight > 0
+        width = self.content.shape[1]
+        # Written into one array: a million items' temporaries would cost gigabytes.
+        out = np.empty((len(self.content), width + (behaviour.shape[1] if with_b else 0)), np.float32)
+        np.multiply(self.content, config.content_weight, out=out[:, :width])
+        if with_b:
+            np.multiply(behaviour, config.behaviour_weight, out=out[:, width:])
+        return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    norm = np.sqrt(np.einsum("ij,ij->i", x, x))  # no [N, D] temporary of squares
+    return (x / np.maximum(norm, 1e-12)[:, None]).astype(np.float32, copy=False)
 
 
 def split_probe(warm: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

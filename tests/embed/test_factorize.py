@@ -47,10 +47,10 @@ def test_singular_values_and_subspaces_match_a_dense_svd(seed, shape):
 
 
 def float64_reference(a: np.ndarray, rank: int, seed: int, oversample: int = 16, power_iters: int = 4):
-    """The float64 randomized SVD this module computed before (dense here): same test matrix."""
+    """The float64 randomized SVD this module computed before (dense here), on the same test matrix."""
     a = torch.from_numpy(a)
     k = min(rank + oversample, *a.shape)
-    omega = torch.randn(a.shape[1], k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    omega = torch.randn(a.shape[1], k, generator=torch.Generator().manual_seed(seed)).double()
     q, _ = torch.linalg.qr(a @ omega)
     for _ in range(power_iters):
         q, _ = torch.linalg.qr(a.t() @ q)

@@ -10,8 +10,7 @@ and scores equal the ones the test scored.
 Finished batches are written as ``part-NNNNN.parquet`` files into ``<out>.parts/`` beside the
 output, with a ``manifest.json`` naming what they were computed from (run, model and semantic-ID
 fingerprints, the users' sha256, K, batch size, ...). A restart with the same arguments skips the
-parts already there; a restart with other arguments is refused (or starts over with
-``restart=True``). The parts are then concatenated into the output through a temporary file and a
+parts already there; a restart with other arguments is refused; ``restart=True`` starts over. The parts are then concatenated into the output through a temporary file and a
 rename, and the staging folder is removed.
 
 Output rows (one per user and rank; slots a list leaves empty are not written): ``user_idx``,
@@ -211,8 +210,8 @@ def build_manifest(run_dir: Path, info: dict, dataset, user_idx: np.ndarray, dec
 
 
 def _check_staging(folder: Path, manifest: dict, restart: bool) -> None:
-    """Make ``folder`` hold only parts of ``manifest``'s job (refusing, or with restart emptying, a
-    folder of another job); never touch files genrec did not write there."""
+    """Make ``folder`` hold only parts of ``manifest``'s job: reuse them, refuse a folder of another
+    job, or (``restart``) empty it; never touch files genrec did not write there."""
     if not folder.exists():
         return
     if not folder.is_dir():
@@ -231,7 +230,7 @@ def _check_staging(folder: Path, manifest: dict, restart: bool) -> None:
             saved = json.loads(saved_path.read_text())
         except json.JSONDecodeError:
             saved = None
-    if saved == manifest:
+    if saved == manifest and not restart:
         return
     if not restart and saved is not None:
         differ = sorted(k for k in set(saved) | set(manifest) if saved.get(k) != manifest.get(k))
@@ -244,7 +243,9 @@ def _check_staging(folder: Path, manifest: dict, restart: bool) -> None:
 
 
 def _ours(name: str) -> bool:
-    return bool(_PART.fullmatch(name)) or (name.startswith(".") and name.endswith(".tmp"))
+    """A part, or a temporary file of a part or of the manifest that a kill left behind."""
+    temporary = name.startswith(".") and (name.endswith(".tmp") or name.startswith(f".{MANIFEST}."))
+    return bool(_PART.fullmatch(name)) or temporary
 
 
 # ---- decoding ---------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
             help="Batch mode: users per batch (default: the run's eval.batch_users).",
         ),
         restart: bool = typer.Option(
-            False, "--restart", help="Batch mode: discard finished batches of another job in <out>.parts."
+            False, "--restart", help="Batch mode: start over, discarding the finished batches in <out>.parts."
         ),
         dataset: Path = typer.Option(
             None,

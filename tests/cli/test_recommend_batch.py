@@ -218,6 +218,25 @@ def test_restart_discards_another_jobs_parts(fused_run, tmp_path):
     assert set(pq.read_table(out).column("rank").to_pylist()) == set(range(1, 11))
 
 
+def test_restart_starts_over_and_an_interrupted_call_leaves_its_parts(fused_run, tmp_path):
+    run, _ = fused_run
+    out = tmp_path / "recs.parquet"
+
+    def stop_at_2(b):
+        if b == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        recommend_to_parquet(run, "all", out, progress=False, on_batch=stop_at_2)
+    assert sorted(p.name for p in staging_dir(out).glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    (staging_dir(out) / ".manifest.json.x1y2").write_text("{")  # a kill while writing a manifest
+    done = recommend_to_parquet(run, "all", out, progress=False, restart=True)
+    assert done.computed == [0, 1, 2, 3] and not done.skipped and not staging_dir(out).exists()
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

@@ -37,7 +37,7 @@ sys.meta_path.insert(0, Block())
 from genrec.cli import app
 app(sys.argv[1:])
 """
-MODELS = {"tiger": [], "item_decoder": ITEM_DECODER}
+MODELS = {"tiger": [], "item_decoder": ITEM_DECODER, "sasrec": ["model.kind=sasrec"]}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

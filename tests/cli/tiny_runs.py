@@ -11,7 +11,6 @@ import pytest
 import genrec.eval
 from genrec.config import load_config
 from genrec.pipeline import run_pipeline
-from genrec.recommend import Recommender
 from tests.pipeline.conftest import tiny_overrides
 
 # The default recipe's model: item head, co-occurrence fusion tuned on validation, history excluded.
@@ -36,7 +35,7 @@ def train_tiny_run(root: Path, prepared: Path, model: list[str]):
     real = genrec.eval.evaluate
 
     def spy(recommender, dataset, split="test", *args, **kwargs):
-        if split != "test" or not isinstance(recommender, Recommender):
+        if split != "test" or not hasattr(recommender, "topk"):  # not the replays of components
             return real(recommender, dataset, split, *args, **kwargs)
         inner = recommender.topk
 

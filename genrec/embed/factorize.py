@@ -70,7 +70,8 @@ def truncated_svd(
     a, at = _operands(matrix)
     k = min(r + oversample, m, n)
     gen = torch.Generator().manual_seed(int(seed))
-    omega = torch.randn(n, k, generator=gen)
+    # Drawn in float64 as before (the same test matrix, so the same factors up to float32 rounding).
+    omega = torch.randn(n, k, generator=gen, dtype=torch.float64).float()
     q = _orthonormal(_matmul(a, omega))
     for _ in range(power_iters):  # subspace iteration, re-orthonormalised each half step
         q = _orthonormal(_matmul(at, q))

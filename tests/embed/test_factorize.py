@@ -50,7 +50,7 @@ def float64_reference(a: np.ndarray, rank: int, seed: int, oversample: int = 16,
     """The float64 randomized SVD this module computed before (dense here), on the same test matrix."""
     a = torch.from_numpy(a)
     k = min(rank + oversample, *a.shape)
-    omega = torch.randn(a.shape[1], k, generator=torch.Generator().manual_seed(seed)).double()
+    omega = torch.randn(a.shape[1], k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     q, _ = torch.linalg.qr(a @ omega)
     for _ in range(power_iters):
         q, _ = torch.linalg.qr(a.t() @ q)

@@ -200,6 +200,7 @@ def build_manifest(run_dir: Path, info: dict, dataset, user_idx: np.ndarray, dec
         "model_sha256": _file_sha256(run_dir / "model.safetensors"),
         "semantic_ids_sha256": _file_sha256(run_dir / "tokenizer" / "semantic_ids.npy"),
         "cooccurrence_sha256": _file_sha256(run_dir / "cooccurrence.safetensors"),
+        "similarity_sha256": _file_sha256(run_dir / "similarity.safetensors"),
         "fusion": (info.get("fusion") or {}).get("weights"),
         "model_config": info["config"]["model"],
         "dataset_fingerprint": dataset.fingerprint,

@@ -171,6 +171,18 @@ class ModelConfig:
     """With content_vectors and item_loss: items never seen in training also enter the candidates,
     from a beam search restricted to them (this many beams) and from the item head's best of them
     (this many); genrec.fusion scores them on the same scale, plus cold_bias. 0: none."""
+    profile_embeddings: str = ""
+    """With item_loss: the item embeddings of the fusion's content similarity (genrec.profile_similarity):
+    "text" (the text encoder's embeddings of the items' text, an embed stage of its own), "content"
+    (the embed stage's output). Every candidate's cosine to the history's recency-weighted profile
+    joins its fused score (the weight chosen on validation with tune_fusion), and with
+    fusion_candidates the most similar items join the candidates. "": none (cold candidates then
+    measure similarity with the model's content rows)."""
+    cold_objective: str = "ndcg"
+    """What tune_fusion maximises with cold candidates, keeping warm-target Recall@10 at >= 98% of the
+    ranking without content knowledge (genrec.fusion.tune_cold): "ndcg" (NDCG@10 of all validation
+    users) or "cold_recall" (the cold-target Recall@10: as much exposure for new items as the warm
+    floor allows)."""
     cold_bias: float = 0.0
     """Added to the fused score of every cold candidate (chosen on validation with tune_fusion)."""
     cold_epsilon: float = 1.0
@@ -233,6 +245,24 @@ class ModelConfig:
             "0 unless content_vectors = true and item_loss > 0 (cold items are scored by the item head)",
         )
         _require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
+        _require(
+            self.cold_objective in ("ndcg", "cold_recall"),
+            "model.cold_objective",
+            self.cold_objective,
+            'one of "ndcg", "cold_recall"',
+        )
+        _require(
+            self.profile_embeddings in ("", "text", "content"),
+            "model.profile_embeddings",
+            self.profile_embeddings,
+            'one of "", "text", "content"',
+        )
+        _require(
+            not self.profile_embeddings or (self.item_loss > 0 and self.kind != "sasrec"),
+            "model.profile_embeddings",
+            self.profile_embeddings,
+            "set only for generative models with an item head (item_loss > 0): it is a fusion term",
+        )
         _require(
             self.rerank_weight == 0 or self.item_loss > 0,
             "model.rerank_weight",
@@ -520,6 +550,22 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
 
 
 # ---- stage keys ----
+#: Model settings that only the ranking after training reads (genrec.fusion): training ignores them,
+#: so a run that changes only these reuses its trained weights.
+FUSION_FIELDS = (
+    "fusion_candidates",
+    "tune_fusion",
+    "tune_users",
+    "cooccurrence_weight",
+    "cooccurrence_eps",
+    "cold_candidates",
+    "cold_bias",
+    "cold_epsilon",
+    "cold_objective",
+    "profile_embeddings",
+)
+
+
 def cache_relevant(obj: Any) -> Any:
     """The fields of a config section that decide results (fields marked cache=False dropped)."""
     if dataclasses.is_dataclass(obj):

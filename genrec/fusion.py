@@ -1,19 +1,24 @@
-"""One ranked list from three candidate sources: the beam search, the item head and co-occurrence.
+"""One ranked list from the candidate sources: the beam search, the item head, co-occurrence and
+content similarity.
 
 The constrained beam search proposes items by their semantic IDs. The ItemDecoder's item head (a
-next-item softmax over the catalogue) and the co-occurrence baseline (genrec.eval.baselines)
-each propose their own ``candidates`` best items outside the history. Every candidate, whichever
-source found it, is scored on three fixed scales:
+next-item softmax over the catalogue), the co-occurrence baseline (genrec.eval.baselines) and, with
+profile embeddings, the content profile (genrec.profile_similarity) each propose their own
+``candidates`` best items outside the history. Every candidate, whichever source found it, is
+scored on fixed scales:
 
 - ``seq``:  log P(semantic ID | history), the beam's own score (teacher-forced through the depth
   decoder for items the beam did not reach, which is the same number);
 - ``head``: log P_head(item | history);
 - ``cooc``: log(eps + the co-occurrence votes of the history's recent items for the item);
+- ``sim``:  the cosine of the item's embedding to the history's recency-weighted profile;
 
-and the list is ranked by ``seq + head_weight * head + cooc_weight * cooc``. With no extra
-candidates and ``cooc_weight`` 0 this is the LIGER-style re-ranking of the beam's items. The
-weights are chosen on the validation split (:func:`tune_fusion`), so a new dataset gets its own;
-the beam alone and every partial combination stay measurable (:data:`COMPONENTS`).
+and the list is ranked by ``seq + head_weight * head + cooc_weight * cooc + sim_weight * sim``. With
+no extra candidates and only ``head_weight`` this is the LIGER-style re-ranking of the beam's items.
+Items never seen in training (cold items) enter through their own sources and terms, capped at
+``ceil(cold_epsilon * k)`` of a top k (:class:`FusionWeights`, :func:`tune_cold`). The weights are
+chosen on the validation split (:func:`tune_fusion`), so a new dataset gets its own; the beam alone
+and every partial combination stay measurable (:data:`COMPONENTS`).
 
 Only real catalogue items are ever ranked: the beam's are trie-constrained, the others are item
 indices by construction.
@@ -49,9 +54,12 @@ class FusionWeights:
     cold_seq_weight: float = 1.0
     cold_epsilon: float = 1.0
     cold_sim_weight: float = 0.0  # times the cosine of the item's content to the history's
+    # Every candidate: times the cosine of its profile embedding to the history's (ProfileSimilarity).
+    sim_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.head_weight, self.cooc_weight, self.cold_seq_weight, self.cold_sim_weight) < 0 or self.eps <= 0:
+        weights = (self.head_weight, self.cooc_weight, self.cold_seq_weight, self.cold_sim_weight, self.sim_weight)
+        if min(weights) < 0 or self.eps <= 0:
             raise ValueError(f"fusion weights must be >= 0 and eps > 0, got {self}")
         if not (0 <= self.cold_epsilon <= 1 and np.isfinite(self.cold_bias)):
             raise ValueError(f"cold_epsilon must be in [0, 1] and cold_bias finite, got {self}")
@@ -77,6 +85,8 @@ class Candidates:
         rest = w.head_weight * self.head
         if w.cooc_weight:
             rest = rest + w.cooc_weight * torch.log(w.eps + self.cooc_votes)
+        if w.sim_weight and self.sim is not None:
+            rest = rest + w.sim_weight * self.sim
         s = self.seq + rest
         if self.cold is not None and bool(self.cold.any()):
             # seq is finite for every real candidate; the product keeps 0 * seq out of -inf slots
@@ -126,10 +136,17 @@ class Candidates:
 class Fusion:
     """Builds the candidates of a batch. ``cooccurrence`` is a genrec.eval.baselines.CoOccurrence
     (or None: no co-occurrence source or score); ``candidates`` is how many extra items each of the
-    item head and co-occurrence proposes."""
+    item head, co-occurrence and profile similarity proposes; ``similarity`` a
+    genrec.profile_similarity.ProfileSimilarity (or None: no similarity score or source, except the
+    model's own content rows for cold candidates)."""
 
     def __init__(
-        self, weights: FusionWeights, cooccurrence=None, candidates: int = 0, cold_candidates: int = 0
+        self,
+        weights: FusionWeights,
+        cooccurrence=None,
+        candidates: int = 0,
+        cold_candidates: int = 0,
+        similarity=None,
     ) -> None:
         if candidates < 0 or cold_candidates < 0:
             raise ValueError(f"candidates must be >= 0, got {candidates} and {cold_candidates}")
@@ -139,6 +156,26 @@ class Fusion:
         self.cooccurrence = cooccurrence
         self.candidates = int(candidates)
         self.cold_candidates = int(cold_candidates)
+        self.similarity = similarity
+        self._model_similarity = None  # (model, ProfileSimilarity of its content rows)
+
+    def _similarity_for(self, model, cold_items):
+        """The profile similarity of this batch: the given one; for cold candidates without one, the
+        model's content rows (runs before profile embeddings); else None."""
+        if self.similarity is not None:
+            if self.similarity.num_items != model.num_items:
+                raise ValueError(
+                    f"profile embeddings cover {self.similarity.num_items} items, the model {model.num_items}"
+                )
+            return self.similarity
+        if not (self.cold_candidates and cold_items is not None):
+            return None
+        cached = self._model_similarity
+        if cached is None or cached[0] is not model or cached[1].num_items != model.num_items:
+            from genrec.profile_similarity import ProfileSimilarity
+
+            self._model_similarity = (model, ProfileSimilarity(model.item_content.detach().cpu(), "content"))
+        return self._model_similarity[1]
 
     def build(
         self,
@@ -162,6 +199,10 @@ class Fusion:
         cold_items = model.cold_items() if hasattr(model, "cold_items") else None
         if cold_items is not None and not bool(cold_items.any()):
             cold_items = None
+        similarity = self._similarity_for(model, cold_items)
+        profiles = similarity.profiles(histories, device) if similarity is not None else None
+        exclude = histories if exclude_history else None
+        cold_idx = None if cold_items is None else torch.nonzero(cold_items.to(device)).reshape(-1)
         scored = [(beam_items, beam_scores.float())]  # sources whose seq score is known
         extra = []  # sources whose seq score the depth decoder computes
         masked = head_all if history is None else head_all.masked_fill(history, float("-inf"))
@@ -169,18 +210,19 @@ class Fusion:
             extra.append(masked.topk(min(self.candidates, masked.shape[1]), dim=1).indices)
             if votes is not None:
                 extra.append(_top_voted(votes, U, self.candidates).to(device))
-        sim_all = None
+            if self.similarity is not None:  # the most similar items (cold ones come below, capped)
+                warm_idx = None
+                if cold_items is not None:
+                    warm_idx = torch.nonzero(~cold_items.to(device)).reshape(-1)
+                extra.append(similarity.best(profiles, self.candidates, exclude, among=warm_idx))
         if self.cold_candidates and cold_items is not None:
-            m = min(self.cold_candidates, int(cold_items.sum()))
+            m = min(self.cold_candidates, len(cold_idx))
             if cold_search is not None:
                 got_items, got_scores = cold_search(m)
                 scored.append((got_items, got_scores.float()))
-            not_cold = ~cold_items.to(device)[None, :]
-            sim_all = content_similarity(model, histories, device)
-            sim_masked = sim_all if history is None else sim_all.masked_fill(history, float("-inf"))
-            for source in (masked, sim_masked):  # the item head's and the content profile's best
-                top = source.masked_fill(not_cold, float("-inf")).topk(m, dim=1)
-                extra.append(top.indices.masked_fill(torch.isinf(top.values), -1))
+            top = masked.masked_fill(~cold_items.to(device)[None, :], float("-inf")).topk(m, dim=1)
+            extra.append(top.indices.masked_fill(torch.isinf(top.values), -1))  # the item head's best
+            extra.append(similarity.best(profiles, m, exclude, among=cold_idx))  # the most similar
         items = torch.cat([t for t, _ in scored] + extra, dim=1)
         seq = torch.cat(
             [v for _, v in scored] + [torch.full(e.shape, float("-inf"), device=device) for e in extra], dim=1
@@ -205,7 +247,7 @@ class Fusion:
             else torch.zeros_like(seq)
         )
         cold = None if cold_items is None else cold_items.to(device)[items.clamp(min=0)] & (items >= 0)
-        sim = None if sim_all is None else sim_all.gather(1, items.clamp(min=0))
+        sim = None if similarity is None else similarity.of(profiles, items)
         return Candidates(items, seq, head, cooc, B, cold, sim)
 
     def _votes(self, histories: Sequence[np.ndarray], exclude_history: bool):
@@ -220,30 +262,6 @@ class Fusion:
             keep = ~np.isin(row * n + item, hist_keys)
             row, item, score = row[keep], item[keep], score[keep]
         return row, item, score, cooc.num_items
-
-
-#: The content profile of a history (what a cold item's similarity is measured to): the recency-
-#: weighted mean of its last PROFILE_ITEMS items' content rows, weights PROFILE_DECAY ** age. The
-#: values the content-KNN baseline chose on Beauty's validation split (bench/results/content-knn-beauty).
-PROFILE_ITEMS = 10
-PROFILE_DECAY = 0.4
-
-
-def content_similarity(model, histories: Sequence[np.ndarray], device) -> torch.Tensor:
-    """[U, N] float32: the cosine of every item's content row (``model.item_content``, unit rows) to
-    each history's content profile (see PROFILE_ITEMS)."""
-    content = model.item_content.to(device)
-    rows, weights = [], []
-    for r, h in enumerate(histories):
-        recent = np.asarray(h, dtype=np.int64)[-PROFILE_ITEMS:]
-        rows.append(np.stack([np.full(len(recent), r), recent], 1))
-        weights.append(PROFILE_DECAY ** np.arange(len(recent))[::-1])
-    pairs = torch.as_tensor(np.concatenate(rows) if rows else np.zeros((0, 2), np.int64), device=device)
-    w = torch.as_tensor(np.concatenate(weights) if weights else np.zeros(0), dtype=torch.float32, device=device)
-    profile = torch.zeros(len(histories), content.shape[1], device=device)
-    profile.index_add_(0, pairs[:, 0], content[pairs[:, 1]] * w[:, None])
-    profile = profile / profile.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    return profile @ content.T
 
 
 def _history_mask(histories: Sequence[np.ndarray], num_items: int, device) -> torch.Tensor:
@@ -282,6 +300,9 @@ def _lookup(votes, items: np.ndarray) -> torch.Tensor:
 HEAD_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 COOC_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 EPS = (1e-4, 1e-3, 1e-2)
+#: ... and, where the candidates carry a profile similarity, its weight (a cosine, so these are in
+#: units of log-probability per unit of cosine).
+SIM_WEIGHTS = (0.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 
 
 def tune_fusion(
@@ -313,9 +334,10 @@ def tune_fusion(
         pos = is_target.float().argmax(1)
         before = torch.arange(cand.items.shape[1])[None, :] < pos[:, None]
         batches.append((cand, found, pos, before))
+    sims = SIM_WEIGHTS if any(c.sim is not None for c in candidates) else (0.0,)
     grid = [
-        FusionWeights(h, c, e)
-        for h, c, e in itertools.product(HEAD_WEIGHTS, COOC_WEIGHTS if cooc else (0.0,), EPS)
+        FusionWeights(h, c, e, sim_weight=v)
+        for v, h, c, e in itertools.product(sims, HEAD_WEIGHTS, COOC_WEIGHTS if cooc else (0.0,), EPS)
         if c or e == EPS[0]  # eps only matters with a co-occurrence weight
     ]
     table = []
@@ -335,7 +357,7 @@ def tune_fusion(
 
 #: What :func:`tune_cold` tries: cold biases in units of the score's scale (1 + the other weights),
 #: the weight of a cold item's own sequence score, and the cap epsilon (0: no cold item).
-COLD_BIAS_UNITS = tuple(float(x) for x in np.arange(-2.0, 8.01, 0.5))
+COLD_BIAS_UNITS = tuple(float(x) for x in np.arange(-6.0, 8.01, 0.5))
 COLD_SEQ_WEIGHTS = (0.0, 0.5, 1.0)
 COLD_EPSILONS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 COLD_SIM_UNITS = (0.0, 4.0, 8.0, 16.0, 32.0)
@@ -358,13 +380,28 @@ def ranking_hits(candidates: Sequence[Candidates], targets: np.ndarray, w: Fusio
     return torch.cat(hits).numpy(), torch.cat(ranks).numpy()
 
 
+#: What tune_cold maximises under the warm floor: NDCG@k over all rows, or the cold-target Recall@k
+#: (as much exposure for new items as the warm floor allows; ties: the better NDCG).
+COLD_OBJECTIVES = ("ndcg", "cold_recall")
+
+
 def tune_cold(
-    candidates: Sequence[Candidates], targets: np.ndarray, cold_target: np.ndarray, base: FusionWeights, k: int = 10
+    candidates: Sequence[Candidates],
+    targets: np.ndarray,
+    cold_target: np.ndarray,
+    base: FusionWeights,
+    k: int = 10,
+    reference: FusionWeights | None = None,
+    objective: str = "ndcg",
 ) -> tuple[FusionWeights, list[dict]]:
-    """The cold items' bias, sequence weight and cap epsilon for fixed warm weights ``base``: the
-    combination with the best NDCG@k over the validation rows whose warm-target Recall@k stays at
-    least WARM_FLOOR of the list without cold items (epsilon 0). Ties keep the earlier combination
-    (in the order of COLD_EPSILONS, COLD_SEQ_WEIGHTS, COLD_BIAS_UNITS); the table lists every one."""
+    """The cold items' bias, sequence weight, similarity weight and cap epsilon for fixed warm weights
+    ``base``: among the combinations whose warm-target Recall@k on the validation rows stays at least
+    WARM_FLOOR of the ``reference`` ranking's (default: ``base`` without cold items), the best by
+    ``objective`` (COLD_OBJECTIVES). The list without cold items (epsilon 0) is always eligible.
+    Ties keep the earlier combination (in the order of COLD_EPSILONS, COLD_SIM_UNITS,
+    COLD_SEQ_WEIGHTS, COLD_BIAS_UNITS); the table lists every one."""
+    if objective not in COLD_OBJECTIVES:
+        raise ValueError(f"objective must be one of {COLD_OBJECTIVES}, got {objective!r}")
     cold_target = np.asarray(cold_target, dtype=bool)
     warm = ~cold_target
     scale = 1.0 + base.head_weight + base.cooc_weight
@@ -381,7 +418,8 @@ def tune_cold(
         }
 
     off = FusionWeights(**{**base.to_dict(), "cold_epsilon": 0.0})
-    floor = WARM_FLOOR * measure(off)[f"warm_recall@{k}"]
+    ref = FusionWeights(**{**(reference or base).to_dict(), "cold_epsilon": 0.0})
+    floor = WARM_FLOOR * measure(ref)[f"warm_recall@{k}"]
     with_sim = any(c.sim is not None for c in candidates)
     grid = [off] + [
         FusionWeights(
@@ -407,9 +445,10 @@ def tune_cold(
             "cold_sim_weight": w.cold_sim_weight,
         }
         row.update(measure(w))
-        row["meets_warm_floor"] = row[f"warm_recall@{k}"] >= floor
+        row["meets_warm_floor"] = i == 0 or row[f"warm_recall@{k}"] >= floor
         table.append(row)
-        key = (row[f"ndcg@{k}"], -i)
+        first = row[f"ndcg@{k}"] if objective == "ndcg" else row[f"cold_recall@{k}"]
+        key = (first, row[f"ndcg@{k}"], -i)
         if row["meets_warm_floor"] and (best_key is None or key > best_key):
             best, best_key = w, key
     return best or off, table

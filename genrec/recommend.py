@@ -445,7 +445,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
         config.model,
         beam_size=config.eval.beam_size if beam_size is None else beam_size,
         retrieval=config.eval.retrieval,
-        fusion=load_fusion(run_dir, config.model, info.get("fusion", {})),
+        fusion=load_fusion(run_dir, config.model, info.get("fusion", {}), num_items=len(codes)),
         device=dev,
     )
     return RunRecommender(run_dir, rec, *items)
@@ -498,9 +498,10 @@ def recommender_for(
     )
 
 
-def load_fusion(run_dir: Path, model_config, recorded: dict) -> Fusion | None:
+def load_fusion(run_dir: Path, model_config, recorded: dict, num_items: int) -> Fusion | None:
     """The fusion a finished run tests and recommends with: the weights run.json records under
-    "fusion" (chosen on validation, or the config's), the co-occurrence statistics of the run folder."""
+    "fusion" (chosen on validation, or the config's), the co-occurrence statistics and profile
+    embeddings of the run folder."""
     if model_config.kind in ITEM_ID_KINDS or model_config.item_loss <= 0:
         return None
     weights = FusionWeights(**recorded["weights"]) if recorded.get("weights") else config_weights(model_config)
@@ -510,7 +511,17 @@ def load_fusion(run_dir: Path, model_config, recorded: dict) -> Fusion | None:
             cooc = load_cooccurrence(Path(run_dir) / COOCCURRENCE_FILE)
         except (FileNotFoundError, ValueError) as e:
             raise RunError(str(e)) from None
-    return Fusion(weights, cooc, model_config.fusion_candidates, getattr(model_config, "cold_candidates", 0))
+    similarity = None
+    if getattr(model_config, "profile_embeddings", ""):
+        from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+
+        try:
+            similarity = load_similarity(Path(run_dir) / SIMILARITY_FILE, num_items)
+        except (FileNotFoundError, ValueError) as e:
+            raise RunError(str(e)) from None
+    return Fusion(
+        weights, cooc, model_config.fusion_candidates, getattr(model_config, "cold_candidates", 0), similarity
+    )
 
 
 class RecordedRanking:

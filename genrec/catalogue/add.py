@@ -33,6 +33,7 @@ REWRITTEN = (
     "items.parquet",
     "model.safetensors",
     "cooccurrence.safetensors",
+    "similarity.safetensors",
     "tokenizer/semantic_ids.npy",
     "tokenizer/tokenizer.json",
     "tokenizer/trie.safetensors",
@@ -108,6 +109,7 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     )
     all_codes = np.concatenate([codes, new_ids])
     model, how = extended_model(config, level_sizes, run_dir / "model.safetensors", N, embeddings)
+    similarity = _extended_similarity(run_dir, config, state, table, embeddings, N, where, device)
 
     used = [c for c in columns if c != "item_id"]
     new_rows = pa.table(
@@ -117,7 +119,9 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
             **{c: table.column(c) for c in used},
         }
     )
-    _write_run(run_dir, out_dir, info, run_items, new_rows, all_codes, model, where, _source_sha256(items))
+    _write_run(
+        run_dir, out_dir, info, run_items, new_rows, all_codes, model, where, _source_sha256(items), similarity
+    )
     return AddedItems(out_dir, item_idx, ids, new_ids, embeddings, how)
 
 
@@ -174,8 +178,48 @@ def _source_sha256(items) -> str | None:
     return None
 
 
+def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, N: int, where: str, device):
+    """The run's profile embeddings (genrec.profile_similarity) with the new items', or None for a
+    run without them: the new items' embeddings ("content"), or their text through the run's text
+    model ("text")."""
+    from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+
+    if not getattr(config.model, "profile_embeddings", ""):
+        return None
+    try:
+        similarity = load_similarity(run_dir / SIMILARITY_FILE, N)
+    except (FileNotFoundError, ValueError) as e:
+        from genrec.recommend import RunError
+
+        raise RunError(str(e)) from None
+    if similarity.source == "content":
+        return similarity.extended(embeddings)
+    spec = state if state.get("encoder") == "text" else state.get("text")
+    if spec is None:
+        raise NewItemsError(
+            f"{run_dir}: the run ranks with text similarity, but its encoder ({state.get('encoder')}) "
+            "reads no text to embed new items with"
+        )
+    from genrec.embed.text import TextEncoder
+
+    try:
+        _, rows = TextEncoder.embed_new_texts(spec, table, where=where, device=device)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise NewItemsError(f"{where}: the new items' text cannot be embedded: {e}") from None
+    return similarity.extended(rows)
+
+
 def _write_run(
-    run_dir: Path, out_dir: Path, info: dict, run_items, new_rows, codes, model, where, source_sha
+    run_dir: Path,
+    out_dir: Path,
+    info: dict,
+    run_items,
+    new_rows,
+    codes,
+    model,
+    where,
+    source_sha,
+    similarity=None,
 ):
     """Stage the updated run beside ``out_dir`` and rename it into place."""
     import pyarrow as pa
@@ -219,6 +263,10 @@ def _write_run(
         save_model(staged / "model.safetensors", model)
         if (run_dir / "cooccurrence.safetensors").is_file():
             _extend_cooccurrence(run_dir / "cooccurrence.safetensors", staged / "cooccurrence.safetensors", n)
+        if similarity is not None:
+            from genrec.profile_similarity import SIMILARITY_FILE, save_similarity
+
+            save_similarity(staged / SIMILARITY_FILE, similarity)
 
         previous = info.get("new_items") or {}
         record = {

@@ -1,6 +1,6 @@
 """The fusion step of ``genrec train``, between training and the test: the co-occurrence statistics
-a run ranks with (from the training split, saved into the run folder) and the fusion weights,
-chosen on the validation split when ``model.tune_fusion`` is on (genrec.fusion)."""
+and profile embeddings a run ranks with (saved into the run folder) and the fusion weights, chosen
+on the validation split when ``model.tune_fusion`` is on (genrec.fusion)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,58 @@ from genrec.fusion import (
     tune_fusion,
     uses_cooccurrence,
 )
+from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
 from genrec.recommend import COOCCURRENCE_FILE, recommender_for
 
 TUNING_FILE = "fusion_tuning.json"
 
 
+def prepare_similarity(config: Config, dataset, embed_output, cache, run_dir: Path) -> ProfileSimilarity | None:
+    """The profile embeddings ``model.profile_embeddings`` names, saved into the run folder (None
+    when it names none): the embed stage's output ("content"), or a text embed stage's ("text",
+    cached like any stage)."""
+    import dataclasses
+
+    from genrec.embed.artifacts import load_embeddings
+    from genrec.pipeline.stages import embed_stage
+
+    source = config.model.profile_embeddings
+    if not source:
+        return None
+    if source == "text" and not (config.embed.encoder == "text" and not config.data.embeddings):
+        text_config = dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, embeddings=""),
+            embed=dataclasses.replace(config.embed, encoder="text"),
+        )
+        embed_output = embed_stage(text_config, dataset, cache)
+    rows, _ = load_embeddings(embed_output.path, num_items=dataset.num_items)
+    similarity = ProfileSimilarity(rows, source)
+    save_similarity(run_dir / SIMILARITY_FILE, similarity)
+    return similarity
+
+
+def similarity_fingerprint(similarity: ProfileSimilarity | None) -> str | None:
+    from genrec.embed.artifacts import array_sha256
+
+    return None if similarity is None else array_sha256(similarity.rows.numpy())
+
+
 def prepare_fusion(
-    config: Config, dataset, model, codes, device, amp, run_dir: Path, weights_hash: str, previous: dict
+    config: Config,
+    dataset,
+    model,
+    codes,
+    device,
+    amp,
+    run_dir: Path,
+    weights_hash: str,
+    previous: dict,
+    similarity: ProfileSimilarity | None = None,
 ) -> tuple[Fusion | None, dict]:
     """The test's fusion and what to record in run.json under "fusion" (reused while the weights,
-    the fusion settings and the dataset are unchanged). None for models without an item head."""
+    the fusion settings, the profile embeddings and the dataset are unchanged). None for models
+    without an item head."""
     mc = config.model
     if mc.kind == "sasrec" or mc.item_loss <= 0:
         return None, {}
@@ -41,30 +83,32 @@ def prepare_fusion(
         save_cooccurrence(path, cooc)
     if not mc.tune_fusion:
         weights = config_weights(mc)
-        return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), {"weights": weights.to_dict(), "tuned": False}
+        fusion = Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates, similarity)
+        return fusion, {"weights": weights.to_dict(), "tuned": False}
     key = stable_hash(
         {
             "weights": weights_hash,
             "dataset": dataset.fingerprint,
             "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed]
-            + ([mc.cold_candidates, "cold-sim"] if mc.cold_candidates else []),
+            + ([mc.cold_candidates, "cold-sim", mc.cold_objective, "floor-without-similarity"] if mc.cold_candidates else [])
+            + ([mc.profile_embeddings, similarity_fingerprint(similarity)] if similarity is not None else []),
         }
     )
     if previous.get("key") == key and "weights" in previous:
         weights = FusionWeights(**previous["weights"])
-        return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), previous
-    weights, table, users, cold_table = _tune(config, dataset, model, codes, cooc, device, amp)
+        return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates, similarity), previous
+    weights, table, users, cold_table = _tune(config, dataset, model, codes, cooc, device, amp, similarity)
     from genrec.bench.results import atomic_write_text
 
     tuning = {"metric": "ndcg@10", "split": "valid", "users": users, "table": table}
     if cold_table is not None:
-        tuning["cold"] = {"warm_floor": WARM_FLOOR, "table": cold_table}
+        tuning["cold"] = {"warm_floor": WARM_FLOOR, **cold_table}
     atomic_write_text(run_dir / TUNING_FILE, json.dumps(tuning, indent=1) + "\n")
     record = {"key": key, "weights": weights.to_dict(), "tuned": True, "tune_users": users}
-    return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates), record
+    return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates, similarity), record
 
 
-def _tune(config: Config, dataset, model, codes, cooc, device, amp):
+def _tune(config: Config, dataset, model, codes, cooc, device, amp, similarity=None):
     mc = config.model
     data = dataset.split("valid")
     rows = np.arange(len(data))
@@ -79,7 +123,7 @@ def _tune(config: Config, dataset, model, codes, cooc, device, amp):
         codes,
         mc,
         beam_size=config.eval.beam_size,
-        fusion=Fusion(FusionWeights(), cooc, mc.fusion_candidates, mc.cold_candidates),
+        fusion=Fusion(FusionWeights(), cooc, mc.fusion_candidates, mc.cold_candidates, similarity),
         batch_users=config.eval.batch_users,
         device=device,
         amp_dtype=amp,
@@ -95,5 +139,14 @@ def _tune(config: Config, dataset, model, codes, cooc, device, amp):
     cold_table = None
     if mc.cold_candidates and cold is not None and bool(cold.any()):
         cold_target = cold.cpu().numpy()[targets]
-        weights, cold_table = tune_cold(candidates, targets, cold_target, weights)
+        # The warm floor is measured against the ranking without content knowledge: the best
+        # validation weights without the similarity term (the same as ``weights`` where there is none).
+        plain = [r for r in table if r.get("sim_weight", 0.0) == 0.0]
+        best = max(range(len(plain)), key=lambda i: (plain[i]["ndcg@10"], -i))
+        keys = ("head_weight", "cooc_weight", "eps")
+        reference = FusionWeights(**{key: plain[best][key] for key in keys})
+        weights, cold_table = tune_cold(
+            candidates, targets, cold_target, weights, reference=reference, objective=mc.cold_objective
+        )
+        cold_table = {"reference": reference.to_dict(), "objective": mc.cold_objective, "table": cold_table}
     return weights, table, len(rows), cold_table

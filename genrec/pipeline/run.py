@@ -32,7 +32,7 @@ from genrec.bench.results import atomic_write_text, json_text
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
-from genrec.pipeline.fusion_stage import prepare_fusion
+from genrec.pipeline.fusion_stage import prepare_fusion, prepare_similarity, similarity_fingerprint
 from genrec.pipeline.stages import (
     embed_stage,
     prepare_stage,
@@ -230,7 +230,10 @@ def _run_pipeline(
     # ---- test ----
     say("[bold]test[/]")
     started = time.perf_counter()
-    result.metrics, cached = _test(config, dataset, model, codes, level_sizes, device, run_dir, progress)
+    similarity = prepare_similarity(config, dataset, outputs.get("embed"), cache, run_dir)
+    result.metrics, cached = _test(
+        config, dataset, model, codes, level_sizes, device, run_dir, progress, similarity
+    )
     wall["test"] = 0.0 if cached else time.perf_counter() - started
     result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
     say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
@@ -331,7 +334,7 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
     return validate
 
 
-def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, progress: bool):
+def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, progress: bool, similarity=None):
     """Test metrics through genrec.eval (reused when the weights and test settings are unchanged)."""
     from genrec.eval import evaluate
 
@@ -342,7 +345,16 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
     amp = autocast_dtype(config, device)
     # The fusion's weights are chosen on validation before the test (genrec.fusion).
     fusion, fusion_record = prepare_fusion(
-        config, dataset, model, codes, device, amp, run_dir, weights_hash, _read_run_json(run_dir).get("fusion", {})
+        config,
+        dataset,
+        model,
+        codes,
+        device,
+        amp,
+        run_dir,
+        weights_hash,
+        _read_run_json(run_dir).get("fusion", {}),
+        similarity,
     )
     if fusion_record:
         _update_run_json(run_dir, {"fusion": fusion_record})
@@ -351,7 +363,9 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
             "weights": weights_hash,
             "eval": config.eval.__dict__,
             "dataset": dataset.fingerprint,
-            "fusion": [fusion_record.get("weights"), config.model.fusion_candidates],
+            "fusion": [fusion_record.get("weights"), config.model.fusion_candidates]
+            + ([config.model.cold_candidates] if config.model.cold_candidates else [])
+            + ([similarity_fingerprint(similarity)] if similarity is not None else []),
         }
     )
     metrics_path = run_dir / "metrics.json"

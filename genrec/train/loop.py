@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from genrec import cpu_threads
-from genrec.config import Config, cache_relevant, stable_hash
+from genrec.config import FUSION_FIELDS, Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
 from genrec.models import GenerativeModel, build_model
 from genrec.train import checkpoint as ckpt
@@ -133,7 +133,7 @@ def build_training_model(config: Config, inputs: TrainInputs) -> GenerativeModel
 def training_signature(config: Config, inputs: TrainInputs) -> dict:
     """What decides a training run's result: resuming demands the same signature."""
     return {
-        "model": cache_relevant(config.model),
+        "model": {k: v for k, v in cache_relevant(config.model).items() if k not in FUSION_FIELDS},
         "train": cache_relevant(config.train),
         "seed": config.run.seed,
         "inputs": inputs.fingerprints,

@@ -18,7 +18,7 @@ from genrec.cli import app
 from genrec.recommend import load_run
 from genrec.tokenize.artifacts import load_tokenizer
 from genrec.train.checkpoint import read_tensors
-from tests.catalogue.conftest import NEW_ROWS, folder_digest, like, write_items
+from tests.catalogue.conftest import NEW_ROWS, NUM_ITEMS, folder_digest, like, write_items
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,11 @@ def test_new_items_get_unique_ids_from_the_runs_tokenizer(catalogue_run, added):
     # The codes are the saved tokenizer's own encoding of the new items' embeddings ...
     codes = load_tokenizer(run / "tokenizer").encode(result.embeddings)
     np.testing.assert_array_equal(new[N:, :-1], codes)
-    # ... and the last token the smallest one free for its prefix.
-    for row in new[N:]:
-        same = new[:N][(new[:N, :-1] == row[:-1]).all(1), -1]
+    # ... and the last token the smallest one free for its prefix (among the items before it, the
+    # new ones added earlier in the same file too).
+    for j, row in enumerate(new[N:]):
+        before = new[: N + j]
+        same = before[(before[:, :-1] == row[:-1]).all(1), -1]
         assert row[-1] == min(set(range(len(same) + 1)) - set(same.tolist()))
     tok = json.loads((result.run_dir / "tokenizer" / "tokenizer.json").read_text())
     info = json.loads((result.run_dir / "run.json").read_text())
@@ -143,9 +145,18 @@ def test_the_source_run_is_unchanged_byte_for_byte(catalogue_run, added):
 
 def test_items_can_be_added_again_to_the_updated_run(added, tmp_path):
     result, _ = added
-    more = add_items(
-        result.run_dir, write_items(tmp_path / "more.parquet", [like(7, "N4")]), tmp_path / "run3"
-    )
+    # Like a catalogue item, the first whose codes still have a free disambiguation token (the tiny
+    # tokenizer's collisions decide which; a full prefix is refused with nothing written).
+    for i in range(NUM_ITEMS):
+        try:
+            more = add_items(
+                result.run_dir, write_items(tmp_path / f"more{i}.parquet", [like(i, "N4")]), tmp_path / "run3"
+            )
+            break
+        except NewItemsError as e:
+            assert "disambiguation token" in str(e) and not (tmp_path / "run3").exists()
+    else:
+        pytest.fail("no catalogue item's codes have room for one more item")
     info = json.loads((tmp_path / "run3" / "run.json").read_text())
     N = info["new_items"]["trained_items"]
     assert more.item_idx.tolist() == [N + 3] and [b["count"] for b in info["new_items"]["batches"]] == [3, 1]
@@ -292,7 +303,12 @@ def test_a_run_with_content_vectors_scores_new_items_by_their_content(tmp_path):
     rows = item_rows()
     prepared = write_prepared(tmp_path / "data", sequences, item_ids=[r["item_id"] for r in rows], items=rows)
     config = load_config(
-        None, overrides=[*run_overrides(prepared, tmp_path / "cache"), "model.content_vectors=true"]
+        None,
+        overrides=[
+            *run_overrides(prepared, tmp_path / "cache"),
+            "model.content_vectors=true",
+            "model.profile_embeddings=content",
+        ],
     )
     result = run_pipeline(config, tmp_path / "run", progress=False)
     save_run_encoders(tmp_path / "run", result.stages["embed"]["path"], result.stages["tokenize"]["path"])
@@ -303,6 +319,14 @@ def test_a_run_with_content_vectors_scores_new_items_by_their_content(tmp_path):
     assert model.cold_items()[-3:].tolist() == [True] * 3 and not model.cold_items()[:NUM_ITEMS].any()
     unit = added.embeddings / np.linalg.norm(added.embeddings, axis=1, keepdims=True)
     np.testing.assert_allclose(model.item_content[-3:].numpy(), unit, atol=1e-6)
+    # The profile embeddings grow with the catalogue; the old rows stay bit for bit.
+    from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+
+    old = load_similarity(tmp_path / "run" / SIMILARITY_FILE, NUM_ITEMS).rows
+    new = load_similarity(tmp_path / "run2" / SIMILARITY_FILE, NUM_ITEMS + 3).rows
+    assert torch.equal(new[:NUM_ITEMS], old)
+    np.testing.assert_allclose(new[NUM_ITEMS:].numpy(), unit, atol=1e-6)
+    assert rec.recommender.fusion.similarity.num_items == NUM_ITEMS + 3
     assert len(rec.recommend_ids([["I004", "N1"]], k=5)[0]) == 5
 
 

@@ -86,3 +86,40 @@ def test_cold_start_run_puts_cold_items_in_lists_reports_them_and_serves_the_sam
     items, _ = rec.recommender.topk(test.history_list(), 10, test.users)
     recall = float(np.mean((items == test.targets[:, None]).any(1)))
     assert np.isclose(recall, metrics["recall@10"])
+
+
+def test_profile_similarity_joins_the_fusion_is_saved_and_a_fusion_change_keeps_the_training(tmp_path, tiny_prepared):
+    """model.profile_embeddings: the run keeps the embeddings (similarity.safetensors), tunes the
+    similarity's weight on validation with the others, recommends what its test scored; changing
+    only fusion settings afterwards reuses the trained weights."""
+    from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+
+    run_dir = tmp_path / "sim"
+    overrides = tiny_overrides(tiny_prepared, tmp_path / "cache") + COLD + ["model.profile_embeddings=content"]
+    result = run_pipeline(load_config(None, overrides=overrides), run_dir, progress=False)
+    dataset = load_prepared(result.stages["prepare"]["path"])
+    sim = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
+    assert sim.source == "content"
+    table = json.loads((run_dir / "fusion_tuning.json").read_text())["table"]
+    from genrec.fusion import SIM_WEIGHTS
+
+    assert {r["sim_weight"] for r in table} == set(SIM_WEIGHTS)
+    info = json.loads((run_dir / "run.json").read_text())
+    w = info["fusion"]["weights"]
+    chosen = [r for r in table if all(r[k] == w[k] for k in ("head_weight", "cooc_weight", "eps", "sim_weight"))]
+    assert len(chosen) == 1 and chosen[0]["ndcg@10"] == max(r["ndcg@10"] for r in table)
+
+    rec = load_run(run_dir, device="cpu")
+    assert rec.recommender.fusion.similarity is not None
+    test = dataset.split("test")
+    items, _ = rec.recommender.topk(test.history_list(), 10, test.users)
+    assert np.isclose(float(np.mean((items == test.targets[:, None]).any(1))), result.metrics["recall@10"])
+
+    weights = (run_dir / "model.safetensors").read_bytes()
+    again = run_pipeline(
+        load_config(None, overrides=[*overrides, "model.profile_embeddings=", "model.fusion_candidates=2"]),
+        run_dir,
+        progress=False,
+    )
+    assert again.train["cached"] and (run_dir / "model.safetensors").read_bytes() == weights
+    assert not again.stages["test"]["cached"]

@@ -113,18 +113,23 @@ def test_set_item_content_checks_shapes_and_values():
 # ---- the cap and the cold terms of the fused score ----
 def reference_top(items, seq, head, cold, w: FusionWeights, k: int, sim=None):
     """Brute force: score each candidate, sort (stable, best first), then leave out the cold items
-    past the cap; -inf slots are empty."""
+    past the cap; -inf slots are empty. Sums in float32 in the fusion's order, so that ties are the
+    fusion's ties."""
+    f = np.float32
     out = []
     for r in range(items.shape[0]):
         rows = []
         for j in range(items.shape[1]):
             if items[r, j] < 0:
                 continue
+            rest = f(w.head_weight) * f(head[r, j])
+            if sim is not None and w.sim_weight:
+                rest = rest + f(w.sim_weight) * f(sim[r, j])
             if cold[r, j]:
-                s = w.cold_seq_weight * seq[r, j] + w.head_weight * head[r, j] + w.cold_bias
-                s += w.cold_sim_weight * sim[r, j]
+                s = f(seq[r, j]) * f(w.cold_seq_weight) + rest + f(w.cold_bias)
+                s = s + f(w.cold_sim_weight) * f(sim[r, j])
             else:
-                s = seq[r, j] + w.head_weight * head[r, j]
+                s = f(seq[r, j]) + rest
             rows.append((s, j))
         rows.sort(key=lambda x: -x[0])  # Python's sort is stable: ties keep the column order
         cap = math.ceil(w.cold_epsilon * k - 1e-9)
@@ -149,8 +154,9 @@ def reference_top(items, seq, head, cold, w: FusionWeights, k: int, sim=None):
     bias=st.sampled_from([-3.0, 0.0, 2.5]),
     cold_seq=st.sampled_from([0.0, 0.5, 1.0]),
     sim_weight=st.sampled_from([0.0, 2.0]),
+    all_sim=st.sampled_from([0.0, 3.0]),
 )
-def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bias, cold_seq, sim_weight):
+def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bias, cold_seq, sim_weight, all_sim):
     rng = np.random.default_rng(seed)
     U, M = 4, 10
     items = np.stack([rng.permutation(30)[:M] for _ in range(U)])
@@ -161,7 +167,12 @@ def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bi
     cold = (rng.random((U, M)) < 0.4) & (items >= 0)
     sim = np.round(rng.uniform(-1, 1, (U, M)), 1)
     w = FusionWeights(
-        head_weight=1.0, cold_bias=bias, cold_seq_weight=cold_seq, cold_epsilon=eps, cold_sim_weight=sim_weight
+        head_weight=1.0,
+        cold_bias=bias,
+        cold_seq_weight=cold_seq,
+        cold_epsilon=eps,
+        cold_sim_weight=sim_weight,
+        sim_weight=all_sim,
     )
     cand = Candidates(
         torch.as_tensor(items),
@@ -179,22 +190,6 @@ def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bi
     for r in range(U):
         cold_items = set(items[r][cold[r]].tolist())
         assert sum(int(i) in cold_items for i in got[r].numpy() if i >= 0) <= cap
-
-
-def test_content_similarity_is_the_cosine_to_the_recency_weighted_profile():
-    from genrec.fusion import PROFILE_DECAY, PROFILE_ITEMS, content_similarity
-
-    _, _, _, level_sizes = synthetic_world(num_items=N)
-    model = content_decoder(level_sizes)
-    rng = np.random.default_rng(5)
-    histories = [rng.integers(0, N, size=n) for n in (1, 3, PROFILE_ITEMS + 4)]
-    got = content_similarity(model, histories, "cpu").numpy()
-    content = model.item_content.numpy().astype(np.float64)
-    for r, h in enumerate(histories):
-        recent = h[-PROFILE_ITEMS:]
-        profile = sum(PROFILE_DECAY ** (len(recent) - 1 - i) * content[item] for i, item in enumerate(recent))
-        profile /= np.linalg.norm(profile)
-        np.testing.assert_allclose(got[r], content @ profile, atol=1e-5)
 
 
 def test_without_cold_drops_the_cold_candidates_only():
@@ -220,6 +215,31 @@ def test_tune_cold_keeps_warm_recall_and_takes_the_best_ndcg():
     hit2, _ = ranking_hits([cand], targets, w2, k=2)
     assert hit2.tolist() == [True, True]  # room for both: the cold item moves up to second place
     assert all("meets_warm_floor" in r for r in table)
+
+
+def test_tune_cold_floor_follows_the_reference_and_the_objective_decides_among_eligible():
+    # k = 2. Rows 0 and 1 want warm items 1 and 2 (the beam's first two), row 2 the cold item 9.
+    # A cold item in the top 2 costs row 1 its hit. The reference ranking (head weight 1, the head
+    # dislikes item 2 for row 1) misses row 1 anyway, so measured against it the cold item is allowed.
+    items = torch.tensor([[1, 2, 5, 9]] * 3)
+    seq = torch.tensor([[-1.0, -2.0, -3.0, -9.0]] * 3)
+    head = torch.zeros(3, 4)
+    head[1, 1] = -10.0
+    cold = torch.tensor([[False, False, False, True]] * 3)
+    cand = Candidates(items, seq, head, torch.zeros(3, 4), 3, cold)
+    targets, cold_target = np.array([1, 2, 9]), np.array([False, False, True])
+
+    def chosen_hits(**kw):
+        w, _ = tune_cold([cand], targets, cold_target, FusionWeights(), k=2, **kw)
+        return ranking_hits([cand], targets, w, k=2)[0].tolist()
+
+    assert chosen_hits(objective="cold_recall") == [True, True, False]  # the base's own floor: no room
+    relaxed = {"reference": FusionWeights(head_weight=1.0)}
+    assert chosen_hits(objective="cold_recall", **relaxed) == [True, False, True]
+    # The same NDCG either way: the earlier combination (no cold item) stays.
+    assert chosen_hits(objective="ndcg", **relaxed) == [True, True, False]
+    with pytest.raises(ValueError, match="objective"):
+        tune_cold([cand], targets, cold_target, FusionWeights(), objective="recall")
 
 
 def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import scipy.sparse as sp
 import torch
 
 from genrec.embed.artifacts import EmbeddingError
@@ -130,7 +129,7 @@ def _weighted_rows(
 
 def attribute_matrix(
     tokens: dict[str, ColumnTokens], num_items: int, min_count: int
-) -> tuple[sp.csr_matrix, list[str], dict, np.ndarray]:
+) -> tuple[object, list[str], dict, np.ndarray]:
     """Sparse tf-idf bag [num_items, vocabulary] (scipy CSR), the vocabulary (``column=value``),
     per-column counts and the idf per vocabulary entry."""
     rows, cols, vals, vocabulary, idfs = [], [], [], [], []
@@ -153,6 +152,8 @@ def attribute_matrix(
             "items_with": int(np.count_nonzero(np.bincount(r))),
         }
     empty = [np.zeros(0, np.int64)]
+    import scipy.sparse as sp  # lazily: the GPU machine's decoding path never embeds
+
     matrix = sp.csr_matrix(
         (np.concatenate(vals or empty), (np.concatenate(rows or empty), np.concatenate(cols or empty))),
         shape=(num_items, len(vocabulary)),
@@ -257,6 +258,8 @@ class AttributeModel:
             column_of = np.array([index.get((column, v), -1) for v in tok.values] or [-1], dtype=np.int64)
             parts.append(_weighted_rows(tok, column_of, self.idf))
         rows, cols, vals = (np.concatenate(p) for p in zip(*parts, strict=True))
+        import scipy.sparse as sp
+
         matrix = sp.csr_matrix((vals, (rows, cols)), shape=(item_table.num_rows, len(self.vocabulary)))
         present = np.diff(matrix.indptr) > 0
         values = np.asarray(matrix @ self.projection).astype(np.float32)

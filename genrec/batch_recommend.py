@@ -392,22 +392,40 @@ def open_tested_run(
     beam_size: int | None = None,
     batch_users: int | None = None,
     dataset_dir: str | Path | None = None,
+    items_by_id: bool = False,
 ) -> OpenedRun:
     """genrec.recommend.load_run, set up as genrec.pipeline.run's test stage sets up its recommender
     (eval.batch_users unless ``batch_users``, the training precision's autocast), with the run's
-    dataset (checked against the fingerprint run.json records)."""
+    dataset (checked against the fingerprint run.json records). With ``items_by_id``,
+    ``dataset_dir`` may be another dataset: its items are matched to the run's by id
+    (genrec.eval.by_item_id) and the recommender speaks its item indices."""
     from genrec.data import load_prepared
+    from genrec.eval.by_item_id import ItemIdMapped, item_index_map
     from genrec.recommend import RunError, load_run
     from genrec.train.loop import autocast_dtype
 
     run_dir = Path(run_dir)
+    if items_by_id and dataset_dir is None:
+        raise BatchRecommendError("matching items by id needs the dataset to score (--data)")
     rec = load_run(run_dir, device=device, beam_size=beam_size)
     info = json.loads((run_dir / "run.json").read_text())
     config = _run_config(info, run_dir)
-    dataset = _run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
+    if items_by_id:
+        try:
+            dataset = load_prepared(dataset_dir)
+        except (OSError, ValueError) as e:
+            raise BatchRecommendError(f"{dataset_dir}: cannot load the dataset: {e}") from None
+    else:
+        dataset = _run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
     recommender = rec.recommender
     recommender.batch_users = int(batch_users or config.eval.batch_users)
     recommender.amp_dtype = autocast_dtype(config, recommender.device)
+    if items_by_id:
+        data_ids = dataset.item_table(["item_id"]).column("item_id").to_pylist()
+        to_run = item_index_map(rec.item_ids, data_ids, str(dataset.path))
+        mapped = ItemIdMapped(recommender, to_run, rec.num_items)
+        mapped.beam_size = getattr(recommender, "beam_size", None)
+        return OpenedRun(mapped, dataset, config, info, [str(i) for i in data_ids])
     return OpenedRun(recommender, dataset, config, info, rec.item_ids)
 
 

@@ -226,5 +226,37 @@ def cold_start(
     )
 
 
+@data_app.command("hold-back")
+def hold_back(
+    prepared: Path = typer.Argument(
+        ..., help="A prepared dataset folder (a cold-start one: the items come from its cold items)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder for the dataset without the held-back items."),
+    count: int = typer.Option(100, min=1, help="How many items to hold back."),
+    seed: int = typer.Option(0, help="Seeds which items are held back."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+) -> None:
+    """Hold items back for a run trained without them: the dataset without them, their item table
+    (for genrec add-items) and the users whose test target they are (for genrec eval --items-by-id)."""
+    from genrec.data import load_prepared
+    from genrec.data.errors import DataError
+    from genrec.data.hold_back import HELD_BACK_DIR, write_held_back
+
+    try:
+        path = write_held_back(prepared, out, count=count, seed=seed, overwrite=force)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    derived = load_prepared(path)
+    info = derived.manifest["held_back"]
+    folder = path / HELD_BACK_DIR
+    evaluation = load_prepared(folder / "eval")
+    console.print(
+        f"wrote [bold]{path}[/]: {derived.num_items:,} items ({count:,} held back, "
+        f"{info['interactions_removed']:,} interactions removed, {info['users_dropped']:,} users left with "
+        f"fewer than 3 dropped); the held-back items: {folder / 'items.parquet'}; "
+        f"the {evaluation.num_users:,} users whose test target is held back: {folder / 'eval'}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -140,6 +140,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, min=0, help="Seed of the --users sample."),
         per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        items_by_id: bool = typer.Option(
+            False,
+            "--items-by-id",
+            help="--run with --data: score the run on another dataset, its items matched to the run's by id "
+            "(e.g. after genrec add-items, or genrec data hold-back's evaluation users).",
+        ),
     ) -> None:
         """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity.
 
@@ -161,8 +167,26 @@ def register(app: typer.Typer) -> None:
             problem = _check_run_options(param, embeddings, tune, exclude_history) or _check_output(output)
             if problem:
                 fail(problem)
-            _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail)
+            if items_by_id and data is None:
+                fail("--items-by-id needs --data (the dataset to score the run on)")
+            _eval_run(
+                run,
+                data,
+                split,
+                output,
+                k,
+                batch_size,
+                device,
+                users,
+                seed,
+                per_user,
+                progress,
+                fail,
+                items_by_id,
+            )
             return
+        if items_by_id:
+            fail("--items-by-id applies to --run")
         if data is None:
             fail("--model needs --data (a prepared dataset directory)")
         if model not in BASELINES:
@@ -277,7 +301,9 @@ def _finish(result, rows, seed, title, output, per_user, shard) -> None:
         distributed.cleanup(shard)
 
 
-def _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail) -> None:
+def _eval_run(
+    run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail, items_by_id=False
+) -> None:
     """genrec eval --run: the run's recommender as its test stage builds it (genrec.batch_recommend)."""
     import re
 
@@ -291,8 +317,10 @@ def _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_
         fail(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
     try:
         dev = resolve_device(device)  # under torchrun, "auto" is this rank's GPU
-        tested = open_tested_run(run, device=str(dev), batch_users=batch_size, dataset_dir=data)
-    except (BatchRecommendError, RunError, CheckpointError, RuntimeError) as e:
+        tested = open_tested_run(
+            run, device=str(dev), batch_users=batch_size, dataset_dir=data, items_by_id=items_by_id
+        )
+    except (BatchRecommendError, RunError, CheckpointError, RuntimeError, ValueError) as e:
         fail(str(e))
     config, dataset = tested.config, tested.dataset
     rows = _sample_rows(dataset, split, users, seed)
@@ -312,4 +340,9 @@ def _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_
     except ValueError as e:
         fail(str(e))
     result.info.update({"run": str(run), "beam_size": getattr(tested.recommender, "beam_size", None)})
+    if items_by_id:
+        result.info["items_by_id"] = {
+            "dataset_items_unknown_to_run": int((tested.recommender.to_run < 0).sum()),
+            "history_items_unknown_to_run": tested.recommender.unknown_history_items,
+        }
     _finish(result, rows, seed, f"{run} on {dataset.name} {split}", output, per_user, shard)

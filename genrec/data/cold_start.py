@@ -71,11 +71,25 @@ class ColdStart(LeaveOneOut):
     name: ClassVar[str] = "cold_start"
 
     def __init__(
-        self, num_items: int, fraction: float = DEFAULT_FRACTION, seed: int = 0, users_dropped: int = 0
+        self,
+        num_items: int,
+        fraction: float = DEFAULT_FRACTION,
+        seed: int = 0,
+        users_dropped: int = 0,
+        cold_items: np.ndarray | None = None,
     ):
+        """``cold_items``: an explicit set (a dataset derived from a cold-start one, e.g. by
+        genrec.data.hold_back, whose item indices moved); default: the seeded selection."""
         self.num_items, self.fraction, self.seed = int(num_items), float(fraction), int(seed)
         self.users_dropped = int(users_dropped)
-        self.cold_items = select_cold_items(self.num_items, self.fraction, self.seed)
+        self.explicit = cold_items is not None
+        if cold_items is None:
+            self.cold_items = select_cold_items(self.num_items, self.fraction, self.seed)
+        else:
+            cold = np.unique(np.asarray(cold_items, dtype=np.int64))
+            if len(cold) and (cold[0] < 0 or cold[-1] >= self.num_items):
+                raise ValueError(f"cold items must be item indices in 0..{self.num_items - 1}")
+            self.cold_items = cold
 
     @classmethod
     def from_config(cls, config: dict) -> ColdStart:
@@ -86,10 +100,31 @@ class ColdStart(LeaveOneOut):
             raise PreparedDatasetError(
                 f"manifest.json: split {cls.name!r} lacks field(s) {', '.join(missing)}"
             )
-        scheme = cls(
-            config["num_items"], config["cold_fraction"], config["cold_seed"], config.get("users_dropped", 0)
-        )
+        explicit = config.get("cold_items")
+        if explicit is not None and not (
+            isinstance(explicit, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in explicit)
+        ):
+            raise PreparedDatasetError(
+                "manifest.json: split field 'cold_items' must be a list of item indices"
+            )
+        try:
+            scheme = cls(
+                config["num_items"],
+                config["cold_fraction"],
+                config["cold_seed"],
+                config.get("users_dropped", 0),
+                None if explicit is None else np.asarray(explicit, dtype=np.int64),
+            )
+        except ValueError as e:
+            raise PreparedDatasetError(f"manifest.json: split field 'cold_items': {e}") from None
+        if explicit is not None and len(scheme.cold_items) != len(explicit):
+            raise PreparedDatasetError("manifest.json: split field 'cold_items' lists an item twice")
         if cold_items_sha256(scheme.cold_items) != config["cold_items_sha256"]:
+            if explicit is not None:
+                raise PreparedDatasetError(
+                    "manifest.json: split field 'cold_items_sha256' does not match the listed 'cold_items'"
+                )
             raise PreparedDatasetError(
                 "manifest.json: split field 'cold_items_sha256' does not match the cold items this genrec selects for "
                 f"num_items={scheme.num_items}, cold_fraction={scheme.fraction}, cold_seed={scheme.seed}; "
@@ -110,6 +145,7 @@ class ColdStart(LeaveOneOut):
             "num_cold_items": len(self.cold_items),
             "cold_items_sha256": cold_items_sha256(self.cold_items),
             "users_dropped": self.users_dropped,
+            **({"cold_items": self.cold_items.tolist()} if self.explicit else {}),
         }
 
 

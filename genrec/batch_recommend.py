@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.faults import fault_point
+from genrec.progress import progress_bar
 
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
@@ -350,7 +351,7 @@ def recommend_to_parquet(
     item_ids = pa.array(tested.item_ids, pa.string())
     max_history = config.train.max_history
     started = time.perf_counter()
-    with _progress(progress, len(rows), f"recommend {run_dir.name}") as advance:
+    with progress_bar(f"recommend {run_dir.name}", len(rows), progress, unit="users") as advance:
         for b in range(num_batches):
             lo, hi = b * batch, min(len(rows), (b + 1) * batch)
             part = folder / f"part-{b:05d}.parquet"
@@ -483,31 +484,3 @@ def _concatenate(folder: Path, num_batches: int, user_idx: np.ndarray, batch: in
         if p.name == MANIFEST or _ours(p.name):
             p.unlink()
     folder.rmdir()
-
-
-class _progress:
-    """A rich progress bar over users (a no-op when disabled); yields ``advance(n)``."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("users"),
-            TimeRemainingColumn(),
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False

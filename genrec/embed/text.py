@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genrec.embed.progress import progress_bar
 from genrec.embed.registry import ItemEncoder
 from genrec.embed.runtime import autocast, torch_threads
 from genrec.embed.template import Template
+from genrec.progress import progress_bar
 
 if TYPE_CHECKING:
     from genrec.data import PreparedDataset

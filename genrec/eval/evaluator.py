@@ -22,6 +22,7 @@ import numpy as np
 
 from genrec.eval import metrics as M
 from genrec.eval import sharding
+from genrec.progress import progress_bar
 
 
 @dataclass
@@ -182,7 +183,9 @@ def evaluate(
     starts = sharding.my_batches(len(rows), batch_size, shard)
     mine = sum(min(batch_size, len(rows) - lo) for lo in starts)
     start = time.perf_counter()
-    with _progress(progress and sharding.is_main(shard), mine, f"{who} on {split}") as advance:
+    with progress_bar(
+        f"{who} on {split}", mine, progress and sharding.is_main(shard), unit="users", transient=True
+    ) as advance:
         for lo in starts:
             batch = rows[lo : lo + batch_size]
             histories = data.history_list(batch)
@@ -283,32 +286,3 @@ def _group_metrics(per_user: dict[str, np.ndarray], ks: Sequence[int], rows: np.
 def _mean(values: np.ndarray) -> float:
     values = values[~np.isnan(values)]
     return float(values.mean()) if len(values) else float("nan")
-
-
-class _progress:
-    """A rich progress bar over users (a no-op when disabled); yields ``advance(n)``."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("users"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from genrec.embed.progress import progress_bar
+from genrec.progress import progress_bar
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.rqvae import RQVAE
 

@@ -1,4 +1,5 @@
-"""A rich progress bar that can be switched off, shared by the encoders and the tokenizer."""
+"""A rich progress bar that can be switched off: the encoders, the tokenizer, evaluation and batch
+inference share it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(n=1, status="")``; with ``enabled=False`` nothing is drawn."""
+def progress_bar(
+    label: str, total: int, enabled: bool = True, unit: str = "", transient: bool = False
+) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(n=1, status="")``; with ``enabled=False`` nothing is drawn. ``unit`` follows
+    the count (e.g. "users"); a ``transient`` bar disappears when done."""
     if not enabled:
         yield lambda n=1, status="": None
         return
@@ -22,14 +26,15 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
     )
 
     columns = (
-        TextColumn(label),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *((TextColumn(unit),) if unit else ()),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns) as bar:
+    with Progress(*columns, transient=transient) as bar:
         task = bar.add_task(label, total=total, status="")
 
         def advance(n: int = 1, status: str = "") -> None:

@@ -332,6 +332,90 @@ def cold(
         console.print(f"{kind}: {path}")
 
 
+@bench_app.command("scale")
+def scale(
+    out: Path = typer.Option(Path("bench/results/local-scale"), "--out", help="Folder for scale.json/.csv/.png."),
+    sizes: str = typer.Option(
+        "12k,100k,1m",
+        help="Catalogue sizes in items (12k, 100k, 1m: the issue's users and interactions; others scaled).",
+    ),
+    config: Path = typer.Option(Path("configs/tiger_beauty.toml"), "--config", help="Run config of the stages."),
+    profile: str = typer.Option("cpu", help="Profile of --config ('' for none)."),
+    stage_timeout: float = typer.Option(900.0, min=1, help="Seconds a stage may run before it is killed."),
+    timeout: list[str] = typer.Option(
+        [], "--timeout", help="A stage's own limit, STAGE=SECONDS (repeatable), e.g. --timeout train=1200."
+    ),
+    stages: str = typer.Option(
+        "prepare,embed,tokenize,train,test", help="Stages to run (the synthetic data is always generated)."
+    ),
+    test_users: int = typer.Option(
+        50_000, min=0, help="A seeded sample of users for the test, where the pipeline supports one (0: all)."
+    ),
+    seed: int = typer.Option(0, min=0, help="Seed of the synthetic data."),
+    work: Path = typer.Option(None, help="Folder for the datasets and runs (default: a temporary one)."),
+    keep_work: bool = typer.Option(False, help="Keep the temporary work folder."),
+    merge: bool = typer.Option(False, help="Keep rows of other sizes already in --out/scale.json."),
+) -> None:
+    """Time and peak memory of every pipeline stage on seeded synthetic catalogues of growing size."""
+    from genrec.bench.scale import STAGES, parse_sizes, run_scale_benchmark
+
+    try:
+        size_values = parse_sizes(sizes)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--sizes") from None
+    stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
+    for s in stage_names:
+        if s not in STAGES:
+            raise typer.BadParameter(f"{s!r} is not one of {', '.join(STAGES)}", param_hint="--stages")
+    limits: dict[str, float] = {}
+    for item in timeout:
+        name, sep, value = item.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not sep or name not in STAGES or seconds <= 0:
+            raise typer.BadParameter(
+                f"expected STAGE=SECONDS with STAGE one of {', '.join(STAGES)}, got {item!r}", param_hint="--timeout"
+            )
+        limits[name] = seconds
+    if not config.is_file():
+        raise typer.BadParameter(f"{config} does not exist", param_hint="--config")
+    console = Console()
+    result = run_scale_benchmark(
+        out,
+        size_values,
+        config=config,
+        profile=profile or None,
+        stage_timeout_s=stage_timeout,
+        stage_timeouts=limits,
+        stages=stage_names,
+        test_users=test_users,
+        seed=seed,
+        work_dir=work,
+        keep_work=keep_work,
+        merge=merge,
+        log=console.print,
+    )
+    table = Table(title=f"scale on {result['payload']['device']}")
+    for col in ("items", "users", "interactions", "stage", "status", "seconds", "peak GB", "load"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(
+            f"{r['items']:,}",
+            f"{r['users']:,}",
+            f"{r['interactions']:,}",
+            r["stage"],
+            r["status"],
+            f"{r['seconds']:.1f}" if "seconds" in r else "",
+            f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "",
+            f"{r['load_1min_before']:.2f}" if "load_1min_before" in r else "",
+        )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""

@@ -1,0 +1,395 @@
+"""``genrec bench scale``: time and peak memory of every pipeline stage against catalogue size.
+
+For each size a seeded synthetic dataset (genrec.bench.scale_data) is written as raw tables, then
+each stage runs as its own ``genrec`` command in a child process, the way a user runs it:
+
+- ``generate``: the synthetic raw tables (not a pipeline stage; shown for scale);
+- ``prepare``: ``genrec data prepare --format table``;
+- ``embed``: ``genrec embed --config C --profile P`` (the config's encoder: the demo's multimodal
+  attributes + collaborative), without the embedding cache;
+- ``tokenize``, ``train``, ``test``: ``genrec train --config C --profile P --until STAGE`` in one run
+  folder, with ``data.prepared`` and ``data.embeddings`` naming the earlier outputs (each later
+  command finds the earlier stages in the run's cache), one training epoch under the profile's
+  ``train.time_budget_s``.
+
+Each child's wall time and peak resident memory (``os.wait4``'s rusage, which covers its
+descendants, and a /proc poll that also sees a child killed at its timeout) are recorded with the
+1-minute load average before and after. A stage past its timeout is killed (its process group)
+and recorded as "timed out"; stages that need it are "skipped". Results are rewritten (atomically)
+after every stage, so an interrupted sweep keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+STAGES = ("generate", "prepare", "embed", "tokenize", "train", "test")
+NEEDS = {
+    "prepare": "generate",
+    "embed": "prepare",
+    "tokenize": "embed",
+    "train": "tokenize",
+    "test": "train",
+}
+DEFAULT_TIMEOUT_S = 900.0
+_POLL_S = 0.25
+
+
+# ---------------------------------------------------------------- one child, measured
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants (from /proc's children lists; empty where /proc is absent)."""
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+            continue
+    return found
+
+
+def _peak_rss_bytes(pids: Sequence[int]) -> int:
+    """The largest VmHWM (peak resident set) among ``pids``, in bytes."""
+    peak = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+                        break
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return peak
+
+
+def run_measured(cmd: Sequence[str], timeout_s: float, log_path: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` (stdout and stderr to ``log_path``) in its own process group; return its status
+    ("ok", "failed" or "timed out"), wall seconds, peak RSS and exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        peak, status, rusage, code = 0, None, None, None
+        while True:
+            pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                code = os.waitstatus_to_exitcode(wait_status)
+                rusage = usage
+                proc.returncode = code  # reaped here: keep Popen from waiting again
+                break
+            if time.perf_counter() - started > timeout_s:
+                peak = max(peak, _peak_rss_bytes(_process_tree(proc.pid)))
+                status = "timed out"
+                _kill_group(proc.pid)
+                _, wait_status, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = code = os.waitstatus_to_exitcode(wait_status)
+                break
+            peak = max(peak, _peak_rss_bytes(_process_tree(proc.pid)))
+            time.sleep(_POLL_S)
+        seconds = time.perf_counter() - started
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = max(peak, int(rusage.ru_maxrss) * scale if rusage is not None else 0)
+    if status is None:
+        status = "ok" if code == 0 else "failed"
+    return {
+        "status": status,
+        "seconds": round(seconds, 2),
+        "peak_rss_gb": round(peak / 2**30, 3),
+        "returncode": code,
+        "load_1min_before": round(load_before, 2),
+        "load_1min_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def _kill_group(pid: int) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after a few seconds."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.perf_counter() + grace
+        while time.perf_counter() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+            time.sleep(0.1)
+
+
+def _last_lines(path: Path, n: int = 3) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in lines[-n:])[-600:]
+
+
+# ---------------------------------------------------------------- the stages' commands
+def eval_sample_supported() -> bool:
+    """Whether the pipeline's test stage can score a seeded sample of users (an ``eval.users``
+    setting); without it the test stage scores every user."""
+    from genrec.config import EvalConfig
+
+    return "users" in {f.name for f in dataclasses.fields(EvalConfig)}
+
+
+def stage_commands(
+    work: Path, config: Path, profile: str | None, test_users: int, seed: int, spec
+) -> dict[str, list[str]]:
+    """The command of each stage for one size; outputs under ``work``."""
+    genrec = [sys.executable, "-m", "genrec.cli"]
+    profile_args = ["--profile", profile] if profile else []
+    raw, prepared, embed = work / "raw", work / "prepared", work / "embed"
+    pipeline = [
+        *genrec, "train", "--config", str(config), *profile_args, "--run-dir", str(work / "run"),
+        "--no-progress",
+        "--set", f"data.prepared={prepared}",
+        "--set", f"data.embeddings={embed}",
+        "--set", f"run.cache_dir={work / 'cache'}",
+        "--set", "train.epochs=1",
+    ]  # fmt: skip
+    test = [*pipeline, "--until", "test"]
+    if test_users and eval_sample_supported():
+        test += ["--set", f"eval.users={test_users}"]
+    return {
+        "generate": [
+            sys.executable, "-m", "genrec.bench.scale_data", "--out", str(raw),
+            "--items", str(spec.items), "--users", str(spec.users),
+            "--interactions", str(spec.interactions), "--seed", str(seed),
+        ],
+        "prepare": [
+            *genrec, "data", "prepare", "--format", "table", "--source", str(raw / "interactions.parquet"),
+            "--items", str(raw / "items.parquet"), "--out", str(prepared), "--name", work.name, "--force",
+        ],
+        "embed": [
+            *genrec, "embed", "--data", str(prepared), "--out", str(embed), "--config", str(config),
+            *profile_args, "--no-cache", "--no-progress",
+        ],
+        "tokenize": [*pipeline, "--until", "tokenize"],
+        "train": [*pipeline, "--until", "train"],
+        "test": test,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- the sweep
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"12k,100k,1m"`` -> (12000, 100000, 1000000); plain integers are taken as they are."""
+    sizes = []
+    for part in text.replace("_", "").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1], 1)
+        number = part[:-1] if scale != 1 else part
+        try:
+            value = float(number) * scale
+        except ValueError:
+            raise ValueError(f"sizes: {part!r} is not a number of items like 12k, 1m or 300") from None
+        if value < 2 or value != int(value):
+            raise ValueError(f"sizes: {part!r} must be a whole number of items, at least 2")
+        sizes.append(int(value))
+    if not sizes:
+        raise ValueError("sizes: give at least one, e.g. 12k,100k,1m")
+    return tuple(sizes)
+
+
+def run_scale_benchmark(
+    out_dir: Path,
+    sizes: Sequence[int],
+    *,
+    config: Path,
+    profile: str | None = "cpu",
+    stage_timeout_s: float = DEFAULT_TIMEOUT_S,
+    stage_timeouts: dict[str, float] | None = None,
+    stages: Sequence[str] = STAGES,
+    test_users: int = 50_000,
+    seed: int = 0,
+    work_dir: Path | None = None,
+    keep_work: bool = False,
+    merge: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the sweep; write scale.json/.csv/.png under ``out_dir`` (after every stage)."""
+    from genrec.bench.results import environment
+    from genrec.bench.scale_data import SyntheticSpec
+
+    for s in stages:
+        if s not in STAGES:
+            raise ValueError(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
+    config = Path(config).resolve()
+    if not config.is_file():
+        raise FileNotFoundError(f"config {config} does not exist")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept: list[dict] = []
+    if merge and (out_dir / "scale.json").is_file():
+        previous = json.loads((out_dir / "scale.json").read_text())
+        kept = [r for r in previous.get("rows", []) if r["items"] not in sizes]
+    own_work = work_dir is None
+    work_root = Path(tempfile.mkdtemp(prefix="genrec-scale-")) if own_work else Path(work_dir)
+    work_root.mkdir(parents=True, exist_ok=True)
+    timeouts = {s: float((stage_timeouts or {}).get(s, stage_timeout_s)) for s in STAGES}
+    payload = {
+        "benchmark": "scale",
+        **environment("cpu"),
+        "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+        "cpu_count": os.cpu_count(),
+        "nice": os.nice(0),
+        "config": {
+            "file": str(config),
+            "profile": profile,
+            "sizes": list(sizes),
+            "stages": list(stages),
+            "stage_timeouts_s": timeouts,
+            "test_users": test_users,
+            "test_sampled": bool(test_users) and eval_sample_supported(),
+            "seed": seed,
+        },
+    }
+    rows: list[dict] = []
+    started = time.perf_counter()
+    try:
+        for items in sizes:
+            spec = SyntheticSpec.standard(items, seed=seed)
+            work = work_root / f"items-{items}"
+            if work.exists():
+                shutil.rmtree(work)
+            commands = stage_commands(work, config, profile, test_users, seed, spec)
+            status: dict[str, str] = {}
+            for stage in STAGES:
+                row = {
+                    "items": spec.items,
+                    "users": spec.users,
+                    "interactions": spec.interactions,
+                    "stage": stage,
+                    "timeout_s": timeouts[stage],
+                }
+                need = NEEDS.get(stage)
+                if stage not in stages and stage != "generate":
+                    status[stage] = "not run"
+                    continue
+                if need and status.get(need) != "ok":
+                    status[stage] = "skipped"
+                    row.update(status="skipped", detail=f"needs {need} ({status.get(need, 'not run')})")
+                else:
+                    log(f"{items:,} items: {stage} ...")
+                    measured = run_measured(commands[stage], timeouts[stage], work / "logs" / f"{stage}.log")
+                    status[stage] = measured["status"]
+                    row.update(measured)
+                    if measured["status"] == "failed":
+                        row["detail"] = _last_lines(work / "logs" / f"{stage}.log")
+                    else:
+                        row.update(_stage_facts(stage, work / "run"))
+                    log(
+                        f"{items:,} items: {stage} {measured['status']} in {measured['seconds']:.1f} s, "
+                        f"peak {measured['peak_rss_gb']:.2f} GB (load {measured['load_1min_before']:.2f})"
+                    )
+                row["command"] = _shown(commands[stage])
+                rows.append(row)
+                _write(out_dir, {**payload, "seconds": time.perf_counter() - started}, kept + rows)
+    finally:
+        if own_work and not keep_work:
+            shutil.rmtree(work_root, ignore_errors=True)
+    payload["seconds"] = time.perf_counter() - started
+    payload["work_dir"] = str(work_root) if keep_work or not own_work else None
+    paths = _write(out_dir, payload, kept + rows)
+    return {"payload": payload, "rows": kept + rows, "paths": paths}
+
+
+def _shown(cmd: list[str]) -> str:
+    """The command as a user types it: ``genrec ...`` for the CLI, ``python -m ...`` otherwise."""
+    if cmd[1:3] == ["-m", "genrec.cli"]:
+        return " ".join(["genrec", *cmd[3:]])
+    return " ".join(["python", *cmd[1:]])
+
+
+def _stage_facts(stage: str, run_dir: Path) -> dict:
+    """What the run folder says about a finished train or test stage: steps, epochs and why
+    training stopped; users scored, their rate and Recall@10 (a check that the model learned)."""
+    try:
+        if stage == "train":
+            train = json.loads((run_dir / "run.json").read_text()).get("train", {})
+            return {
+                "train_steps": train.get("steps"),
+                "train_epochs": train.get("epochs"),
+                "train_stopped_because": train.get("stopped_because"),
+            }
+        if stage == "test":
+            info = json.loads((run_dir / "test_eval.json").read_text())
+            return {
+                "test_users": info.get("num_users"),
+                "test_users_per_s": round(float(info.get("users_per_second", 0.0)), 1),
+                "test_recall@10": (info.get("metrics") or {}).get("recall@10"),
+            }
+    except (FileNotFoundError, ValueError):
+        pass
+    return {}
+
+
+def _write(out_dir: Path, payload: dict, rows: list[dict]) -> dict[str, Path]:
+    from genrec.bench.results import write_results
+
+    rows = sorted(rows, key=lambda r: (r["items"], STAGES.index(r["stage"])))
+    paths = write_results(out_dir, "scale", payload, rows)
+    png = plot_scale(out_dir / "scale.png", rows)
+    if png:
+        paths["png"] = png
+    return paths
+
+
+def plot_scale(path: Path, rows: list[dict]) -> Path | None:
+    """Log-log: wall time and peak memory against items, one line per stage; a stage that timed
+    out is drawn at its timeout with an upward triangle (a lower bound)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for i, stage in enumerate(STAGES):
+        mine = [r for r in rows if r["stage"] == stage and r.get("status") in ("ok", "timed out")]
+        if not mine:
+            continue
+        color = f"C{i}"
+        for ax, key in zip(axes, ("seconds", "peak_rss_gb"), strict=True):
+            ok = [r for r in mine if r["status"] == "ok"]
+            ax.plot([r["items"] for r in ok], [r[key] for r in ok], "o-", color=color, label=stage)
+            late = [r for r in mine if r["status"] == "timed out"]
+            if late:
+                ax.plot([r["items"] for r in late], [r[key] for r in late], "^", color=color, ms=9)
+    for ax, label in zip(axes, ("wall time (s)", "peak memory (GB)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("items")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_title("time per stage (triangle: timed out)")
+    axes[1].set_title("peak resident memory per stage")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -179,6 +179,20 @@ def stats(
     for key, value in s["item_popularity"].items():
         overview.add_row(f"popularity {key}", f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
     console.print(overview)
+    if "cold_items" in s:
+        cold = Table(title=f"cold items ({s['cold_items']['num_cold_items']:,})")
+        for column in ("split", "rows", "cold target", "history holds a cold item", "history ends with one"):
+            cold.add_column(column, justify="left" if column == "split" else "right")
+        for name in ("valid", "test"):
+            c = s["cold_items"][name]
+            cold.add_row(
+                name,
+                f"{c['rows']:,}",
+                f"{c['cold_target']:.2%}",
+                f"{c['history_holds_cold_item']:.2%}",
+                f"{c['history_ends_with_cold_item']:.2%}",
+            )
+        console.print(cold)
     dist = Table(title="distributions")
     dist.add_column("")
     keys = list(s["sequence_length"])

@@ -69,7 +69,31 @@ def dataset_stats(dataset) -> dict:
         "items_without_text": m.get("items_without_text"),
         "skipped": m.get("skipped", {}),
         "filtered": m.get("filtered", {}),
+        **({"cold_items": cold_item_stats(dataset)} if len(dataset.cold_items()) else {}),
     }
+
+
+def cold_item_stats(dataset) -> dict:
+    """Per split of a cold-start dataset: the share of rows whose target is cold, whose history
+    holds a cold item, and whose history ends with one (validation histories never do: cold items
+    have no training interactions; a test history ends with its validation item)."""
+    cold = np.zeros(dataset.num_items, dtype=bool)
+    cold[dataset.cold_items()] = True
+    out = {"num_cold_items": len(dataset.cold_items())}
+    for name in ("valid", "test"):
+        split = dataset.split(name)
+        rows = len(split.users)
+        # A history holds a cold item iff the count of cold items before its end exceeds the count before its start.
+        before = np.concatenate([[0], np.cumsum(cold[split.items])])
+        holds = before[split.ends] > before[split.starts]
+        ends_cold = (split.ends > split.starts) & cold[split.items[np.maximum(split.ends - 1, 0)]]
+        out[name] = {
+            "rows": rows,
+            "cold_target": float(cold[split.targets].mean()) if rows else 0.0,
+            "history_holds_cold_item": float(holds.mean()) if rows else 0.0,
+            "history_ends_with_cold_item": float(ends_cold.mean()) if rows else 0.0,
+        }
+    return out
 
 
 def _distinct_pairs(dataset) -> int:

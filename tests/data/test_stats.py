@@ -52,3 +52,31 @@ def test_cli_stats_tables_and_json(tmp_path):
     assert json.loads(as_json.output)["num_interactions"] == 12
     missing = CliRunner().invoke(app, ["data", "stats", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "not a prepared dataset" in missing.output
+
+
+def test_cold_item_shares_against_a_loop(tmp_path):
+    import numpy as np
+
+    from genrec.data import write_cold_start
+
+    rng = np.random.default_rng(0)
+    sequences = [list(rng.integers(0, 30, size=int(rng.integers(3, 9)))) for _ in range(150)]
+    plain = write_prepared(tmp_path / "d", sequences, item_ids=range(30))
+    ds = load_prepared(write_cold_start(plain, tmp_path / "cold", fraction=0.2, seed=1))
+    s = dataset_stats(ds)["cold_items"]
+    cold = set(ds.cold_items().tolist())
+    assert s["num_cold_items"] == 6
+    for name in ("valid", "test"):
+        split = ds.split(name)
+        histories = split.history_list()
+        expected = {
+            "rows": len(histories),
+            "cold_target": np.mean([t in cold for t in split.targets]),
+            "history_holds_cold_item": np.mean([any(i in cold for i in h) for h in histories]),
+            "history_ends_with_cold_item": np.mean([len(h) > 0 and h[-1] in cold for h in histories]),
+        }
+        assert s[name] == pytest.approx(expected)
+    assert s["valid"]["history_holds_cold_item"] == 0 < s["test"]["history_ends_with_cold_item"]
+    assert "cold_items" not in dataset_stats(load_prepared(plain))
+    table = CliRunner().invoke(app, ["data", "stats", str(ds.path)])
+    assert table.exit_code == 0 and "history ends with one" in table.output

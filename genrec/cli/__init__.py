@@ -10,6 +10,7 @@ from genrec.cli import embed as embed_cli
 from genrec.cli import eval as eval_cli
 from genrec.cli import recommend as recommend_cli
 from genrec.cli import report as report_cli
+from genrec.cli import serve as serve_cli
 from genrec.cli import tokenize as tokenize_cli
 from genrec.cli import train as train_cli
 
@@ -29,6 +30,7 @@ embed_cli.register(app)
 tokenize_cli.register(app)
 train_cli.register(app)
 recommend_cli.register(app)
+serve_cli.register(app)
 
 
 def main() -> None:

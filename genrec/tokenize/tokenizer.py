@@ -63,6 +63,37 @@ class Tokenizer:
         return genrec.ops.rq_encode(x, self.codebooks, backend=self.encode_backend).cpu().numpy()
 
     @torch.no_grad()
+    def encode_choices(self, embeddings: np.ndarray | torch.Tensor, count: int) -> np.ndarray:
+        """int64 [N, count, levels]: first the codes :meth:`encode` gives, then the same codes with the
+        last level's other codewords, nearest to the last residual first (ties: the lower index); for
+        an item whose own ID is taken, the nearest ID that may be free (genrec.catalogue)."""
+        codes = torch.as_tensor(self.encode(embeddings), device=self.device)
+        n, levels = codes.shape
+        count = max(1, min(int(count), self.codebook_size))
+        x = self._prepare(embeddings)
+        if self.model is not None:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                z = self.model.encoder(x)
+            finally:
+                self.model.train(was_training)
+            books = self.model.quantizer.codebooks.detach()
+        else:
+            z, books = x, self.codebooks
+        residual = z.float()
+        for level in range(levels - 1):
+            residual = residual - books[level, codes[:, level]].float()
+        distance = torch.cdist(residual, books[levels - 1].float())  # [N, K]
+        order = torch.sort(distance, dim=1, stable=True).indices
+        own = codes[:, levels - 1 :]
+        others = order[order != own].reshape(n, -1)  # each row holds its own code exactly once
+        last = torch.cat([own, others], dim=1)[:, :count]
+        out = codes[:, None, :].repeat(1, count, 1)
+        out[:, :, levels - 1] = last
+        return out.cpu().numpy()
+
+    @torch.no_grad()
     def reconstruct(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[N, input_dim] in the normalized embedding space: what the codes say the item is."""
         codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)

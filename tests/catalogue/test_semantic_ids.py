@@ -55,3 +55,19 @@ def test_a_prefix_with_every_token_taken_is_an_error_naming_the_item():
 def test_codes_outside_the_models_vocabulary_are_refused():
     with pytest.raises(NewItemsError, match=r"code 4 at level 1 is outside the model's vocabulary \(4\)"):
         assign_new_ids(np.zeros((0, 3), np.int64), np.array([[0, 4]]), [4, 4, 2])
+
+
+def test_a_full_prefix_sends_the_item_to_its_nearest_choice_with_room():
+    existing = np.array([[1, 2, 0], [1, 2, 1], [1, 3, 0]])
+    choices = np.array(
+        [
+            [[1, 2], [1, 3], [1, 0]],  # (1, 2) is full (tokens 0..1): the next choice (1, 3) has token 1
+            [[1, 0], [1, 2], [1, 3]],  # its own prefix is free: it stays
+            [[1, 3], [1, 2], [1, 0]],  # (1, 3) now full, (1, 2) full: (1, 0) after the item above took 0
+        ]
+    )
+    got = assign_new_ids(existing, choices, [4, 4, 2])
+    np.testing.assert_array_equal(got, [[1, 3, 1], [1, 0, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(assign_new_ids(existing, choices[:, :1], [4, 4, 3])[:, :2], choices[:, 0])
+    with pytest.raises(NewItemsError, match=r"codes \(1, 2\) .* nor any of its 1 nearest alternatives"):
+        assign_new_ids(existing, choices[:1, :2][:, [0, 0]], [4, 4, 2], ["row 1"])

@@ -96,6 +96,32 @@ def test_tokenizer_encodes_new_items_like_training(method):
         result.tokenizer.encode(x[:, :7])
 
 
+@pytest.mark.parametrize("method", ["rqvae", "rqkmeans"])
+def test_id_choices_start_with_the_items_codes_then_the_nearest_last_codewords(method):
+    x = np.random.default_rng(5).normal(size=(300, 24)).astype(np.float32)
+    tokenizer = tokenize(x, small_config(method, codebook_size=32, epochs=5)).tokenizer
+    new = np.random.default_rng(7).normal(size=(40, 24)).astype(np.float32)
+    choices = tokenizer.encode_choices(new, 32)
+    codes = tokenizer.encode(new)
+    assert choices.shape == (40, 32, 2)
+    np.testing.assert_array_equal(choices[:, 0], codes)  # the item's own codes first
+    assert (choices[:, :, 0] == codes[:, :1]).all()  # only the last level varies ...
+    assert all(sorted(row) == list(range(32)) for row in choices[:, :, 1].tolist())  # ... over every codeword
+    # Brute force: the last residual's distance to each codeword, in float64.
+    z = tokenizer.normalizer(torch.from_numpy(new)).double()
+    books = (
+        tokenizer.model.quantizer.codebooks if tokenizer.model is not None else tokenizer.codebooks
+    ).double()
+    if tokenizer.model is not None:
+        z = tokenizer.model.encoder(z.float()).double()
+    residual = z - books[0, torch.from_numpy(codes[:, 0])]
+    distance = torch.cdist(residual, books[1]).detach().numpy()
+    chosen = np.take_along_axis(distance, choices[:, 1:, 1], axis=1)
+    assert (np.diff(chosen, axis=1) >= -1e-5).all()  # the alternatives, nearest first
+    np.testing.assert_array_equal(tokenizer.encode_choices(new, 3), choices[:, :3])
+    assert tokenizer.encode_choices(new, 99).shape == (40, 32, 2)  # at most the codebook
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

@@ -37,14 +37,19 @@ class ProfileSimilarity:
     """Item embeddings [N, d] (rows made unit length; an all-zero row, an item without content,
     stays zero and is similar to nothing) and the cosine of items to histories' profiles."""
 
-    def __init__(self, rows, source: str, *, unit: bool = False) -> None:
+    def __init__(self, rows, source: str, *, unit: bool = False, text_spec: dict | None = None) -> None:
         rows = torch.as_tensor(np.asarray(rows, dtype=np.float32))
         if rows.dim() != 2 or not bool(torch.isfinite(rows).all()):
-            raise ValueError(f"profile embeddings must be a finite [items, dim] array, got shape {tuple(rows.shape)}")
+            raise ValueError(
+                f"profile embeddings must be a finite [items, dim] array, got shape {tuple(rows.shape)}"
+            )
         # unit: rows this class normalised before (a saved file): normalising again would move
         # them by a rounding step, and a loaded run must rank exactly as the run that saved it.
         self.rows = rows if unit else rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-12)
         self.source = source
+        # For source "text": the text encoder's saved settings (genrec.embed.text), so that items
+        # added after training are embedded exactly as these rows were.
+        self.text_spec = text_spec
         self._on: dict[str, torch.Tensor] = {}
 
     @property
@@ -100,7 +105,11 @@ class ProfileSimilarity:
         device = profiles.device
         rows = self._rows(device)
         # Ascending indices, so that "the lower index first" is "the earlier column first".
-        pool = torch.arange(rows.shape[0], device=device) if among is None else torch.unique(among.to(device).long())
+        pool = (
+            torch.arange(rows.shape[0], device=device)
+            if among is None
+            else torch.unique(among.to(device).long())
+        )
         U = profiles.shape[0]
         m = min(int(m), len(pool))
         best_s = torch.full((U, m), float("-inf"), device=device)
@@ -136,7 +145,9 @@ class ProfileSimilarity:
     def extended(self, rows) -> ProfileSimilarity:
         """These embeddings with ``rows`` (new items) appended."""
         new = ProfileSimilarity(rows, self.source).rows
-        return ProfileSimilarity(torch.cat([self.rows, new]), self.source, unit=True)
+        return ProfileSimilarity(
+            torch.cat([self.rows, new]), self.source, unit=True, text_spec=self.text_spec
+        )
 
 
 def save_similarity(path: Path, sim: ProfileSimilarity) -> None:
@@ -145,7 +156,10 @@ def save_similarity(path: Path, sim: ProfileSimilarity) -> None:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"rows": sim.rows.contiguous()}, str(tmp), metadata={"source": json.dumps(sim.source)})
+    metadata = {"source": json.dumps(sim.source)}
+    if sim.text_spec is not None:
+        metadata["text_spec"] = json.dumps(sim.text_spec)
+    save_file({"rows": sim.rows.contiguous()}, str(tmp), metadata=metadata)
     tmp.replace(path)
 
 
@@ -158,9 +172,13 @@ def load_similarity(path: Path, num_items: int) -> ProfileSimilarity:
         raise FileNotFoundError(f"{path} is missing: the run ranks with profile similarity")
     try:
         with safe_open(str(path), framework="pt") as f:
-            source = json.loads((f.metadata() or {})["source"])
+            metadata = f.metadata() or {}
+            source = json.loads(metadata["source"])
+            text_spec = json.loads(metadata["text_spec"]) if "text_spec" in metadata else None
             rows = f.get_tensor("rows")
-        sim = ProfileSimilarity(rows, source, unit=True)
+        if text_spec is not None and not isinstance(text_spec, dict):
+            raise TypeError("text_spec must be a JSON object")
+        sim = ProfileSimilarity(rows, source, unit=True, text_spec=text_spec)
     except (SafetensorError, KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not valid profile embeddings ({e})") from None
     if sim.num_items != num_items:

@@ -25,6 +25,9 @@ import numpy as np
 from genrec.catalogue.run_encoders import ENCODERS_DIR, NewItemsError, load_run_encoders
 
 NEW_ITEMS_DIR = "new_items"
+#: Where a new item's own code prefix has no free disambiguation token left, the nearest of this many
+#: alternatives (the last level's next-nearest codewords) that has one (genrec.catalogue.semantic_ids).
+ID_CHOICES = 32
 # Not carried into the new run: training state of the old catalogue, logs, temporaries.
 SKIPPED = ("checkpoints", "best.safetensors", "tensorboard")
 # Written anew (from the old run's version).
@@ -55,6 +58,8 @@ class AddedItems:
     """float32 [n, D]: their item embeddings (what the tokenizer quantized)."""
     model_update: str
     """How the model's per-item tables grew (genrec.catalogue.model.add_model_items)."""
+    moved: int = 0
+    """How many new items took a nearest free ID because their own code prefix was full."""
 
 
 def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = "auto") -> AddedItems:
@@ -101,9 +106,10 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # a file's images, the text model ...
         raise NewItemsError(f"{where}: the new items cannot be embedded: {e}") from None
     tokenizer = load_tokenizer(run_dir / "tokenizer")
+    choices = tokenizer.encode_choices(embeddings, ID_CHOICES)
     new_ids = assign_new_ids(
         codes,
-        tokenizer.encode(embeddings),
+        choices,
         level_sizes,
         [f"{where}: row {i + 1} (item_id {v!r})" for i, v in enumerate(ids)],
     )
@@ -120,9 +126,19 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
         }
     )
     _write_run(
-        run_dir, out_dir, info, run_items, new_rows, all_codes, model, where, _source_sha256(items), similarity
+        run_dir,
+        out_dir,
+        info,
+        run_items,
+        new_rows,
+        all_codes,
+        model,
+        where,
+        _source_sha256(items),
+        similarity,
     )
-    return AddedItems(out_dir, item_idx, ids, new_ids, embeddings, how)
+    moved = int((new_ids[:, :-1] != choices[:, 0]).any(axis=1).sum())
+    return AddedItems(out_dir, item_idx, ids, new_ids, embeddings, how, moved)
 
 
 def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
@@ -194,7 +210,10 @@ def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, 
         raise RunError(str(e)) from None
     if similarity.source == "content":
         return similarity.extended(embeddings)
-    spec = state if state.get("encoder") == "text" else state.get("text")
+    # The settings the profile rows were embedded with; runs saved before they were recorded: the
+    # encoder's own text settings (a text encoder's, or a multimodal encoder's text modality).
+    saved = state.get("spec") or {}
+    spec = similarity.text_spec or (saved if state.get("encoder") == "text" else saved.get("text"))
     if spec is None:
         raise NewItemsError(
             f"{run_dir}: the run ranks with text similarity, but its encoder ({state.get('encoder')}) "

@@ -145,11 +145,17 @@ def register(app: typer.Typer) -> None:
             for i, x, sid in zip(added.item_ids, added.item_idx, added.semantic_ids, strict=True)
         ]
         if as_json:
-            typer.echo(json.dumps({"run": str(added.run_dir), "added": rows}, indent=2))
+            typer.echo(json.dumps({"run": str(added.run_dir), "added": rows, "moved": added.moved}, indent=2))
             return
         table = Table(
             title=f"{len(rows)} item(s) added -> {added.run_dir}",
-            caption=f"model: {added.model_update}; recommend with: genrec recommend --run {added.run_dir}",
+            caption=f"model: {added.model_update}; "
+            + (
+                f"{added.moved} item(s) took the nearest free ID (their own codes were full); "
+                if added.moved
+                else ""
+            )
+            + f"recommend with: genrec recommend --run {added.run_dir}",
         )
         for col in ("item_id", "item_idx", "semantic ID"):
             table.add_column(col)

@@ -27,7 +27,9 @@ from genrec.recommend import COOCCURRENCE_FILE, recommender_for
 TUNING_FILE = "fusion_tuning.json"
 
 
-def prepare_similarity(config: Config, dataset, embed_output, cache, run_dir: Path) -> ProfileSimilarity | None:
+def prepare_similarity(
+    config: Config, dataset, embed_output, cache, run_dir: Path
+) -> ProfileSimilarity | None:
     """The profile embeddings ``model.profile_embeddings`` names, saved into the run folder (None
     when it names none): the embed stage's output ("content"), or a text embed stage's ("text",
     cached like any stage)."""
@@ -47,9 +49,21 @@ def prepare_similarity(config: Config, dataset, embed_output, cache, run_dir: Pa
         )
         embed_output = embed_stage(text_config, dataset, cache)
     rows, _ = load_embeddings(embed_output.path, num_items=dataset.num_items)
-    similarity = ProfileSimilarity(rows, source)
+    similarity = ProfileSimilarity(
+        rows, source, text_spec=_text_spec(embed_output.path) if source == "text" else None
+    )
     save_similarity(run_dir / SIMILARITY_FILE, similarity)
     return similarity
+
+
+def _text_spec(embed_dir: Path) -> dict | None:
+    """The text encoder's saved settings in a text embed stage's output (None where it saved none)."""
+    from genrec.embed.state import has_encoder_state, read_encoder_state
+
+    if not has_encoder_state(embed_dir):
+        return None
+    state, _ = read_encoder_state(embed_dir)
+    return state.get("spec") if state.get("encoder") == "text" else None
 
 
 def similarity_fingerprint(similarity: ProfileSimilarity | None) -> str | None:
@@ -90,7 +104,11 @@ def prepare_fusion(
             "weights": weights_hash,
             "dataset": dataset.fingerprint,
             "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed]
-            + ([mc.cold_candidates, "cold-sim", mc.cold_objective, "floor-without-similarity"] if mc.cold_candidates else [])
+            + (
+                [mc.cold_candidates, "cold-sim", mc.cold_objective, "floor-without-similarity"]
+                if mc.cold_candidates
+                else []
+            )
             + ([mc.profile_embeddings, similarity_fingerprint(similarity)] if similarity is not None else []),
         }
     )

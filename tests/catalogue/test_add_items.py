@@ -330,15 +330,72 @@ def test_a_run_with_content_vectors_scores_new_items_by_their_content(tmp_path):
     assert len(rec.recommend_ids([["I004", "N1"]], k=5)[0]) == 5
 
 
-def test_more_identical_items_than_the_model_has_last_tokens_are_refused(catalogue_run, tmp_path):
-    """Items with equal content get equal codes; once every last token the model can emit is used,
-    the next one cannot be told apart without retraining, and nothing is written."""
+def test_a_run_with_a_text_profile_embeds_new_items_text_as_its_profile_was(tmp_path):
+    """model.profile_embeddings = "text" with an encoder that reads no text: the run's similarity
+    file records the text encoder's settings, and new items are embedded with them."""
+    import itertools
+
+    from genrec.config import load_config
+    from genrec.data import write_prepared
+    from genrec.embed.text import TextEncoder
+    from genrec.pipeline import run_pipeline
+    from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+    from tests.catalogue.conftest import item_rows, run_overrides
+    from tests.train.helpers import synthetic_world
+
+    offsets, flat, _, _ = synthetic_world(num_users=60, num_items=NUM_ITEMS)
+    sequences = [[f"I{i:03d}" for i in flat[a:b]] for a, b in itertools.pairwise(offsets)]
+    rows = item_rows()
+    prepared = write_prepared(tmp_path / "data", sequences, item_ids=[r["item_id"] for r in rows], items=rows)
+    overrides = [
+        *run_overrides(prepared, tmp_path / "cache"),
+        "model.content_vectors=true",
+        "model.profile_embeddings=text",
+    ]
+    run_pipeline(load_config(None, overrides=overrides), tmp_path / "run", progress=False)
+    old = load_similarity(tmp_path / "run" / SIMILARITY_FILE, NUM_ITEMS)
+    assert old.source == "text" and old.text_spec["model_sha256"]
+    items = write_items(tmp_path / "new.parquet", NEW_ROWS)
+    add_items(tmp_path / "run", items, tmp_path / "run2")
+    new = load_similarity(tmp_path / "run2" / SIMILARITY_FILE, NUM_ITEMS + len(NEW_ROWS))
+    assert torch.equal(new.rows[:NUM_ITEMS], old.rows) and new.text_spec == old.text_spec
+    _, text = TextEncoder.embed_new_texts(old.text_spec, pq.read_table(items), where="test", device="cpu")
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)
+    np.testing.assert_allclose(new.rows[NUM_ITEMS:].numpy(), unit, atol=1e-6)
+    # The existing items' rows are the same encoder's output: re-embedding one gives its row back.
+    table = pq.read_table(prepared / "items.parquet").slice(0, 2)
+    _, again = TextEncoder.embed_new_texts(old.text_spec, table, where="test", device="cpu")
+    np.testing.assert_allclose(
+        again / np.linalg.norm(again, axis=1, keepdims=True), old.rows[:2].numpy(), atol=1e-5
+    )
+
+
+def test_identical_items_past_the_last_token_take_the_nearest_free_ids(catalogue_run, tmp_path):
+    """Items with equal content get equal codes; once every last token the model can emit is used on
+    those codes, the next items take the nearest codes with room (the last level's next-nearest
+    codewords, in order); where no choice has room, nothing is written."""
     run, _, _ = catalogue_run
     limit = json.loads((run / "run.json").read_text())["level_sizes"][-1]
-    rows = [like(5, f"D{i}") for i in range(limit + 1)]
+    rows = [like(5, f"D{i}") for i in range(limit + 2)]
+    added = add_items(run, write_items(tmp_path / "new.parquet", rows), tmp_path / "out")
+    ids = [tuple(r) for r in added.semantic_ids.tolist()]
+    assert len(set(ids)) == len(ids)
+    choices = load_tokenizer(run / "tokenizer").encode_choices(added.embeddings, 32)
+    assert (choices == choices[:1]).all()  # equal content, equal choices
+    own = tuple(choices[0, 0])
+    stayed = [i for i in ids if i[:-1] == own]
+    moved = [i for i in ids if i[:-1] != own]
+    assert len(stayed) + len(moved) == len(ids) and added.moved == len(moved) >= 1
+    # The movers took the first choices, in order, that still had a free last token.
+    allowed = [tuple(c) for c in choices[0, 1:]]
+    assert all(m[:-1] in allowed for m in moved)
+    assert sorted(allowed.index(m[:-1]) for m in moved) == [allowed.index(m[:-1]) for m in moved]
+
     before = folder_digest(run)
-    with pytest.raises(
-        NewItemsError, match=r"new\.parquet: row \d+ \(item_id 'D\d+'\): its codes .* without retraining"
-    ):
-        add_items(run, write_items(tmp_path / "new.parquet", rows), tmp_path / "out")
-    assert not (tmp_path / "out").exists() and folder_digest(run) == before
+    with pytest.MonkeyPatch.context() as mp:  # one choice only: the item's own codes
+        mp.setattr("genrec.catalogue.add.ID_CHOICES", 1)
+        with pytest.raises(
+            NewItemsError, match=r"new\.parquet: row \d+ \(item_id 'D\d+'\): its codes .* without retraining"
+        ):
+            add_items(run, write_items(tmp_path / "new.parquet", rows), tmp_path / "out2")
+    assert not (tmp_path / "out2").exists() and folder_digest(run) == before

@@ -149,13 +149,18 @@ def _metric_table(methods: list[Method], names) -> dict:
 
 def _groups(methods: list[Method]) -> dict[str, np.ndarray]:
     """Row masks of the user groups every method's per-user file marks the same way ({} if none)."""
-    marks = [ev.per_user.get("cold_target") if ev.per_user is not None else None for m in methods for ev in m.evaluations]
+    marks = [
+        ev.per_user.get("cold_target") if ev.per_user is not None else None
+        for m in methods
+        for ev in m.evaluations
+    ]
     if not marks or any(mark is None for mark in marks):
         return {}
     cold = np.asarray(marks[0], dtype=bool)
     if any(not np.array_equal(np.asarray(mark, dtype=bool), cold) for mark in marks[1:]):
         return {}
-    return {"cold_target": cold, "warm_target": ~cold}
+    # A group of fewer than two users has no paired test (a file of only cold-target users, say).
+    return {name: mask for name, mask in (("cold_target", cold), ("warm_target", ~cold)) if mask.sum() >= 2}
 
 
 def _significance(methods: list[Method], options: ReportOptions) -> list[dict]:

@@ -32,7 +32,10 @@ def test_group_tests_use_only_the_groups_rows():
     }
     want = compare_paired(a[cold], b[cold], permutations=200, seed=0).to_dict()
     assert by_metric["cold_target/recall@10"]["p_t"] == want["p_t"]
-    assert by_metric["warm_target/recall@10"]["p_t"] == compare_paired(a[~cold], b[~cold], permutations=200).to_dict()["p_t"]
+    assert (
+        by_metric["warm_target/recall@10"]["p_t"]
+        == compare_paired(a[~cold], b[~cold], permutations=200).to_dict()["p_t"]
+    )
 
 
 def test_no_group_tests_when_the_files_disagree_on_the_groups():
@@ -41,3 +44,24 @@ def test_no_group_tests_when_the_files_disagree_on_the_groups():
     x = np.ones(50)
     tests = _significance([method("A", x, cold), method("B", x * 0, ~cold)], ReportOptions(permutations=100))
     assert {t["metric"] for t in tests} == {"recall@10", "ndcg@10"}
+
+
+def test_a_group_without_two_users_gets_no_tests():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(40), rng.random(40)
+    only_cold = np.ones(40, bool)
+    tests = _significance(
+        [method("A", a, only_cold), method("B", b, only_cold)], ReportOptions(permutations=50)
+    )
+    assert {t["metric"] for t in tests} == {
+        "recall@10",
+        "ndcg@10",
+        "cold_target/recall@10",
+        "cold_target/ndcg@10",
+    }
+    one_warm = only_cold.copy()
+    one_warm[3] = False
+    tests = _significance(
+        [method("A", a, one_warm), method("B", b, one_warm)], ReportOptions(permutations=50)
+    )
+    assert not any(t["metric"].startswith("warm_target") for t in tests)

@@ -58,7 +58,13 @@ class FusionWeights:
     sim_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (self.head_weight, self.cooc_weight, self.cold_seq_weight, self.cold_sim_weight, self.sim_weight)
+        weights = (
+            self.head_weight,
+            self.cooc_weight,
+            self.cold_seq_weight,
+            self.cold_sim_weight,
+            self.sim_weight,
+        )
         if min(weights) < 0 or self.eps <= 0:
             raise ValueError(f"fusion weights must be >= 0 and eps > 0, got {self}")
         if not (0 <= self.cold_epsilon <= 1 and np.isfinite(self.cold_bias)):
@@ -121,7 +127,13 @@ class Candidates:
         if self.cold is None:
             return self
         return Candidates(
-            self.items.masked_fill(self.cold, -1), self.seq, self.head, self.cooc_votes, self.num_beam, None, self.sim
+            self.items.masked_fill(self.cold, -1),
+            self.seq,
+            self.head,
+            self.cooc_votes,
+            self.num_beam,
+            None,
+            self.sim,
         )
 
     def to(self, device) -> Candidates:
@@ -193,8 +205,6 @@ class Fusion:
         them (genrec.recommend.Recommender passes it)."""
         device = beam_items.device
         U, B = beam_items.shape
-        head_all = model.item_head_log_probs(batch)  # (U, N)
-        history = _history_mask(histories, head_all.shape[1], device) if exclude_history else None
         votes = self._votes(histories, exclude_history) if self.cooccurrence is not None else None
         cold_items = model.cold_items() if hasattr(model, "cold_items") else None
         if cold_items is not None and not bool(cold_items.any()):
@@ -203,11 +213,17 @@ class Fusion:
         profiles = similarity.profiles(histories, device) if similarity is not None else None
         exclude = histories if exclude_history else None
         cold_idx = None if cold_items is None else torch.nonzero(cold_items.to(device)).reshape(-1)
+        m_cold = (
+            0 if cold_idx is None or not self.cold_candidates else min(self.cold_candidates, len(cold_idx))
+        )
+        picks = [(None, min(self.candidates, model.num_items))] if self.candidates else []
+        if m_cold:
+            picks.append((cold_items.to(device), m_cold))
+        head = _HeadScores(model, batch, histories if exclude_history else None, picks)
         scored = [(beam_items, beam_scores.float())]  # sources whose seq score is known
         extra = []  # sources whose seq score the depth decoder computes
-        masked = head_all if history is None else head_all.masked_fill(history, float("-inf"))
         if self.candidates:
-            extra.append(masked.topk(min(self.candidates, masked.shape[1]), dim=1).indices)
+            extra.append(head.tops[0])
             if votes is not None:
                 extra.append(_top_voted(votes, U, self.candidates).to(device))
             if self.similarity is not None:  # the most similar items (cold ones come below, capped)
@@ -215,14 +231,12 @@ class Fusion:
                 if cold_items is not None:
                     warm_idx = torch.nonzero(~cold_items.to(device)).reshape(-1)
                 extra.append(similarity.best(profiles, self.candidates, exclude, among=warm_idx))
-        if self.cold_candidates and cold_items is not None:
-            m = min(self.cold_candidates, len(cold_idx))
+        if m_cold:
             if cold_search is not None:
-                got_items, got_scores = cold_search(m)
+                got_items, got_scores = cold_search(m_cold)
                 scored.append((got_items, got_scores.float()))
-            top = masked.masked_fill(~cold_items.to(device)[None, :], float("-inf")).topk(m, dim=1)
-            extra.append(top.indices.masked_fill(torch.isinf(top.values), -1))  # the item head's best
-            extra.append(similarity.best(profiles, m, exclude, among=cold_idx))  # the most similar
+            extra.append(head.tops[-1])  # the item head's best cold items
+            extra.append(similarity.best(profiles, m_cold, exclude, among=cold_idx))  # the most similar
         items = torch.cat([t for t, _ in scored] + extra, dim=1)
         seq = torch.cat(
             [v for _, v in scored] + [torch.full(e.shape, float("-inf"), device=device) for e in extra], dim=1
@@ -240,12 +254,8 @@ class Fusion:
         if len(owner):
             seq[owner, col] = model.id_log_probs(batch, codes[items[owner, col]], owner)
         seq = seq.masked_fill(items < 0, float("-inf"))
-        head = head_all.gather(1, items.clamp(min=0))
-        cooc = (
-            _lookup(votes, items.cpu().numpy()).to(device)
-            if votes is not None
-            else torch.zeros_like(seq)
-        )
+        head = head.of(items)
+        cooc = _lookup(votes, items.cpu().numpy()).to(device) if votes is not None else torch.zeros_like(seq)
         cold = None if cold_items is None else cold_items.to(device)[items.clamp(min=0)] & (items >= 0)
         sim = None if similarity is None else similarity.of(profiles, items)
         return Candidates(items, seq, head, cooc, B, cold, sim)
@@ -262,6 +272,45 @@ class Fusion:
             keep = ~np.isin(row * n + item, hist_keys)
             row, item, score = row[keep], item[keep], score[keep]
         return row, item, score, cooc.num_items
+
+
+class _HeadScores:
+    """The item head's log-probabilities for a batch: each pick's best items (``picks``: (allowed
+    [N] bool or None, m), outside the ``histories`` where given) and any candidates' scores. A
+    catalogue of at most ``model.head_chunk`` items is scored in one [U, N] product; a larger one
+    is scanned in chunks (ItemDecoder.item_head_scan), so memory does not grow with users x items."""
+
+    def __init__(self, model, batch, histories: Sequence[np.ndarray] | None, picks) -> None:
+        self.model = model
+        chunk = getattr(model, "head_chunk", None)
+        if chunk is None or model.num_items <= chunk:
+            self.all = model.item_head_log_probs(batch)  # (U, N)
+            device = self.all.device
+            masked = self.all
+            if histories is not None:
+                masked = masked.masked_fill(
+                    _history_mask(histories, self.all.shape[1], device), float("-inf")
+                )
+            self.tops = []
+            for allowed, m in picks:
+                scores = masked if allowed is None else masked.masked_fill(~allowed[None, :], float("-inf"))
+                top = scores.topk(m, dim=1)
+                self.tops.append(top.indices.masked_fill(torch.isinf(top.values), -1))
+            return
+        self.all = None
+        exclude = None
+        if histories is not None:
+            device = batch["history"].device
+            rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+            cols = np.concatenate([np.asarray(h, np.int64) for h in histories] or [np.zeros(0, np.int64)])
+            exclude = (torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device))
+        self.log_norm, self.tops, self.states = model.item_head_scan(batch, picks, exclude)
+
+    def of(self, items: torch.Tensor) -> torch.Tensor:
+        """log P_head [U, M] of candidate ``items`` [U, M] (-1: an empty slot)."""
+        if self.all is not None:
+            return self.all.gather(1, items.clamp(min=0))
+        return self.model.item_head_log_probs_of(self.states, self.log_norm, items)
 
 
 def _history_mask(histories: Sequence[np.ndarray], num_items: int, device) -> torch.Tensor:

@@ -16,7 +16,7 @@ generated tokens' keys/values, reordered through ``parents``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,9 @@ from genrec.models.sasrec import softmax_cross_entropy
 
 class ItemDecoder(GenerativeModel):
     example_kind = "window"
+    #: Catalogue items the item head scores at once at test time (item_head_scan, genrec.fusion):
+    #: memory stays at users x head_chunk scores; a catalogue of at most this many is scored whole.
+    head_chunk = 1 << 16
 
     def __init__(
         self,
@@ -60,7 +63,9 @@ class ItemDecoder(GenerativeModel):
     ) -> None:
         super().__init__(level_sizes, max_history, user_buckets, user_dropout, num_items)
         if content_dim and not num_items:
-            raise ValueError("content vectors (content_dim > 0) extend item embeddings: num_items must be > 0")
+            raise ValueError(
+                "content vectors (content_dim > 0) extend item embeddings: num_items must be > 0"
+            )
         if not 0 <= content_dropout < 1:
             raise ValueError(f"content_dropout must be in [0, 1), got {content_dropout}")
         if item_loss < 0 or (item_loss and not num_items):
@@ -148,7 +153,9 @@ class ItemDecoder(GenerativeModel):
         self.check_history(window, length, self.max_history + 1)
         W = window.shape[1]
         keep = self._free_vector_keep(window.device)
-        h = self.hidden(window[:, :-1], (length - 1).clamp(min=0), batch.get("user_ids"), _head(batch, W), keep)
+        h = self.hidden(
+            window[:, :-1], (length - 1).clamp(min=0), batch.get("user_ids"), _head(batch, W), keep
+        )
         h = h[:, self.user_offset :]  # (B, W-1, C): position j predicts item j+1
         valid = torch.arange(1, W, device=window.device)[None, :] < length[:, None]  # (B, W-1)
         target = window[:, 1:][valid]  # (N, T): only real targets reach the depth decoder
@@ -193,7 +200,9 @@ class ItemDecoder(GenerativeModel):
             raise ValueError("this model has no content vectors (content_dim = 0)")
         content = torch.as_tensor(content, dtype=torch.float32)
         trained = torch.as_tensor(trained, dtype=torch.bool)
-        if tuple(content.shape) != (self.num_items, self.content_dim) or tuple(trained.shape) != (self.num_items,):
+        if tuple(content.shape) != (self.num_items, self.content_dim) or tuple(trained.shape) != (
+            self.num_items,
+        ):
             raise ValueError(
                 f"item content must be [{self.num_items}, {self.content_dim}] and the trained mask "
                 f"[{self.num_items}], got {list(content.shape)} and {list(trained.shape)}"
@@ -216,10 +225,14 @@ class ItemDecoder(GenerativeModel):
             raise ValueError("adding items needs a model with content vectors (model.content_vectors)")
         content = torch.as_tensor(content, dtype=torch.float32, device=self.item_content.device)
         if content.ndim != 2 or content.shape[1] != self.content_dim or not torch.isfinite(content).all():
-            raise ValueError(f"new items' content must be finite [n, {self.content_dim}], got {list(content.shape)}")
+            raise ValueError(
+                f"new items' content must be finite [n, {self.content_dim}], got {list(content.shape)}"
+            )
         n = content.shape[0]
         old = self.item_emb
-        self.item_emb = nn.Embedding(self.num_items + n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+        self.item_emb = nn.Embedding(
+            self.num_items + n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
+        )
         with torch.no_grad():
             self.item_emb.weight[: self.num_items] = old.weight
             self.item_emb.weight[self.num_items :] = 0
@@ -265,6 +278,70 @@ class ItemDecoder(GenerativeModel):
         with torch.no_grad():
             logits = (self._last_states(batch) @ self.item_vectors().T).float()
             return logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def item_head_scan(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        picks: Sequence[tuple[torch.Tensor | None, int]],
+        exclude: tuple[torch.Tensor, torch.Tensor] | None = None,
+        chunk: int | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The item head over the catalogue ``chunk`` items at a time (default ``head_chunk``), so
+        memory holds users x chunk scores, never users x catalogue: (the log-normalizer [U] float32,
+        per pick (``allowed`` [N] bool or None for every item, ``m``) the best m items [U, m] by
+        log P_head outside the ``exclude`` pairs (rows [P], items [P]; -1 where fewer qualify; ties
+        across chunks: the lower index), the history states [U, C] for :meth:`item_head_log_probs_of`)."""
+        if not self.item_loss:
+            raise ValueError("the item head needs a model trained with item_loss > 0 (model.item_loss)")
+        states = self._last_states(batch)
+        U, N = states.shape[0], self.num_items
+        chunk = int(chunk or self.head_chunk)
+        device = states.device
+        peak = torch.full((U,), float("-inf"), device=device)
+        total = torch.zeros(U, device=device)
+        best = [
+            (
+                torch.full((U, 0), float("-inf"), device=device),
+                torch.zeros(U, 0, dtype=torch.long, device=device),
+            )
+            for _ in picks
+        ]
+        for lo in range(0, N, chunk):
+            ids = torch.arange(lo, min(N, lo + chunk), device=device)
+            logits = (states @ self.item_vectors(ids).T).float()  # (U, chunk)
+            top = logits.max(dim=1).values
+            new_peak = torch.maximum(peak, top)
+            total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(1)
+            peak = new_peak
+            if exclude is not None:
+                rows, items = exclude
+                inside = (items >= lo) & (items < lo + len(ids))
+                logits = logits.index_put(
+                    (rows[inside], items[inside] - lo), torch.tensor(float("-inf"), device=device)
+                )
+            for p, (allowed, m) in enumerate(picks):
+                scores = (
+                    logits if allowed is None else logits.masked_fill(~allowed[ids][None, :], float("-inf"))
+                )
+                top = scores.topk(min(m, len(ids)), dim=1)  # the chunk's best, merged with the best so far
+                # Earlier chunks (lower indices) first: the stable sort keeps the lower index on ties.
+                s = torch.cat([best[p][0], top.values], dim=1)
+                i = torch.cat([best[p][1], ids[top.indices]], dim=1)
+                order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :m]
+                best[p] = (s.gather(1, order), i.gather(1, order))
+        tops = [i.masked_fill(torch.isinf(s), -1) for s, i in best]
+        return peak + torch.log(total), tops, states
+
+    @torch.no_grad()
+    def item_head_log_probs_of(
+        self, states: torch.Tensor, log_norm: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """log P_head [U, M] of ``items`` [U, M] (-1 slots score -inf) from :meth:`item_head_scan`'s
+        states and log-normalizer."""
+        vectors = self.item_vectors(items.clamp(min=0))  # (U, M, C)
+        logits = torch.einsum("uc,umc->um", states, vectors).float()
+        return (logits - log_norm[:, None]).masked_fill(items < 0, float("-inf"))
 
     def id_log_probs(
         self,

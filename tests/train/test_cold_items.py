@@ -156,7 +156,9 @@ def reference_top(items, seq, head, cold, w: FusionWeights, k: int, sim=None):
     sim_weight=st.sampled_from([0.0, 2.0]),
     all_sim=st.sampled_from([0.0, 3.0]),
 )
-def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bias, cold_seq, sim_weight, all_sim):
+def test_top_with_cold_candidates_matches_a_brute_force_ranking(
+    seed, k, eps, bias, cold_seq, sim_weight, all_sim
+):
     rng = np.random.default_rng(seed)
     U, M = 4, 10
     items = np.stack([rng.permutation(30)[:M] for _ in range(U)])
@@ -194,7 +196,9 @@ def test_top_with_cold_candidates_matches_a_brute_force_ranking(seed, k, eps, bi
 
 def test_without_cold_drops_the_cold_candidates_only():
     items = torch.tensor([[5, 3, 8, -1]])
-    cand = Candidates(items, torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 4), 2, torch.tensor([[0, 1, 0, 0]]).bool())
+    cand = Candidates(
+        items, torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 4), 2, torch.tensor([[0, 1, 0, 0]]).bool()
+    )
     warm = cand.without_cold()
     assert warm.items.tolist() == [[5, -1, 8, -1]] and warm.cold is None
 
@@ -247,7 +251,9 @@ def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():
     model = content_decoder(level_sizes)
     rng = np.random.default_rng(2)
     histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(5)]
-    fusion = Fusion(FusionWeights(head_weight=1.0, cold_bias=100.0, cold_epsilon=0.2), None, 2, cold_candidates=3)
+    fusion = Fusion(
+        FusionWeights(head_weight=1.0, cold_bias=100.0, cold_epsilon=0.2), None, 2, cold_candidates=3
+    )
     rec = Recommender(model, codes, beam_size=6, fusion=fusion, record_components=True)
     rec.collect_candidates = []
     items, _ = rec.topk(histories, 10)
@@ -289,3 +295,60 @@ def _bounds(histories):
     lengths = np.array([len(h) for h in histories])
     ends = np.cumsum(lengths)
     return ends - lengths, ends
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 30), exclude=st.booleans())
+def test_the_chunked_item_head_scan_equals_the_whole_catalogue(seed, chunk, exclude):
+    """ItemDecoder.item_head_scan (bounded memory for large catalogues) against the [U, N] log-softmax."""
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    model = content_decoder(level_sizes, seed=seed % 7)
+    rng = np.random.default_rng(seed)
+    histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(5)]
+    rec = Recommender(model, codes, beam_size=4)
+    batch = rec._batch(torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None)
+    full = model.item_head_log_probs(batch)
+    masked = full.clone()
+    pairs = None
+    if exclude:
+        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+        cols = np.concatenate(histories)
+        masked[rows, cols] = float("-inf")
+        pairs = (torch.as_tensor(rows), torch.as_tensor(cols))
+    cold = torch.zeros(N, dtype=torch.bool)
+    cold[COLD] = True
+    log_norm, tops, states = model.item_head_scan(
+        batch, [(None, 7), (cold, 3), (cold, 9)], pairs, chunk=chunk
+    )
+    # With the scan's normalizer every item's score is the whole catalogue's log-softmax.
+    everything = torch.arange(N).expand(len(histories), N)
+    torch.testing.assert_close(
+        model.item_head_log_probs_of(states, log_norm, everything), full, atol=1e-5, rtol=1e-5
+    )
+    # Each pick: the best items by the full scores (ties: the lower index), -1 past the allowed ones.
+    for (allowed, m), got in zip([(None, 7), (cold, 3), (cold, 9)], tops, strict=True):
+        scores = masked if allowed is None else masked.masked_fill(~allowed[None, :], float("-inf"))
+        for r in range(len(histories)):
+            order = sorted(range(N), key=lambda i: (-float(scores[r, i]), i))
+            want = [i if math.isfinite(float(scores[r, i])) else -1 for i in order[:m]]
+            assert got[r].tolist() == want
+    empty = torch.full((len(histories), 2), -1)
+    assert torch.isinf(model.item_head_log_probs_of(states, log_norm, empty)).all()
+
+
+def test_a_catalogue_larger_than_the_head_chunk_gives_the_same_lists():
+    """The fusion on a model whose head is scanned in chunks recommends what the whole-catalogue head does."""
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    rng = np.random.default_rng(3)
+    histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(6)]
+    lists = []
+    for chunk in (N, 5):
+        model = content_decoder(level_sizes)
+        model.head_chunk = chunk
+        fusion = Fusion(
+            FusionWeights(head_weight=2.0, cold_bias=1.0, cold_epsilon=0.3), None, 4, cold_candidates=3
+        )
+        rec = Recommender(model, codes, beam_size=6, exclude_history=True, fusion=fusion)
+        lists.append(rec.topk(histories, 8))
+    np.testing.assert_array_equal(lists[0][0], lists[1][0])
+    np.testing.assert_allclose(lists[0][1], lists[1][1], atol=1e-5)

@@ -59,7 +59,9 @@ class RunConfig:
 
     def validate(self) -> None:
         _require(self.threads >= 0, "run.threads", self.threads, ">= 0")
-        _require(0 <= self.seed < 2**32, "run.seed", self.seed, "in 0..2**32-1 (numpy and torch both take it)")
+        _require(
+            0 <= self.seed < 2**32, "run.seed", self.seed, "in 0..2**32-1 (numpy and torch both take it)"
+        )
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
             "run.device",
@@ -373,6 +375,9 @@ class EvalConfig:
     """Cut-offs of the reported metrics; k may not exceed beam_size."""
     batch_users: int = _nohash(1024)
     """Users per decode batch."""
+    users: int = _nohash(0)
+    """Test on a seeded sample (run.seed) of this many users, 0 = every user: a quicker test of a
+    large dataset (the per-user files then hold the sample's rows)."""
     retrieval: str = _nohash("exact")
     """sasrec: top-K by inner product, "exact", "hnsw" or "ivf" (approximate, faiss) or "auto"
     (approximate above a million items); faiss when installed, else an exact PyTorch matmul + top-k."""
@@ -383,6 +388,7 @@ class EvalConfig:
         _require(self.retrieval in KINDS, "eval.retrieval", self.retrieval, f"one of {', '.join(KINDS)}")
         _require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")
         _require(self.batch_users >= 1, "eval.batch_users", self.batch_users, ">= 1")
+        _require(self.users >= 0, "eval.users", self.users, ">= 0 (0: every user)")
         _require(
             bool(self.ks) and all(1 <= k <= self.beam_size for k in self.ks),
             "eval.ks",
@@ -445,7 +451,9 @@ def load_config(
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
     profiles = table.pop("profile", {})
     if not isinstance(profiles, dict):
-        raise ConfigError(f"{where}: 'profile' must be a table of profiles ([profile.NAME.section]), got {profiles!r}")
+        raise ConfigError(
+            f"{where}: 'profile' must be a table of profiles ([profile.NAME.section]), got {profiles!r}"
+        )
     if profile:
         if not isinstance(profiles.get(profile, {}), dict):
             raise ConfigError(

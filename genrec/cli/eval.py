@@ -265,13 +265,9 @@ def _check_run_options(param, embeddings, tune, exclude_history) -> str | None:
 
 def _sample_rows(dataset, split: str, users: int | None, seed: int):
     """A seeded sample of ``users`` rows of the split (sorted), or None for all."""
-    if users is None:
-        return None
-    import numpy as np
+    from genrec.eval.evaluator import sample_rows
 
-    total = len(dataset.split(split))
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(total, size=min(users, total), replace=False))
+    return sample_rows(len(dataset.split(split)), users, seed)
 
 
 def _join_torchrun(device: str):

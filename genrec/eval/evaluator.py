@@ -283,6 +283,14 @@ def _group_metrics(per_user: dict[str, np.ndarray], ks: Sequence[int], rows: np.
     return out
 
 
+def sample_rows(total: int, users: int | None, seed: int) -> np.ndarray | None:
+    """A seeded sample of ``users`` of a split's ``total`` rows (sorted), or None for every row
+    (``users`` None or 0, or at least ``total``)."""
+    if not users or users >= total:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, size=users, replace=False))
+
+
 def _mean(values: np.ndarray) -> float:
     values = values[~np.isnan(values)]
     return float(values.mean()) if len(values) else float("nan")

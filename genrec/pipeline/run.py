@@ -387,10 +387,13 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
         amp_dtype=amp,
     )
     model.eval()
+    from genrec.eval.evaluator import sample_rows
+
     test_options = dict(
         ks=tuple(config.eval.ks),
         batch_size=config.eval.batch_users,
         max_history=config.train.max_history,
+        rows=sample_rows(len(dataset.split("test")), config.eval.users, config.run.seed),
     )
     evaluated = evaluate(rec, dataset, "test", progress=progress, **test_options)
     component_metrics = _component_metrics(rec, dataset, run_dir, test_options)
@@ -429,7 +432,12 @@ def _component_metrics(rec, dataset, run_dir: Path, test_options: dict) -> dict[
         part = evaluate(replay, dataset, "test", progress=False, **test_options)
         part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
         wanted = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10")
-        groups = ("cold_target/recall@10", "cold_target/ndcg@10", "warm_target/recall@10", "warm_target/ndcg@10")
+        groups = (
+            "cold_target/recall@10",
+            "cold_target/ndcg@10",
+            "warm_target/recall@10",
+            "warm_target/ndcg@10",
+        )
         for metric in wanted + groups:
             if metric in part.metrics:
                 out[f"{name}/{metric}"] = part.metrics[metric]

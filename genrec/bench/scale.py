@@ -240,9 +240,13 @@ def run_scale_benchmark(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = []
+    earlier: list[dict] = []
     if merge and (out_dir / "scale.json").is_file():
         previous = json.loads((out_dir / "scale.json").read_text())
         kept = [r for r in previous.get("rows", []) if r["items"] not in sizes]
+        # The settings of the sweeps whose rows are kept (each row also records its own timeout).
+        settings = {k: v for k, v in previous.items() if k not in ("rows", "earlier_runs")}
+        earlier = [*previous.get("earlier_runs", []), settings]
     own_work = work_dir is None
     work_root = Path(tempfile.mkdtemp(prefix="genrec-scale-")) if own_work else Path(work_dir)
     work_root.mkdir(parents=True, exist_ok=True)
@@ -263,6 +267,7 @@ def run_scale_benchmark(
             "test_sampled": bool(test_users) and eval_sample_supported(),
             "seed": seed,
         },
+        "earlier_runs": earlier,
     }
     rows: list[dict] = []
     started = time.perf_counter()

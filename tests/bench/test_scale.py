@@ -195,7 +195,7 @@ def test_a_stage_past_its_limit_is_recorded_and_later_ones_skipped(tmp_path):
     out.mkdir()
     earlier = {"items": 999, "users": 1, "interactions": 3, "stage": "prepare", "status": "ok", "seconds": 1.0,
                "peak_rss_gb": 0.1}  # fmt: skip
-    (out / "scale.json").write_text(json.dumps({"rows": [earlier]}))
+    (out / "scale.json").write_text(json.dumps({"rows": [earlier], "seconds": 5.0}))
     result = run_scale_benchmark(
         out,
         [100],
@@ -210,5 +210,6 @@ def test_a_stage_past_its_limit_is_recorded_and_later_ones_skipped(tmp_path):
     assert by_stage["prepare"]["status"] == "timed out" and 1.0 <= by_stage["prepare"]["seconds"] < 10
     assert by_stage["embed"]["status"] == "skipped" and "prepare (timed out)" in by_stage["embed"]["detail"]
     assert "tokenize" not in by_stage  # not asked for
-    assert earlier in result["rows"]  # --merge keeps other sizes
+    assert earlier in result["rows"]  # --merge keeps other sizes, and the settings they ran with
+    assert result["payload"]["earlier_runs"] == [{"seconds": 5.0}]
     assert result["payload"]["work_dir"] is None  # the temporary work folder is gone

@@ -213,3 +213,23 @@ def test_a_stage_past_its_limit_is_recorded_and_later_ones_skipped(tmp_path):
     assert earlier in result["rows"]  # --merge keeps other sizes, and the settings they ran with
     assert result["payload"]["earlier_runs"] == [{"seconds": 5.0}]
     assert result["payload"]["work_dir"] is None  # the temporary work folder is gone
+
+
+def test_cli_rejects_bad_options_before_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "out"
+    for args, where in (
+        (["--sizes", "12q"], "--sizes"),
+        (["--timeout", "bogus=3"], "--timeout"),
+        (["--timeout", "train=-1"], "--timeout"),
+        (["--stages", "prepare,fit"], "--stages"),
+        (["--config", str(tmp_path / "missing.toml")], "--config"),
+    ):
+        result = runner.invoke(app, ["bench", "scale", "--out", str(out), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert where in result.output
+    assert not out.exists()  # nothing written

@@ -223,22 +223,32 @@ def _run_pipeline(
             _update_run_json(run_dir, {"train": result.train})
             fault_point("train-recorded")
     result.stages["train"] = {**result.train, "seconds": round(wall["train"], 2)}
-    if until == "train" or not info.is_main:
+    if until == "train":
         distributed.cleanup(info)
         return result
 
     # ---- test ----
+    # Under torchrun every rank scores a share of the test users' batches (genrec.eval.sharding);
+    # rank 0 prepares the fusion beforehand and writes every file.
     say("[bold]test[/]")
     started = time.perf_counter()
-    similarity = prepare_similarity(config, dataset, outputs.get("embed"), cache, run_dir)
+    similarity = None
+    if info.is_main:
+        similarity = prepare_similarity(config, dataset, outputs.get("embed"), cache, run_dir)
+    distributed.barrier(info)
+    if not info.is_main and config.model.profile_embeddings:
+        from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+
+        similarity = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
     result.metrics, cached = _test(
-        config, dataset, model, codes, level_sizes, device, run_dir, progress, similarity
+        config, dataset, model, codes, level_sizes, device, run_dir, progress, similarity, info
     )
     wall["test"] = 0.0 if cached else time.perf_counter() - started
     result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
     say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
-    _finish(config, run_dir, result, wall, device)
-    print_summary(result, console)
+    if info.is_main:
+        _finish(config, run_dir, result, wall, device)
+        print_summary(result, console)
     distributed.cleanup(info)
     return result
 
@@ -334,30 +344,52 @@ def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, 
     return validate
 
 
-def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, progress: bool, similarity=None):
-    """Test metrics through genrec.eval (reused when the weights and test settings are unchanged)."""
+def _test(
+    config,
+    dataset,
+    model,
+    codes,
+    level_sizes,
+    device,
+    run_dir: Path,
+    progress: bool,
+    similarity=None,
+    shard: distributed.DistInfo | None = None,
+):
+    """Test metrics through genrec.eval (reused when the weights and test settings are unchanged).
+    With a torchrun ``shard`` each rank scores its share of the batches and gets the whole result;
+    rank 0 alone tunes the fusion and writes."""
     from genrec.eval import evaluate
+    from genrec.recommend import load_fusion
 
+    main = shard is None or shard.is_main
     weights = run_dir / "model.safetensors"
     import hashlib
 
     weights_hash = hashlib.sha256(weights.read_bytes()).hexdigest()
     amp = autocast_dtype(config, device)
-    # The fusion's weights are chosen on validation before the test (genrec.fusion).
-    fusion, fusion_record = prepare_fusion(
-        config,
-        dataset,
-        model,
-        codes,
-        device,
-        amp,
-        run_dir,
-        weights_hash,
-        _read_run_json(run_dir).get("fusion", {}),
-        similarity,
-    )
-    if fusion_record:
-        _update_run_json(run_dir, {"fusion": fusion_record})
+    # The fusion's weights are chosen on validation before the test (genrec.fusion), by rank 0;
+    # the other ranks then read them from the run folder, as genrec.recommend.load_run does.
+    if main:
+        fusion, fusion_record = prepare_fusion(
+            config,
+            dataset,
+            model,
+            codes,
+            device,
+            amp,
+            run_dir,
+            weights_hash,
+            _read_run_json(run_dir).get("fusion", {}),
+            similarity,
+        )
+        if fusion_record:
+            _update_run_json(run_dir, {"fusion": fusion_record})
+    if shard is not None:
+        distributed.barrier(shard)
+    if not main:
+        fusion_record = _read_run_json(run_dir).get("fusion", {})
+        fusion = load_fusion(run_dir, config.model, fusion_record, len(codes))
     key = stable_hash(
         {
             "weights": weights_hash,
@@ -395,27 +427,35 @@ def _test(config, dataset, model, codes, level_sizes, device, run_dir: Path, pro
         max_history=config.train.max_history,
         rows=sample_rows(len(dataset.split("test")), config.eval.users, config.run.seed),
     )
-    evaluated = evaluate(rec, dataset, "test", progress=progress, **test_options)
-    component_metrics = _component_metrics(rec, dataset, run_dir, test_options)
-    evaluated.info.update(
-        {"run": str(run_dir), "beam_size": config.eval.beam_size, "exclude_seen": config.model.exclude_seen}
-    )
-    evaluated.save(run_dir / "test_eval.json")
-    fault_point("test-eval-saved")
+    sharded = shard if shard is not None and shard.world_size > 1 else None
+    evaluated = evaluate(rec, dataset, "test", progress=progress, shard=sharded, **test_options)
+    component_metrics = _component_metrics(rec, dataset, run_dir, test_options, sharded)
     metrics = {k: v for k, v in evaluated.metrics.items()}
     metrics.update(component_metrics)
     if "invalid_rate" not in metrics:
         metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
-    _write_json(metrics_path, metrics)
-    fault_point("test-metrics-saved")
-    _measure_cost(config, dataset, model, rec, device, run_dir)
-    fault_point("test-cost-saved")
-    _update_run_json(run_dir, {"test": {"key": key}})
-    fault_point("test-recorded")
+    if main:
+        evaluated.info.update(
+            {
+                "run": str(run_dir),
+                "beam_size": config.eval.beam_size,
+                "exclude_seen": config.model.exclude_seen,
+            }
+        )
+        evaluated.save(run_dir / "test_eval.json")
+        fault_point("test-eval-saved")
+        _write_json(metrics_path, metrics)
+        fault_point("test-metrics-saved")
+        _measure_cost(config, dataset, model, rec, device, run_dir)
+        fault_point("test-cost-saved")
+        _update_run_json(run_dir, {"test": {"key": key}})
+        fault_point("test-recorded")
+    if shard is not None:
+        distributed.barrier(shard)  # the files are written before any rank moves on
     return metrics, False
 
 
-def _component_metrics(rec, dataset, run_dir: Path, test_options: dict) -> dict[str, float]:
+def _component_metrics(rec, dataset, run_dir: Path, test_options: dict, shard=None) -> dict[str, float]:
     """The test metrics of each part of a fused ranking (genrec.fusion.COMPONENTS: the beam search
     alone, the beam with the item head), replayed from what the test recorded, under keys
     ``<component>/<metric>``; each component's per-user file beside test_eval.json."""
@@ -429,8 +469,9 @@ def _component_metrics(rec, dataset, run_dir: Path, test_options: dict) -> dict[
         if name == "fused":
             continue
         replay = RecordedRanking(name, lists)
-        part = evaluate(replay, dataset, "test", progress=False, **test_options)
-        part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
+        part = evaluate(replay, dataset, "test", progress=False, shard=shard, **test_options)
+        if shard is None or shard.is_main:
+            part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
         wanted = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10")
         groups = (
             "cold_target/recall@10",

@@ -92,3 +92,33 @@ def test_run_evaluation_refuses_baseline_options(tiny_run, tmp_path):
     )
     res = genrec(["eval", "--run", str(tiny_run), "--model", "mostpop"])
     assert res.returncode == 1 and "either --model" in res.stderr
+
+
+def test_the_test_stage_under_torchrun_equals_one_process(tiny_run, tiny_prepared, tmp_path):  # noqa: F811
+    """genrec train under torchrun: every rank scores its share of the test batches, rank 0 writes
+    the same metrics and per-user files one process wrote (the training and the fusion reused)."""
+    import shutil
+
+    from tests.pipeline.conftest import tiny_overrides
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    (copy / "metrics.json").unlink()  # the test runs again; training and fusion weights are reused
+    for name in ("test_eval.json", "test_eval.beam.json"):
+        (copy / name).unlink()
+    overrides = [*tiny_overrides(tiny_prepared, tiny_run.parent / "cache"), *ITEM_DECODER]
+    overrides += ["train.epochs=2", "eval.batch_users=16"]
+    args = ["train", "--run-dir", str(copy), "--no-progress"] + [x for o in overrides for x in ("--set", o)]
+    two = genrec(args, nproc=2)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("train: cached") == 1 and two.stdout.count("test: done") == 1  # rank 0 prints
+    assert json.loads((copy / "metrics.json").read_text()) == json.loads(
+        (tiny_run / "metrics.json").read_text()
+    )
+    for name in ("test_eval.json", "test_eval.beam.json", "test_eval.beam_head.json"):
+        a, b = load_per_user(tiny_run / name), load_per_user(copy / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+    shared = json.loads((copy / "test_eval.json").read_text())
+    assert shared["world_size"] == 2 and shared["users_per_rank"] == [32, 28]

@@ -41,8 +41,11 @@ def _codes(num_items: int, seed: int) -> np.ndarray:
     )
 
 
-def measure_one(num_items: int, mode: str, users: int, history: int, seed: int = 0) -> dict:
-    """Build the model and recommender, then time one batch of ``users`` histories."""
+def measure_one(
+    num_items: int, mode: str, users: int, history: int, seed: int = 0, chunk: int | None = None
+) -> dict:
+    """Build the model and recommender, then time one batch of ``users`` histories (``chunk``:
+    the chunked mode's items per chunk, default ItemDecoder.head_chunk)."""
     import torch
 
     from genrec.fusion import Fusion, FusionWeights
@@ -65,7 +68,7 @@ def measure_one(num_items: int, mode: str, users: int, history: int, seed: int =
         item_loss=1.0,
         item_negatives=1024,
     ).eval()
-    model.head_chunk = num_items if mode == "whole" else ItemDecoder.head_chunk
+    model.head_chunk = num_items if mode == "whole" else (chunk or ItemDecoder.head_chunk)
     rec = Recommender(
         model,
         codes,

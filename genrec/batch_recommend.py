@@ -417,7 +417,7 @@ def open_tested_run(
         except (OSError, ValueError) as e:
             raise BatchRecommendError(f"{dataset_dir}: cannot load the dataset: {e}") from None
     else:
-        dataset = _run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
+        dataset = run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
     recommender = rec.recommender
     recommender.batch_users = int(batch_users or config.eval.batch_users)
     recommender.amp_dtype = autocast_dtype(config, recommender.device)
@@ -436,7 +436,7 @@ def _run_config(info: dict, run_dir: Path):
     return Config.from_dict(info["config"], where=str(run_dir / "run.json"))
 
 
-def _run_dataset(run_dir: Path, info: dict, dataset_dir, load_prepared, run_error):
+def run_dataset(run_dir: Path, info: dict, dataset_dir, load_prepared, run_error):
     """The prepared dataset the run was trained and tested on (its recorded folder, or the one
     given), checked against the run's recorded fingerprint."""
     recorded = (info.get("dataset") or {}).get("path")

@@ -340,7 +340,7 @@ class RunRecommender:
         self.recommender = recommender
         self.item_ids = item_ids
         self.titles = titles
-        self._index_of = {item_id: i for i, item_id in enumerate(item_ids)}
+        self.index_of = {item_id: i for i, item_id in enumerate(item_ids)}
 
     @property
     def num_items(self) -> int:
@@ -351,11 +351,11 @@ class RunRecommender:
         out = []
         for item_id in ids:
             key = str(item_id).strip()
-            if key not in self._index_of:
+            if key not in self.index_of:
                 raise KeyError(
                     f"item id {key!r} is not in this run's catalogue ({self.run_dir / 'items.parquet'})"
                 )
-            out.append(self._index_of[key])
+            out.append(self.index_of[key])
         return np.array(out, dtype=np.int64)
 
     def recommend_indices(

@@ -43,12 +43,12 @@ def histories_of(run_dir: Path, count: int, seed: int, max_history: int | None =
 
     import pyarrow.parquet as pq
 
-    from genrec.batch_recommend import _run_dataset
+    from genrec.batch_recommend import run_dataset
     from genrec.data import load_prepared
     from genrec.recommend import RunError
 
     info = json.loads((run_dir / "run.json").read_text())
-    dataset = _run_dataset(run_dir, info, None, load_prepared, RunError)  # checked against the run
+    dataset = run_dataset(run_dir, info, None, load_prepared, RunError)  # checked against the run
     item_ids = [str(x) for x in pq.read_table(run_dir / "items.parquet", columns=["item_id"]).column(0).to_pylist()]
     test = dataset.split("test")
     rng = np.random.default_rng(seed)

@@ -102,12 +102,12 @@ class RecommendService:
         info = json.loads((run_dir / "run.json").read_text())
         dataset, problem = None, "this server was started without the run's dataset (--no-users)"
         if users:
-            from genrec.batch_recommend import BatchRecommendError, _run_dataset
+            from genrec.batch_recommend import BatchRecommendError, run_dataset
             from genrec.data import load_prepared
             from genrec.recommend import RunError
 
             try:
-                dataset = _run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
+                dataset = run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
                 problem = None
             except (BatchRecommendError, RunError) as e:
                 if dataset_dir is not None:
@@ -189,7 +189,7 @@ class RecommendService:
     def _indices(self, ids: Sequence[str], field: str) -> np.ndarray:
         if len(ids) > self.max_list:
             raise RequestError(422, f"{field} holds {len(ids)} items; this server takes at most {self.max_list}")
-        index_of = self.run._index_of
+        index_of = self.run.index_of
         out = np.empty(len(ids), dtype=np.int64)
         unknown = []
         for n, item_id in enumerate(ids):

@@ -332,10 +332,13 @@ def _stage_facts(stage: str, run_dir: Path) -> dict:
     try:
         if stage == "train":
             train = json.loads((run_dir / "run.json").read_text()).get("train", {})
+            logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            rates = [e["examples_per_s"] for e in logged if e.get("kind") == "train" and "examples_per_s" in e]
             return {
                 "train_steps": train.get("steps"),
                 "train_epochs": train.get("epochs"),
                 "train_stopped_because": train.get("stopped_because"),
+                "train_examples_per_s": round(rates[-1], 1) if rates else None,
             }
         if stage == "test":
             info = json.loads((run_dir / "test_eval.json").read_text())
@@ -362,7 +365,7 @@ def _write(out_dir: Path, payload: dict, rows: list[dict]) -> dict[str, Path]:
 
 def plot_scale(path: Path, rows: list[dict]) -> Path | None:
     """Log-log: wall time and peak memory against items, one line per stage; a stage that timed
-    out is drawn at its timeout with an upward triangle (a lower bound)."""
+    out is drawn at its timeout with an upward triangle (a lower bound), one that failed as a cross."""
     try:
         import matplotlib
 
@@ -372,7 +375,7 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for i, stage in enumerate(STAGES):
-        mine = [r for r in rows if r["stage"] == stage and r.get("status") in ("ok", "timed out")]
+        mine = [r for r in rows if r["stage"] == stage and r.get("status") in ("ok", "timed out", "failed")]
         if not mine:
             continue
         color = f"C{i}"
@@ -382,15 +385,18 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
             late = [r for r in mine if r["status"] == "timed out"]
             if late:
                 ax.plot([r["items"] for r in late], [r[key] for r in late], "^", color=color, ms=9)
+            failed = [r for r in mine if r["status"] == "failed"]
+            if failed:
+                ax.plot([r["items"] for r in failed], [r[key] for r in failed], "x", color=color, ms=9, mew=2)
     for ax, label in zip(axes, ("wall time (s)", "peak memory (GB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("items")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_title("time per stage (triangle: timed out)")
+    axes[0].set_title("time per stage (triangle: timed out, cross: failed)")
     axes[1].set_title("peak resident memory per stage")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")

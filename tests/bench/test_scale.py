@@ -183,7 +183,8 @@ def test_every_stage_runs_end_to_end(tmp_path):
     assert all(r["seconds"] > 0 and 0.05 < r["peak_rss_gb"] < 8 for r in rows)
     test = rows[-1]
     assert test["test_users"] == 300 and test["test_recall@10"] is not None
-    assert rows[STAGES.index("train")]["train_epochs"] == pytest.approx(1.0)
+    train = rows[STAGES.index("train")]
+    assert train["train_epochs"] == pytest.approx(1.0) and train["train_steps"] > 0
     saved = json.loads((out / "scale.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows)) and saved["config"]["sizes"] == [150]
     assert (out / "scale.csv").read_text().count("\n") == len(STAGES) + 1

@@ -434,7 +434,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         gen = torch.Generator().manual_seed(config.seed)
         target = torch.from_numpy(behaviour_true).to(device) if behaviour_true is not None else None
-        batch = min(config.batch_size, len(train_items))
+        batch = min(config.batch_size, len(train_items), config.epoch_items)
         best, best_state, since_best, history = -1.0, None, 0, []
         scorer = None  # the behaviour probe, built at the first epoch that scores it
         start = time.perf_counter()
@@ -443,6 +443,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
             if head is not None:
                 head.train()
             order = torch.from_numpy(train_items)[torch.randperm(len(train_items), generator=gen)]
+            order = order[: config.epoch_items]  # a large catalogue: a fresh sample each epoch
             losses = []
             for lo in range(0, len(order) - batch + 1, batch):
                 idx = order[lo : lo + batch].to(device)
@@ -513,6 +514,7 @@ def fuse(modalities: dict[str, ModalityFeatures], config: MultimodalConfig, *, l
         "warm_items": int(warm.sum()),
         "estimated_items": int(num_items - warm.sum()) if head is not None else 0,
         "epochs_run": len(history),
+        "epoch_items": min(config.epoch_items, len(train_items)),
         "best_epoch": best_state[2] if best_state is not None else len(history),
         "seconds": seconds,
         "final_loss": last.get("loss"),

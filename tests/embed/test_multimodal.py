@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from genrec.data import load_prepared, write_cold_start, write_prepared
 from genrec.embed.artifacts import EmbeddingError
@@ -113,6 +114,34 @@ def test_fusion_is_trained_seeded_and_repeatable(clustered):
     assert np.allclose(np.linalg.norm(emb[:, :16], axis=1), 1, atol=1e-5)  # unit content part
     assert np.allclose(np.linalg.norm(emb[:, 16:], axis=1), 1, atol=1e-5)  # unit behaviour part
     assert "recall@10" in first.info["probe"]["content"]
+
+
+def test_epoch_items_samples_a_large_catalogue_and_leaves_a_small_one_alone(clustered, monkeypatch):
+    config = small_config(epochs=5)
+    mods = _modalities(clustered, config)
+    whole = fuse(mods, config, log=lambda m: None)
+    assert whole.info["epoch_items"] == whole.info["train_items"] == 54  # 60 warm items, 6 held out
+    same = fuse(mods, small_config(epochs=5, epoch_items=54), log=lambda m: None)
+    assert np.array_equal(whole.embeddings(config), same.embeddings(config))
+
+    seen = []  # the items of every training batch
+    original = torch.Tensor.__getitem__
+
+    def spy(self, key):
+        if isinstance(key, torch.Tensor) and key.dtype == torch.long and key.ndim == 1 and len(key) == 8:
+            seen.append(key.tolist())
+        return original(self, key)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", spy)
+    sampled = fuse(mods, small_config(epochs=5, epoch_items=20, batch_size=8), log=lambda m: None)
+    monkeypatch.undo()
+    assert sampled.info["epoch_items"] == 20
+    batches = [b for i, b in enumerate(seen) if i == 0 or b != seen[i - 1]]  # a batch indexes several tensors
+    per_epoch = [sorted(batches[2 * e] + batches[2 * e + 1]) for e in range(5)]
+    assert len(batches) == 5 * 2  # 20 items per epoch in batches of 8: 2 full batches
+    assert all(len(set(e)) == 16 for e in per_epoch)
+    assert len({tuple(e) for e in per_epoch}) == 5  # a fresh sample every epoch
+    assert not {i for e in per_epoch for i in e} & set(sampled.probe.tolist())  # never the held-out items
 
 
 def test_absent_modalities_are_masked_not_zero_filled(clustered):

@@ -416,6 +416,78 @@ def scale(
         console.print(f"{kind}: {path}")
 
 
+@bench_app.command("serve")
+def serve(
+    run: Path = typer.Option(..., "--run", help="A finished run folder to serve (only read)."),
+    out: Path = typer.Option(
+        Path("bench/results/serve-cpu"), "--out", help="Folder for serve_load.json/.csv/.png."
+    ),
+    clients: int = typer.Option(64, help="Concurrent clients, one connection each."),
+    requests: int = typer.Option(2000, help="Requests per mode at most."),
+    duration: float = typer.Option(
+        60.0, help="Seconds per mode at most (then the requests in flight finish)."
+    ),
+    k: int = typer.Option(10, "--k", help="Items per answer."),
+    max_batch: int = typer.Option(64, help="The batched server's largest batch."),
+    max_wait_ms: list[str] = typer.Option(
+        ["2"],
+        "--max-wait-ms",
+        help="The batched server's wait (repeatable or comma-separated: one run each).",
+    ),
+    device: str = typer.Option("cpu", help="Device the servers decode on."),
+    modes: str = typer.Option("batched,unbatched", help="batched and/or unbatched, comma-separated."),
+    warmup: int = typer.Option(8, help="Requests sent one at a time before timing."),
+    seed: int = typer.Option(0, help="Seed of the users whose histories are sent."),
+) -> None:
+    """Load test of ``genrec serve`` on loopback: throughput and latency with and without micro-batching."""
+    from genrec.bench.serve_load import run_load
+
+    try:
+        waits = tuple(float(w) for text in max_wait_ms for w in text.split(",") if w.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"give milliseconds, repeated or comma-separated, got {', '.join(max_wait_ms)!r}",
+            param_hint="--max-wait-ms",
+        ) from None
+    console = Console()
+    try:
+        result = run_load(
+            run,
+            out,
+            clients=clients,
+            requests=requests,
+            duration=duration,
+            k=k,
+            max_batch=max_batch,
+            max_wait_ms=waits,
+            device=device,
+            warmup=warmup,
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+            seed=seed,
+        )
+    except (ValueError, RuntimeError) as e:  # bad settings or run folder; a server that did not start
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"genrec serve under load ({result['environment']['device']})")
+    for col in ("mode", "wait ms", "answered", "req/s", "p50 ms", "p99 ms", "errors", "mean batch"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(
+            r["mode"],
+            "" if r["max_wait_ms"] is None else f"{r['max_wait_ms']:g}",
+            str(r["answered"]),
+            f"{r['requests_per_s'] or 0:.1f}",
+            f"{r['latency_ms_p50'] or 0:.0f}",
+            f"{r['latency_ms_p99'] or 0:.0f}",
+            str(r["errors"]),
+            "" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}",
+        )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        if path is not None:
+            console.print(f"{kind}: {path}")
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""

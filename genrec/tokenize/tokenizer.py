@@ -11,6 +11,7 @@ import torch
 import genrec.ops
 from genrec.embed.artifacts import EmbeddingError, check_embeddings
 from genrec.embed.runtime import torch_threads
+from genrec.tokenize.capacity import choice_order, fit_to_capacity, last_level_distances
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.kmeans import resolve_kmeans_backend
 from genrec.tokenize.metrics import reconstruction_error, token_metrics
@@ -62,30 +63,38 @@ class Tokenizer:
             return self.model.encode(x).cpu().numpy()
         return genrec.ops.rq_encode(x, self.codebooks, backend=self.encode_backend).cpu().numpy()
 
+    @property
+    def quantizer_codebooks(self) -> torch.Tensor:
+        """[levels, codebook_size, D]: the codebooks the codes index, in the space of :meth:`latents`."""
+        return self.model.quantizer.codebooks.detach() if self.model is not None else self.codebooks
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """What the codes quantize, for normalized embeddings ``x``: the RQ-VAE's encoder output,
+        or ``x`` itself (rqkmeans)."""
+        if self.model is None:
+            return x
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model.encoder(x)
+        finally:
+            self.model.train(was_training)
+
     @torch.no_grad()
     def encode_choices(self, embeddings: np.ndarray | torch.Tensor, count: int) -> np.ndarray:
         """int64 [N, count, levels]: first the codes :meth:`encode` gives, then the same codes with the
         last level's other codewords, nearest to the last residual first (ties: the lower index); for
-        an item whose own ID is taken, the nearest ID that may be free (genrec.catalogue)."""
+        an item whose own ID is taken, the nearest ID that may be free (genrec.catalogue). The same
+        order places the items of an overflowing cell at tokenize time (genrec.tokenize.capacity)."""
         codes = torch.as_tensor(self.encode(embeddings), device=self.device)
         n, levels = codes.shape
         count = max(1, min(int(count), self.codebook_size))
-        x = self._prepare(embeddings)
-        if self.model is not None:
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                z = self.model.encoder(x)
-            finally:
-                self.model.train(was_training)
-            books = self.model.quantizer.codebooks.detach()
-        else:
-            z, books = x, self.codebooks
+        z, books = self.latents(self._prepare(embeddings)), self.quantizer_codebooks
         residual = z.float()
         for level in range(levels - 1):
             residual = residual - books[level, codes[:, level]].float()
-        distance = torch.cdist(residual, books[levels - 1].float())  # [N, K]
-        order = torch.sort(distance, dim=1, stable=True).indices
+        order = choice_order(last_level_distances(residual, books[levels - 1]))  # [N, K]
         own = codes[:, levels - 1 :]
         others = order[order != own].reshape(n, -1)  # each row holds its own code exactly once
         last = torch.cat([own, others], dim=1)[:, :count]
@@ -109,9 +118,11 @@ class TokenizerResult:
     config: TokenizeConfig
     tokenizer: Tokenizer
     codes: np.ndarray
-    """int64 [N, levels]: codes before disambiguation."""
+    """int64 [N, levels]: the tokenizer's codes (:meth:`Tokenizer.encode`), before disambiguation."""
     semantic_ids: np.ndarray
-    """int64 [N, levels + 1]: codes plus the disambiguation token; every row unique."""
+    """int64 [N, levels + 1]: codes plus the disambiguation token; every row unique. The code
+    columns are ``codes`` except for the items moved out of a cell fuller than the token can
+    number (``metrics["overflow"]``, genrec.tokenize.capacity)."""
     metrics: dict
     history: list[dict] = field(default_factory=list)
     """Per epoch of RQ-VAE training: losses and codes restarted (empty for rqkmeans)."""
@@ -188,15 +199,22 @@ def _fit(array: np.ndarray, config: TokenizeConfig, popularity: np.ndarray | Non
         else genrec.ops.rq_encode(x, tokenizer.codebooks, backend=config.encode_backend)
     )
     codes = codes_t.cpu().numpy()
-    semantic_ids = disambiguate(codes, config.codebook_size, popularity)
+    with torch.no_grad():
+        z = tokenizer.latents(x)
+    fitted = fit_to_capacity(
+        codes, z, tokenizer.quantizer_codebooks, config.codebook_size, encode_backend=config.encode_backend
+    )
+    semantic_ids = disambiguate(fitted.codes, config.codebook_size, popularity)
     metrics = {
         "method": config.method,
         **token_metrics(codes, semantic_ids, config.codebook_size),
+        "overflow": fitted.report(),
         "reconstruction": reconstruction_error(x, tokenizer.reconstruct(codes)),
     }
+    if len(fitted.moved):  # what the moves cost: the semantic IDs' own reconstruction
+        metrics["overflow"]["reconstruction"] = reconstruction_error(x, tokenizer.reconstruct(fitted.codes))
     if tokenizer.model is not None:
         with torch.no_grad():
-            z = tokenizer.model.encoder(x)
             metrics["latent_quantization"] = reconstruction_error(
                 z, tokenizer.model.quantizer.lookup(codes_t)
             )

@@ -145,9 +145,20 @@ def test_nan_rows_are_named():
         tokenize(x, small_config("rqkmeans"))
 
 
-def test_overflow_is_reported_before_anything_is_written():
+def test_identical_items_get_the_nearest_free_ids():
+    x = np.ones((20, 4), dtype=np.float32)  # 20 identical items, 8 disambiguation values
+    result = tokenize(x, small_config("rqkmeans"))
+    ids = result.semantic_ids
+    assert len(np.unique(ids, axis=0)) == 20 and ids[:, -1].max() < 8
+    assert result.metrics["overflow"]["largest_cell_before"] == 20
+    assert result.metrics["overflow"]["moved_items"] == 12 == int((ids[:, :2] != result.codes).any(1).sum())
+
+
+def test_a_catalogue_larger_than_the_code_space_is_refused():
     from genrec.tokenize import CodebookOverflowError
 
-    x = np.ones((20, 4), dtype=np.float32)  # 20 identical items, 8 disambiguation values
-    with pytest.raises(CodebookOverflowError, match="20 items share the codes"):
-        tokenize(x, small_config("rqkmeans"))
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    config = small_config("rqkmeans", codebook_size=4)
+    config.levels = 1  # 4 codes x 4 tokens: 16 IDs
+    with pytest.raises(CodebookOverflowError, match=r"20 items, .* only 16 distinct semantic IDs"):
+        tokenize(x, config)

@@ -12,6 +12,12 @@ each stage runs as its own ``genrec`` command in a child process, the way a user
   command finds the earlier stages in the run's cache), one training epoch under the profile's
   ``train.time_budget_s``.
 
+With ``decode_sizes`` (``--decode-sizes``), the decoding stages of genrec.bench.scale_decode run too,
+each in its own child process, on N synthetic semantic IDs and embeddings (no pipeline data):
+``semantic_ids``, ``trie`` (the decoding index build), ``beam`` (one batch of constrained beam
+search, beam 20, 256 users, random logits) and ``encode`` (a fitted tokenizer's encode of N
+embeddings). Their rows carry the operation's own time beside the child's.
+
 Each child's wall time and peak resident memory (``os.wait4``'s rusage, which covers its
 descendants, and a /proc poll that also sees a child killed at its timeout) are recorded with the
 1-minute load average before and after. A stage past its timeout is killed (its process group)
@@ -34,13 +40,25 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from genrec.bench.scale_decode import DECODE_STAGES
+
 STAGES = ("generate", "prepare", "embed", "tokenize", "train", "test")
+ALL_STAGES = STAGES + DECODE_STAGES
 NEEDS = {
     "prepare": "generate",
     "embed": "prepare",
     "tokenize": "embed",
     "train": "tokenize",
     "test": "train",
+    "trie": "semantic_ids",
+    "beam": "trie",
+}
+#: The decoding stages' own time (the operation, not the child's start, imports and data), plotted.
+OPERATION_SECONDS = {
+    "semantic_ids": "ids_seconds",
+    "trie": "from_codes_seconds",
+    "beam": "batch_seconds",
+    "encode": "encode_seconds",
 }
 DEFAULT_TIMEOUT_S = 900.0
 _POLL_S = 0.25
@@ -225,17 +243,27 @@ def run_scale_benchmark(
     work_dir: Path | None = None,
     keep_work: bool = False,
     merge: bool = False,
+    decode_sizes: Sequence[int] = (),
+    decode_stages: Sequence[str] = DECODE_STAGES,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the sweep; write scale.json/.csv/.png under ``out_dir`` (after every stage)."""
+    """Run the sweep (the pipeline at ``sizes``, the decoding stages at ``decode_sizes``); write
+    scale.json/.csv/.png under ``out_dir`` (after every stage). ``merge`` keeps the rows already
+    there except those this sweep measures again (a pipeline size, or a decoding size)."""
     from genrec.bench.results import environment
     from genrec.bench.scale_data import SyntheticSpec
 
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
+    for s in decode_stages:
+        if s not in DECODE_STAGES:
+            raise ValueError(f"unknown decoding stage {s!r}; choose from {', '.join(DECODE_STAGES)}")
+    for s in stage_timeouts or {}:
+        if s not in ALL_STAGES:
+            raise ValueError(f"a timeout for unknown stage {s!r}; choose from {', '.join(ALL_STAGES)}")
     config = Path(config).resolve()
-    if not config.is_file():
+    if sizes and not config.is_file():
         raise FileNotFoundError(f"config {config} does not exist")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,14 +271,18 @@ def run_scale_benchmark(
     earlier: list[dict] = []
     if merge and (out_dir / "scale.json").is_file():
         previous = json.loads((out_dir / "scale.json").read_text())
-        kept = [r for r in previous.get("rows", []) if r["items"] not in sizes]
+
+        def measured_again(r: dict) -> bool:
+            return r["items"] in (decode_sizes if r["stage"] in DECODE_STAGES else sizes)
+
+        kept = [r for r in previous.get("rows", []) if not measured_again(r)]
         # The settings of the sweeps whose rows are kept (each row also records its own timeout).
         settings = {k: v for k, v in previous.items() if k not in ("rows", "earlier_runs")}
         earlier = [*previous.get("earlier_runs", []), settings]
     own_work = work_dir is None
     work_root = Path(tempfile.mkdtemp(prefix="genrec-scale-")) if own_work else Path(work_dir)
     work_root.mkdir(parents=True, exist_ok=True)
-    timeouts = {s: float((stage_timeouts or {}).get(s, stage_timeout_s)) for s in STAGES}
+    timeouts = {s: float((stage_timeouts or {}).get(s, stage_timeout_s)) for s in ALL_STAGES}
     payload = {
         "benchmark": "scale",
         **environment("cpu"),
@@ -266,11 +298,44 @@ def run_scale_benchmark(
             "test_users": test_users,
             "test_sampled": bool(test_users) and eval_sample_supported(),
             "seed": seed,
+            "decode_sizes": list(decode_sizes),
+            "decode_stages": list(decode_stages),
         },
         "earlier_runs": earlier,
     }
+    wanted = set(decode_stages)  # with what they need: beam needs trie, trie needs semantic_ids
+    for stage in reversed(DECODE_STAGES):
+        if stage in wanted and stage in NEEDS:
+            wanted.add(NEEDS[stage])
     rows: list[dict] = []
     started = time.perf_counter()
+
+    def measure(stage: str, row: dict, command: list[str], work: Path, status: dict[str, str]) -> None:
+        """Run one stage (or skip it when the stage it needs did not succeed); append its row."""
+        need = NEEDS.get(stage)
+        if need and status.get(need) != "ok":
+            status[stage] = "skipped"
+            row.update(status="skipped", detail=f"needs {need} ({status.get(need, 'not run')})")
+        else:
+            items = row["items"]
+            log(f"{items:,} items: {stage} ...")
+            measured = run_measured(command, timeouts[stage], work / "logs" / f"{stage}.log")
+            status[stage] = measured["status"]
+            row.update(measured)
+            if measured["status"] == "failed":
+                row["detail"] = _last_lines(work / "logs" / f"{stage}.log")
+            elif stage in DECODE_STAGES:
+                row.update(_decode_facts(work / "logs" / f"{stage}.json"))
+            else:
+                row.update(_stage_facts(stage, work / "run"))
+            log(
+                f"{items:,} items: {stage} {measured['status']} in {measured['seconds']:.1f} s, "
+                f"peak {measured['peak_rss_gb']:.2f} GB (load {measured['load_1min_before']:.2f})"
+            )
+        row["command"] = _shown(command)
+        rows.append(row)
+        _write(out_dir, {**payload, "seconds": time.perf_counter() - started}, kept + rows)
+
     try:
         for items in sizes:
             spec = SyntheticSpec.standard(items, seed=seed)
@@ -280,6 +345,9 @@ def run_scale_benchmark(
             commands = stage_commands(work, config, profile, test_users, seed, spec)
             status: dict[str, str] = {}
             for stage in STAGES:
+                if stage not in stages and stage != "generate":
+                    status[stage] = "not run"
+                    continue
                 row = {
                     "items": spec.items,
                     "users": spec.users,
@@ -287,29 +355,19 @@ def run_scale_benchmark(
                     "stage": stage,
                     "timeout_s": timeouts[stage],
                 }
-                need = NEEDS.get(stage)
-                if stage not in stages and stage != "generate":
-                    status[stage] = "not run"
+                measure(stage, row, commands[stage], work, status)
+        for items in decode_sizes:
+            from genrec.bench.scale_decode import stage_command
+
+            work = work_root / f"decode-{items}"
+            if work.exists():
+                shutil.rmtree(work)
+            status = {}
+            for stage in DECODE_STAGES:
+                if stage not in wanted:
                     continue
-                if need and status.get(need) != "ok":
-                    status[stage] = "skipped"
-                    row.update(status="skipped", detail=f"needs {need} ({status.get(need, 'not run')})")
-                else:
-                    log(f"{items:,} items: {stage} ...")
-                    measured = run_measured(commands[stage], timeouts[stage], work / "logs" / f"{stage}.log")
-                    status[stage] = measured["status"]
-                    row.update(measured)
-                    if measured["status"] == "failed":
-                        row["detail"] = _last_lines(work / "logs" / f"{stage}.log")
-                    else:
-                        row.update(_stage_facts(stage, work / "run"))
-                    log(
-                        f"{items:,} items: {stage} {measured['status']} in {measured['seconds']:.1f} s, "
-                        f"peak {measured['peak_rss_gb']:.2f} GB (load {measured['load_1min_before']:.2f})"
-                    )
-                row["command"] = _shown(commands[stage])
-                rows.append(row)
-                _write(out_dir, {**payload, "seconds": time.perf_counter() - started}, kept + rows)
+                command = stage_command(sys.executable, stage, work, items, seed, work / "logs" / f"{stage}.json")
+                measure(stage, {"items": items, "stage": stage, "timeout_s": timeouts[stage]}, command, work, status)
     finally:
         if own_work and not keep_work:
             shutil.rmtree(work_root, ignore_errors=True)
@@ -317,6 +375,19 @@ def run_scale_benchmark(
     payload["work_dir"] = str(work_root) if keep_work or not own_work else None
     paths = _write(out_dir, payload, kept + rows)
     return {"payload": payload, "rows": kept + rows, "paths": paths}
+
+
+def _decode_facts(path: Path) -> dict:
+    """What a decoding stage's child wrote about itself (genrec.bench.scale_decode), with its own
+    time as ``operation_seconds``."""
+    try:
+        facts = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    stage = path.stem
+    if OPERATION_SECONDS.get(stage) in facts:
+        facts["operation_seconds"] = facts[OPERATION_SECONDS[stage]]
+    return facts
 
 
 def _shown(cmd: list[str]) -> str:
@@ -355,7 +426,7 @@ def _stage_facts(stage: str, run_dir: Path) -> dict:
 def _write(out_dir: Path, payload: dict, rows: list[dict]) -> dict[str, Path]:
     from genrec.bench.results import write_results
 
-    rows = sorted(rows, key=lambda r: (r["items"], STAGES.index(r["stage"])))
+    rows = sorted(rows, key=lambda r: (r["items"], ALL_STAGES.index(r["stage"])))
     paths = write_results(out_dir, "scale", payload, rows)
     png = plot_scale(out_dir / "scale.png", rows)
     if png:
@@ -365,7 +436,9 @@ def _write(out_dir: Path, payload: dict, rows: list[dict]) -> dict[str, Path]:
 
 def plot_scale(path: Path, rows: list[dict]) -> Path | None:
     """Log-log: wall time and peak memory against items, one line per stage; a stage that timed
-    out is drawn at its timeout with an upward triangle (a lower bound), one that failed as a cross."""
+    out is drawn at its timeout with an upward triangle (a lower bound), one that failed as a cross.
+    The decoding stages (dashed, squares) are drawn at their operation's own time (the trie build,
+    one beam batch, the encode of every row) where they finished, and their child's peak memory."""
     try:
         import matplotlib
 
@@ -373,15 +446,29 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for i, stage in enumerate(STAGES):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    labels = {
+        "semantic_ids": "semantic IDs (made)",
+        "trie": "trie build",
+        "beam": "beam batch (256 users, beam 20)",
+        "encode": "tokenizer encode (all rows)",
+    }
+    for i, stage in enumerate(ALL_STAGES):
         mine = [r for r in rows if r["stage"] == stage and r.get("status") in ("ok", "timed out", "failed")]
         if not mine:
             continue
         color = f"C{i}"
+        decoding = stage in DECODE_STAGES
         for ax, key in zip(axes, ("seconds", "peak_rss_gb"), strict=True):
             ok = [r for r in mine if r["status"] == "ok"]
-            ax.plot([r["items"] for r in ok], [r[key] for r in ok], "o-", color=color, label=stage)
+            own = "operation_seconds" if decoding and key == "seconds" else key
+            ax.plot(
+                [r["items"] for r in ok],
+                [r.get(own, r[key]) for r in ok],
+                "s--" if decoding else "o-",
+                color=color,
+                label=labels.get(stage, stage),
+            )
             late = [r for r in mine if r["status"] == "timed out"]
             if late:
                 ax.plot([r["items"] for r in late], [r[key] for r in late], "^", color=color, ms=9)
@@ -394,9 +481,9 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         ax.set_xlabel("items")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_title("time per stage (triangle: timed out, cross: failed)")
-    axes[1].set_title("peak resident memory per stage")
-    axes[0].legend(fontsize=8, loc="upper left")
+    axes[0].set_title("time per stage (triangle: timed out, cross: failed)\ndashed: decoding, the operation's own time", fontsize=9)
+    axes[1].set_title("peak resident memory per stage (its child process)", fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,103 @@ def write_raw(spec: SyntheticSpec, out_dir: str | Path, *, overwrite: bool = Fal
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+# ---------------------------------------------------------------- decoding at catalogue scale
+#: Zipf exponent of the code cells' popularity in :func:`synthetic_semantic_ids`: calibrated on the
+#: largest cell residual k-means gave on this module's catalogues (54 items at 100k, 491 at 1M,
+#: bench/results/scale-cpu/NOTES.md); the exponent gives ~50 and ~420.
+CELL_ZIPF = 0.6
+
+
+def synthetic_codes(num_items: int, seed: int = 0, codebook: int = 256, levels: int = 3,
+                    zipf: float = CELL_ZIPF) -> np.ndarray:  # fmt: skip
+    """int64 [N, levels]: each item's code cell drawn with Zipf popularity over all codebook^levels
+    cells (the popularity ranks spread over the cells by an affine bijection mod codebook^levels),
+    so a few cells hold many items, as residual k-means leaves them on real embeddings. The cell
+    count must be a power of two (codebook a power of two) for the bijection."""
+    cells = codebook**levels
+    if cells & (cells - 1) or cells > 2**62:
+        raise ValueError(f"codebook^levels = {cells} must be a power of two below 2^62")
+    rng = np.random.default_rng(seed)
+    rank = _zipf_draws(cells, zipf, num_items, rng)
+    a = np.uint64(int(rng.integers(0, cells // 2)) * 2 + 1)  # odd: a bijection modulo a power of two
+    b = np.uint64(rng.integers(0, cells))
+    # uint64 arithmetic wraps modulo 2^64, which cells divides: the result is (rank * a + b) mod cells.
+    cell = ((rank.astype(np.uint64) * a + b) % np.uint64(cells)).astype(np.int64)
+    return np.stack(np.unravel_index(cell, (codebook,) * levels), axis=1).astype(np.int64)
+
+
+def synthetic_semantic_ids(num_items: int, seed: int = 0, codebook: int = 256, levels: int = 3,
+                           zipf: float = CELL_ZIPF) -> tuple[np.ndarray, list[int]]:  # fmt: skip
+    """(semantic IDs int64 [N, levels + 1], level sizes): :func:`synthetic_codes` plus genrec's
+    disambiguation token (item-index order in a cell), its level as wide as the largest cell."""
+    from genrec.tokenize.semantic_ids import disambiguate
+
+    ids = disambiguate(synthetic_codes(num_items, seed, codebook, levels, zipf), max(num_items, 1))
+    return ids, [codebook] * levels + [int(ids[:, -1].max()) + 1 if num_items else 1]
+
+
+@dataclass(frozen=True)
+class SyntheticEmbeddings:
+    """Item embeddings float32 [items, dim] made block by block, so any row range is the same
+    whatever the chunking and 10 M x 192 never needs to be in memory at once.
+
+    A two-level Gaussian mixture (topics, subtopics around them, items around a subtopic drawn
+    with Zipf popularity), so residual k-means meets dense and sparse regions as on real data.
+    """
+
+    items: int
+    dim: int = 192
+    seed: int = 0
+    topics: int = 256
+    subtopics: int = 64
+    """Per topic."""
+    zipf: float = 0.9
+    noise: float = 0.8
+    """Scale of an item's offset from its subtopic centre (topic centres have scale 1 per dimension,
+    subtopics 0.5 around them). With 0.8, residual k-means on 100k rows (genrec.bench.scale_decode)
+    gives 91k distinct codes and a largest cell of 54 items; on the 100k catalogue's real
+    embeddings the pipeline's tokenizer gave 93.5k and 54."""
+    block: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.items < 1 or self.dim < 1 or self.block < 1 or self.topics < 1 or self.subtopics < 1:
+            raise ValueError(f"need positive items, dim, block, topics and subtopics: {self}")
+
+    @cached_property
+    def centres(self) -> np.ndarray:
+        """float32 [topics * subtopics, dim]: the subtopic centres."""
+        rng = np.random.default_rng([self.seed, 0])
+        topic = rng.standard_normal((self.topics, 1, self.dim), dtype=np.float32)
+        offset = 0.5 * rng.standard_normal((self.topics, self.subtopics, self.dim), dtype=np.float32)
+        return (topic + offset).reshape(-1, self.dim)
+
+    @cached_property
+    def _by_rank(self) -> np.ndarray:
+        """Subtopic of each popularity rank (rank is not the subtopic index)."""
+        return np.random.default_rng([self.seed, 2]).permutation(self.topics * self.subtopics)
+
+    def _block(self, b: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 1, b])
+        rows = min(self.block, self.items - b * self.block)
+        which = self._by_rank[_zipf_draws(len(self._by_rank), self.zipf, rows, rng)]
+        out = rng.standard_normal((rows, self.dim), dtype=np.float32)
+        out *= self.noise
+        out += self.centres[which]
+        return out
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start`` .. ``stop - 1``, float32 [stop - start, dim]."""
+        if not 0 <= start <= stop <= self.items:
+            raise ValueError(f"rows {start}..{stop} outside 0..{self.items}")
+        if start == stop:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        for b in range(start // self.block, (stop - 1) // self.block + 1):
+            first = b * self.block
+            parts.append(self._block(b)[max(start - first, 0) : stop - first])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _main() -> None:

@@ -337,7 +337,8 @@ def scale(
     out: Path = typer.Option(Path("bench/results/local-scale"), "--out", help="Folder for scale.json/.csv/.png."),
     sizes: str = typer.Option(
         "12k,100k,1m",
-        help="Catalogue sizes in items (12k, 100k, 1m: the issue's users and interactions; others scaled).",
+        help="Catalogue sizes in items (12k, 100k, 1m: the issue's users and interactions; others scaled); "
+        "none: only --decode-sizes.",
     ),
     config: Path = typer.Option(Path("configs/tiger_beauty.toml"), "--config", help="Run config of the stages."),
     profile: str = typer.Option("cpu", help="Profile of --config ('' for none)."),
@@ -354,19 +355,39 @@ def scale(
     seed: int = typer.Option(0, min=0, help="Seed of the synthetic data."),
     work: Path = typer.Option(None, help="Folder for the datasets and runs (default: a temporary one)."),
     keep_work: bool = typer.Option(False, help="Keep the temporary work folder."),
-    merge: bool = typer.Option(False, help="Keep rows of other sizes already in --out/scale.json."),
+    merge: bool = typer.Option(
+        False, help="Keep the rows already in --out/scale.json except those measured again (same size and group)."
+    ),
+    decode_sizes: str = typer.Option(
+        "",
+        help="Also the decoding stages at these sizes, e.g. 1m,10m: synthetic semantic IDs, trie build, one "
+        "beam batch (256 users, beam 20, random logits), a fitted tokenizer's encode of that many embeddings.",
+    ),
+    decode_stages: str = typer.Option(
+        "semantic_ids,trie,beam,encode", help="Decoding stages to run (with the ones they need)."
+    ),
 ) -> None:
     """Time and peak memory of every pipeline stage on seeded synthetic catalogues of growing size."""
-    from genrec.bench.scale import STAGES, parse_sizes, run_scale_benchmark
+    from genrec.bench.scale import ALL_STAGES, DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
 
-    try:
-        size_values = parse_sizes(sizes)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--sizes") from None
+    def sizes_of(text: str, option: str, none_ok: bool) -> tuple[int, ...]:
+        if none_ok and text.strip().lower() in ("", "none"):
+            return ()
+        try:
+            return parse_sizes(text)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint=option) from None
+
+    decode_values = sizes_of(decode_sizes, "--decode-sizes", True)
+    size_values = sizes_of(sizes, "--sizes", bool(decode_values))  # none: only the decoding stages
     stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
     for s in stage_names:
         if s not in STAGES:
             raise typer.BadParameter(f"{s!r} is not one of {', '.join(STAGES)}", param_hint="--stages")
+    decode_names = tuple(s.strip() for s in decode_stages.split(",") if s.strip())
+    for s in decode_names:
+        if s not in DECODE_STAGES:
+            raise typer.BadParameter(f"{s!r} is not one of {', '.join(DECODE_STAGES)}", param_hint="--decode-stages")
     limits: dict[str, float] = {}
     for item in timeout:
         name, sep, value = item.partition("=")
@@ -374,12 +395,13 @@ def scale(
             seconds = float(value)
         except ValueError:
             seconds = -1.0
-        if not sep or name not in STAGES or seconds <= 0:
+        if not sep or name not in ALL_STAGES or seconds <= 0:
             raise typer.BadParameter(
-                f"expected STAGE=SECONDS with STAGE one of {', '.join(STAGES)}, got {item!r}", param_hint="--timeout"
+                f"expected STAGE=SECONDS with STAGE one of {', '.join(ALL_STAGES)}, got {item!r}",
+                param_hint="--timeout",
             )
         limits[name] = seconds
-    if not config.is_file():
+    if size_values and not config.is_file():
         raise typer.BadParameter(f"{config} does not exist", param_hint="--config")
     console = Console()
     result = run_scale_benchmark(
@@ -395,19 +417,22 @@ def scale(
         work_dir=work,
         keep_work=keep_work,
         merge=merge,
+        decode_sizes=decode_values,
+        decode_stages=decode_names,
         log=console.print,
     )
     table = Table(title=f"scale on {result['payload']['device']}")
-    for col in ("items", "users", "interactions", "stage", "status", "seconds", "peak GB", "load"):
+    for col in ("items", "users", "interactions", "stage", "status", "seconds", "own s", "peak GB", "load"):
         table.add_column(col)
     for r in result["rows"]:
         table.add_row(
             f"{r['items']:,}",
-            f"{r['users']:,}",
-            f"{r['interactions']:,}",
+            f"{r['users']:,}" if "interactions" in r else "",  # the decoding rows have no users
+            f"{r['interactions']:,}" if "interactions" in r else "",
             r["stage"],
             r["status"],
             f"{r['seconds']:.1f}" if "seconds" in r else "",
+            f"{r['operation_seconds']:.3g}" if r.get("operation_seconds") is not None else "",
             f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "",
             f"{r['load_1min_before']:.2f}" if "load_1min_before" in r else "",
         )

@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.bench.scale import STAGES, parse_sizes, run_measured, run_scale_benchmark
+from genrec.bench import scale_decode
+from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_measured, run_scale_benchmark
 from genrec.bench.scale_data import (
     STANDARD_SIZES,
+    SyntheticEmbeddings,
     SyntheticSpec,
     _cover_every_item,
     _zipf_draws,
     generate,
+    synthetic_codes,
+    synthetic_semantic_ids,
     write_raw,
 )
 
@@ -229,8 +233,117 @@ def test_cli_rejects_bad_options_before_running(tmp_path):
         (["--timeout", "train=-1"], "--timeout"),
         (["--stages", "prepare,fit"], "--stages"),
         (["--config", str(tmp_path / "missing.toml")], "--config"),
+        (["--sizes", "none"], "--sizes"),  # none only beside --decode-sizes
+        (["--sizes", "none", "--decode-sizes", "1q"], "--decode-sizes"),
+        (["--sizes", "none", "--decode-sizes", "1k", "--decode-stages", "trie,fly"], "--decode-stages"),
+        (["--sizes", "none", "--decode-sizes", "1k", "--timeout", "beams=3"], "--timeout"),
     ):
         result = runner.invoke(app, ["bench", "scale", "--out", str(out), *args])
         assert result.exit_code == 2, (args, result.output)
         assert where in result.output
     assert not out.exists()  # nothing written
+
+
+# ---------------------------------------------------------------- the decoding stages
+def test_synthetic_codes_have_the_calibrated_cells():
+    a, b = synthetic_codes(100_000, seed=0), synthetic_codes(100_000, seed=0)
+    assert np.array_equal(a, b) and a.shape == (100_000, 3) and a.min() >= 0 and a.max() <= 255
+    assert not np.array_equal(a, synthetic_codes(100_000, seed=1))
+    sizes = np.unique(np.ravel_multi_index(a.T, (256,) * 3), return_counts=True)[1]
+    # The largest residual k-means cell on the 100k catalogue's embeddings held 54 items.
+    assert 30 <= sizes.max() <= 80 and 0.9 < len(sizes) / 100_000 < 0.99
+    # Every cell is reachable: with 16 cells and many draws, all appear (the rank-to-cell map is onto).
+    small = synthetic_codes(20_000, seed=2, codebook=4, levels=2, zipf=0.3)
+    assert len(np.unique(small[:, 0] * 4 + small[:, 1])) == 16
+    with pytest.raises(ValueError, match="power of two"):
+        synthetic_codes(10, codebook=6)
+
+
+def test_semantic_ids_number_each_cells_items_in_index_order():
+    ids, level_sizes = synthetic_semantic_ids(5000, seed=3, codebook=8, levels=3, zipf=0.8)
+    assert len(np.unique(ids, axis=0)) == 5000
+    assert level_sizes == [8, 8, 8, int(ids[:, 3].max()) + 1] and level_sizes[3] > 5
+    seen: dict[tuple, int] = {}
+    for row in ids.tolist():  # brute force: the k-th item of a cell (in item order) gets token k
+        cell = tuple(row[:3])
+        assert row[3] == seen.get(cell, 0)
+        seen[cell] = row[3] + 1
+
+
+def test_embedding_rows_do_not_depend_on_the_chunking():
+    emb = SyntheticEmbeddings(1000, dim=16, seed=4, block=96)
+    full = emb.rows(0, 1000)
+    assert full.shape == (1000, 16) and full.dtype == np.float32
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        start = int(rng.integers(0, 1000))
+        stop = int(rng.integers(start, 1001))
+        assert np.array_equal(emb.rows(start, stop), full[start:stop])
+    assert np.array_equal(SyntheticEmbeddings(1000, dim=16, seed=4, block=96).rows(0, 1000), full)
+    assert not np.array_equal(SyntheticEmbeddings(1000, dim=16, seed=5, block=96).rows(0, 1000), full)
+    with pytest.raises(ValueError):
+        emb.rows(10, 1001)
+
+
+def test_encode_in_chunks_is_the_tokenizers_encode_of_every_row():
+    emb = SyntheticEmbeddings(1500, dim=24, seed=6, block=400)
+    tokenizer, fit_s, _ = scale_decode.fit_tokenizer(emb, fit_rows=700)
+    codes, generate_s, encode_s = scale_decode.encode_in_chunks(tokenizer, emb, chunk=350)
+    assert codes.shape == (1500, 3) and fit_s > 0 and generate_s > 0 and encode_s > 0
+    assert np.array_equal(codes, tokenizer.encode(emb.rows(0, 1500)))
+    assert len(np.unique(codes, axis=0)) > 100  # not a degenerate tokenizer
+
+
+def test_trie_and_beam_stages_on_a_small_catalogue(tmp_path):
+    import torch
+
+    from genrec.decoding import TrieIndex
+
+    work = tmp_path / "work"
+    facts = scale_decode.make_semantic_ids(work, 3000, seed=1)
+    ids = np.load(work / "ids.npy")
+    assert ids.shape == (3000, 4) and facts["level_sizes"][-1] == ids[:, 3].max() + 1
+    trie = scale_decode.build_trie(work, seed=1, check_rows=500)
+    assert trie["ids_checked"] == 500 and trie["nodes_per_level"][-1] == 3000
+    index = TrieIndex.load(work / "trie.safetensors")
+    assert np.array_equal(index.lookup(torch.from_numpy(ids)).numpy(), np.arange(3000))  # every ID, its item
+    beam = scale_decode.beam_batch(work, users=16, beam=5, repeats=2)
+    assert beam["beam_users"] == 16 and beam["batch_seconds"] > 0 and "random logits" in beam["step_fn"]
+    # The check the beam stage runs fails on wrong answers.
+    good = np.arange(40).reshape(8, 5)
+    scale_decode.check_items(good, ids, index)
+    for bad, message in (
+        (np.where(good == 7, 3000, good), "outside"),
+        (np.where(good == 7, -1, good), "outside"),
+        (np.where(good == 7, 6, good), "twice"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            scale_decode.check_items(bad, ids, index)
+    with pytest.raises(AssertionError, match="map back"):
+        scale_decode.check_items(good, ids[::-1].copy(), index)
+
+
+def test_decoding_stages_run_in_children_and_merge_by_group(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pipeline_row = {"items": 400, "users": 9, "interactions": 99, "stage": "prepare", "status": "ok",
+                    "seconds": 1.0, "peak_rss_gb": 0.1}  # fmt: skip
+    old_trie = {"items": 400, "stage": "trie", "status": "ok", "seconds": 9.0, "peak_rss_gb": 0.2, "old": True}
+    (out / "scale.json").write_text(json.dumps({"rows": [pipeline_row, old_trie]}))
+    result = run_scale_benchmark(
+        out, [], config=tmp_path / "unused.toml", decode_sizes=[400], merge=True, log=lambda s: None
+    )
+    rows = result["rows"]
+    assert pipeline_row in rows  # the pipeline's row of the same size stays
+    assert not any(r.get("old") for r in rows)  # the decoding rows of that size are replaced
+    decoding = {r["stage"]: r for r in rows if r["stage"] in DECODE_STAGES}
+    assert list(decoding) == list(DECODE_STAGES)
+    for stage, r in decoding.items():
+        assert r["status"] == "ok", (stage, r.get("detail"))
+        assert r["seconds"] > 0 and 0.05 < r["peak_rss_gb"] < 8 and r["operation_seconds"] >= 0
+        assert r["command"].startswith("python -m genrec.bench.scale_decode --stage " + stage)
+    assert decoding["trie"]["nodes_per_level"][-1] == 400 and decoding["beam"]["beam"] == 20
+    assert decoding["encode"]["fit_rows"] == 400 and decoding["encode"]["dim"] == 192
+    saved = json.loads((out / "scale.json").read_text())
+    assert [r["stage"] for r in saved["rows"]] == ["prepare", *DECODE_STAGES]  # sorted by size, then stage
+    assert (out / "scale.png").stat().st_size > 1000

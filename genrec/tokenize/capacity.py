@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import genrec.ops
-from genrec.tokenize.semantic_ids import CodebookOverflowError
+from genrec.tokenize.semantic_ids import CodebookOverflowError, collision_groups
 
 CHUNK_ROWS = 1 << 16
 """Rows per distance matrix [rows, K]: bounds the memory of large overflowing cells."""
@@ -98,7 +98,7 @@ def fit_to_capacity(
             f"below {max_token} give only {space} distinct semantic IDs: the whole code space is full. "
             "Raise tokenize.codebook_size or tokenize.levels."
         )
-    leaf = _cell_counts(codes)
+    leaf = collision_groups(codes)[1]
     largest = int(leaf.max()) if n else 0
     moved_per_level = [0] * levels
     original = codes.copy() if largest > max_token else codes
@@ -113,13 +113,6 @@ def fit_to_capacity(
             parent = np.unique(parent * k + codes[:, level], return_inverse=True)[1].reshape(-1)
     moved = np.flatnonzero((codes != original).any(axis=1))
     return CapacityFit(codes, moved, moved_per_level, largest, max_token)
-
-
-def _cell_counts(codes: np.ndarray) -> np.ndarray:
-    """Items per distinct code tuple (the leaves)."""
-    if len(codes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(codes, axis=0, return_counts=True)[1]
 
 
 def _residuals(

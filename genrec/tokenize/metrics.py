@@ -7,6 +7,9 @@ import torch
 
 from genrec.tokenize.semantic_ids import collision_groups
 
+CHUNK_ROWS = 1 << 16
+"""Rows per step of the reconstruction sums: float64 copies of a million rows cost gigabytes."""
+
 
 def level_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
     """Per level: codes used (count and fraction of ``codebook_size``), perplexity of the code
@@ -43,19 +46,40 @@ def collision_stats(codes: np.ndarray) -> dict:
         "collision_groups": int((sizes > 1).sum()),
         "largest_collision_group": int(sizes.max()) if len(sizes) else 0,
         # Distinct prefixes per depth: how finely each level splits the catalogue.
-        "distinct_prefixes": [len(np.unique(codes[:, : d + 1], axis=0)) for d in range(codes.shape[1])],
+        "distinct_prefixes": [len(collision_groups(codes[:, : d + 1])[1]) for d in range(codes.shape[1])],
     }
 
 
 def reconstruction_error(x: torch.Tensor, reconstruction: torch.Tensor) -> dict:
     """Mean squared error per item (summed over dimensions) and the fraction of the data's
     variance it leaves unexplained (0 is perfect, 1 is no better than the mean item)."""
-    x, reconstruction = x.double(), reconstruction.double()
-    error = (x - reconstruction).pow(2).sum(1)
-    variance = (x - x.mean(0)).pow(2).sum(1)
+    return summarize_errors(squared_errors(x, reconstruction), total_variance(x))
+
+
+def squared_errors(x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """float64 [N]: each item's squared error, summed over dimensions (in float64, by chunks)."""
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        out[rows] = (x[rows].double() - reconstruction[rows].double()).pow(2).sum(1)
+    return out
+
+
+def total_variance(x: torch.Tensor) -> float:
+    """Sum over items of the squared distance to the mean item, in float64."""
+    mean = sum(x[s : s + CHUNK_ROWS].double().sum(0) for s in range(0, x.shape[0], CHUNK_ROWS)) / max(
+        x.shape[0], 1
+    )
+    return float(
+        sum((x[s : s + CHUNK_ROWS].double() - mean).pow(2).sum() for s in range(0, x.shape[0], CHUNK_ROWS))
+    )
+
+
+def summarize_errors(errors: torch.Tensor, variance: float) -> dict:
+    """:func:`reconstruction_error`'s summary of per-item ``errors`` given :func:`total_variance`."""
     return {
-        "mse": float(error.mean()),
-        "relative_error": float(error.sum() / variance.sum().clamp_min(1e-30)),
+        "mse": float(errors.mean()),
+        "relative_error": float(errors.sum() / max(variance, 1e-30)),
     }
 
 

@@ -14,7 +14,14 @@ from genrec.embed.runtime import torch_threads
 from genrec.tokenize.capacity import choice_order, fit_to_capacity, last_level_distances
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.kmeans import resolve_kmeans_backend
-from genrec.tokenize.metrics import reconstruction_error, token_metrics
+from genrec.tokenize.metrics import (
+    CHUNK_ROWS,
+    reconstruction_error,
+    squared_errors,
+    summarize_errors,
+    token_metrics,
+    total_variance,
+)
 from genrec.tokenize.normalize import Normalizer
 from genrec.tokenize.rqkmeans import residual_kmeans
 from genrec.tokenize.rqvae import RQVAE
@@ -209,10 +216,19 @@ def _fit(array: np.ndarray, config: TokenizeConfig, popularity: np.ndarray | Non
         "method": config.method,
         **token_metrics(codes, semantic_ids, config.codebook_size),
         "overflow": fitted.report(),
-        "reconstruction": reconstruction_error(x, tokenizer.reconstruct(codes)),
     }
+    errors = torch.cat(
+        [
+            squared_errors(x[s : s + CHUNK_ROWS], tokenizer.reconstruct(codes[s : s + CHUNK_ROWS]))
+            for s in range(0, len(codes), CHUNK_ROWS)
+        ]
+    )
+    variance = total_variance(x)
+    metrics["reconstruction"] = summarize_errors(errors, variance)
     if len(fitted.moved):  # what the moves cost: the semantic IDs' own reconstruction
-        metrics["overflow"]["reconstruction"] = reconstruction_error(x, tokenizer.reconstruct(fitted.codes))
+        moved = torch.from_numpy(fitted.moved).to(x.device)
+        errors[moved] = squared_errors(x[moved], tokenizer.reconstruct(fitted.codes[fitted.moved]))
+        metrics["overflow"]["reconstruction"] = summarize_errors(errors, variance)
     if tokenizer.model is not None:
         with torch.no_grad():
             metrics["latent_quantization"] = reconstruction_error(

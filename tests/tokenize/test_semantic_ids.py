@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from genrec.tokenize import CodebookOverflowError, disambiguate
 from genrec.tokenize.metrics import collision_stats, level_usage
+from genrec.tokenize.semantic_ids import collision_groups, row_keys
 
 
 def reference_disambiguate(codes: np.ndarray) -> np.ndarray:
@@ -99,3 +100,33 @@ def test_level_usage_and_perplexity():
     assert usage[0]["perplexity"] == pytest.approx(4.0)  # uniform over 4 codes
     assert usage[1]["codes_used"] == 1 and usage[1]["perplexity"] == pytest.approx(1.0)
     assert usage[1]["largest_code_share"] == 1.0
+
+
+@given(codes=codes_strategy, big=st.booleans())
+def test_collision_groups_match_numpys_row_unique(codes, big):
+    if big and codes.size:  # codes too large for one 63-bit key per row: numpy's row sort
+        codes = codes * (2**40)
+    group, sizes = collision_groups(codes)
+    if len(codes):
+        _, expected_group, expected_sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+        np.testing.assert_array_equal(group, expected_group.reshape(-1))
+        np.testing.assert_array_equal(sizes, expected_sizes)
+    too_big = len(codes) == 0 or np.prod((codes.max(axis=0) + 1).astype(float)) >= 2**62
+    assert (row_keys(codes) is None) == too_big
+
+
+def test_reconstruction_error_in_chunks_matches_the_formula(monkeypatch):
+    import torch
+
+    import genrec.tokenize.metrics as metrics
+
+    rng = np.random.default_rng(0)
+    x, r = torch.from_numpy(rng.normal(size=(50, 3))), torch.from_numpy(rng.normal(size=(50, 3)))
+    monkeypatch.setattr(metrics, "CHUNK_ROWS", 7)
+    got = metrics.reconstruction_error(x.float(), r.float())
+    x, r = x.float().double(), r.float().double()
+    error = (x - r).pow(2).sum(1)
+    assert got["mse"] == pytest.approx(float(error.mean()), rel=1e-12)
+    assert got["relative_error"] == pytest.approx(
+        float(error.sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-12
+    )

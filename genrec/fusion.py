@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec.fusion_votes import BatchVotes
+
 #: The rankings a fused recommender can record beside its final list (genrec.recommend):
 #: the beam search alone (by log P(ID)); the beam's items re-ranked with the item head; the final
 #: list without its cold candidates (what cold handling adds is the difference); the final.
@@ -204,8 +206,10 @@ class Fusion:
         asks for cold candidates, returns the (items, scores) [U, m] of a beam search restricted to
         them (genrec.recommend.Recommender passes it)."""
         device = beam_items.device
-        U, B = beam_items.shape
-        votes = self._votes(histories, exclude_history) if self.cooccurrence is not None else None
+        B = beam_items.shape[1]
+        votes = None
+        if self.cooccurrence is not None:
+            votes = BatchVotes(self.cooccurrence, histories, exclude_history)
         cold_items = model.cold_items() if hasattr(model, "cold_items") else None
         if cold_items is not None and not bool(cold_items.any()):
             cold_items = None
@@ -225,7 +229,7 @@ class Fusion:
         if self.candidates:
             extra.append(head.tops[0])
             if votes is not None:
-                extra.append(_top_voted(votes, U, self.candidates).to(device))
+                extra.append(votes.top(self.candidates).to(device))
             if self.similarity is not None:  # the most similar items (cold ones come below, capped)
                 warm_idx = None
                 if cold_items is not None:
@@ -255,23 +259,10 @@ class Fusion:
             seq[owner, col] = model.id_log_probs(batch, codes[items[owner, col]], owner)
         seq = seq.masked_fill(items < 0, float("-inf"))
         head = head.of(items)
-        cooc = _lookup(votes, items.cpu().numpy()).to(device) if votes is not None else torch.zeros_like(seq)
+        cooc = votes.of(items.cpu().numpy()).to(device) if votes is not None else torch.zeros_like(seq)
         cold = None if cold_items is None else cold_items.to(device)[items.clamp(min=0)] & (items >= 0)
         sim = None if similarity is None else similarity.of(profiles, items)
         return Candidates(items, seq, head, cooc, B, cold, sim)
-
-    def _votes(self, histories: Sequence[np.ndarray], exclude_history: bool):
-        cooc = self.cooccurrence
-        row, item, score = cooc.voted([np.asarray(h, dtype=np.int64) for h in histories])
-        if exclude_history:
-            n = cooc.num_items
-            hist_keys = np.concatenate(
-                [np.full(len(h), r, np.int64) * n + np.asarray(h, np.int64) for r, h in enumerate(histories)]
-                or [np.zeros(0, np.int64)]
-            )
-            keep = ~np.isin(row * n + item, hist_keys)
-            row, item, score = row[keep], item[keep], score[keep]
-        return row, item, score, cooc.num_items
 
 
 class _HeadScores:
@@ -319,30 +310,6 @@ def _history_mask(histories: Sequence[np.ndarray], num_items: int, device) -> to
     cols = np.concatenate([np.asarray(h, np.int64) for h in histories] or [np.zeros(0, np.int64)])
     mask[torch.as_tensor(rows), torch.as_tensor(cols)] = True
     return mask.to(device)
-
-
-def _top_voted(votes, U: int, m: int) -> torch.Tensor:
-    """[U, m]: each row's m best voted items (votes come sorted best first per row), -1 padded."""
-    row, item, _, _ = votes
-    place = np.arange(len(row)) - np.searchsorted(row, row)
-    out = np.full((U, m), -1, dtype=np.int64)
-    keep = place < m
-    out[row[keep], place[keep]] = item[keep]
-    return torch.as_tensor(out)
-
-
-def _lookup(votes, items: np.ndarray) -> torch.Tensor:
-    """[U, M] float32: the summed votes for each candidate (0 where none, or for -1 slots)."""
-    row, item, score, n = votes
-    keys = row * n + item
-    order = np.argsort(keys, kind="stable")
-    keys, score = keys[order], score[order]
-    want = (np.arange(items.shape[0])[:, None] * n + np.maximum(items, 0)).ravel()
-    pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-    found = (keys[pos] == want) if len(keys) else np.zeros(len(want), bool)
-    out = np.where(found, score[pos] if len(keys) else 0.0, 0.0).reshape(items.shape)
-    out[items < 0] = 0.0
-    return torch.as_tensor(out, dtype=torch.float32)
 
 
 #: The weights :func:`tune_fusion` tries (every combination).

@@ -13,12 +13,11 @@ from genrec.fusion import (
     Candidates,
     Fusion,
     FusionWeights,
-    _lookup,
-    _top_voted,
     load_cooccurrence,
     save_cooccurrence,
     tune_fusion,
 )
+from genrec.fusion_votes import BatchVotes
 from genrec.recommend import Recommender, RecordedRanking
 from tests.train.helpers import synthetic_world
 from tests.train.test_recommender import item_decoder
@@ -123,13 +122,12 @@ def test_sparse_votes_match_the_dense_scores(seed, m):
     cooc = CoOccurrence(sequences, n, counts, CoOccurrenceConfig(window=3, history=2))
     histories = [rng.integers(0, n, size=rng.integers(1, 5)) for _ in range(4)]
     dense = cooc.scores(histories)
-    row, item, score = cooc.voted(histories)
-    votes = (row, item, score, n)
+    votes = BatchVotes(cooc, histories, exclude_history=False)
     cand = rng.integers(-1, n, size=(4, 6))
-    got = _lookup(votes, cand).numpy()
+    got = votes.of(cand).numpy()
     want = np.where(cand >= 0, dense[np.arange(4)[:, None], np.maximum(cand, 0)], 0.0)
     assert np.allclose(got, want, rtol=1e-5, atol=1e-7)
-    top = _top_voted(votes, 4, m).numpy()
+    top = votes.top(m).numpy()
     for u in range(4):
         voted = [i for i in range(n) if dense[u, i] > 0]
         expect = sorted(voted, key=lambda i: (-dense[u, i], cooc.priority[i], i))[:m]

@@ -190,3 +190,26 @@ def test_disagreeing_shapes_are_refused():
         fit(codes[:, :1], z, books, 2)
     with pytest.raises(ValueError, match="do not agree"):
         fit(codes[:5], z, books, 2)
+
+
+class PoisonedNumpy:
+    """numpy whose ``empty`` buffers hold garbage: every element must be written."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        out = np.empty(shape, dtype)
+        out.fill(np.nan if np.dtype(dtype).kind == "f" else -7)
+        return out
+
+
+def test_every_output_element_is_written(monkeypatch):
+    import genrec.tokenize.capacity as capacity
+
+    monkeypatch.setattr(capacity, "np", PoisonedNumpy())
+    for seed in range(20):
+        codes, z, books = integer_case(np.random.default_rng(seed), 30, 2, 4)
+        result = fit(codes, z, books, 2)
+        np.testing.assert_array_equal(result.codes, reference_fit(codes, z, books, 2))

@@ -288,6 +288,9 @@ class ModelConfig:
 
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
+SPARSE_ITEM_TABLE = ("auto", "on", "off")
+SPARSE_ITEM_TABLE_FROM = 100_000
+"""train.sparse_item_table = "auto" turns row-sparse item-table updates on from this many items."""
 
 
 @dataclass
@@ -318,6 +321,11 @@ class TrainConfig:
     """"auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"."""
     compile: bool = False
     """torch.compile the training step (falls back to eager, with a notice, if compiling fails)."""
+    sparse_item_table: str = "auto"
+    """Update only the item-table rows a batch touches (genrec.train.lazy_adamw): "on", "off", or
+    "auto": on for a catalogue of SPARSE_ITEM_TABLE_FROM items or more trained on a CPU, where the
+    dense AdamW step over the whole table is most of a step. Lazy Adam is not dense AdamW (untouched
+    rows keep still), so smaller catalogues and GPUs keep the dense recipe."""
     length_grouping: bool = True
     """Batch examples of similar history length together (less padding), in a seeded random order."""
     eval_every: int = 0
@@ -360,6 +368,12 @@ class TrainConfig:
         )
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "in [0, 1)")
         _require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
+        _require(
+            self.sparse_item_table in SPARSE_ITEM_TABLE,
+            "train.sparse_item_table",
+            self.sparse_item_table,
+            f"one of {', '.join(SPARSE_ITEM_TABLE)}",
+        )
         _require(self.time_budget_s >= 0, "train.time_budget_s", self.time_budget_s, ">= 0")
         for name in ("beta1", "beta2"):
             _require(0 <= getattr(self, name) < 1, f"train.{name}", getattr(self, name), "in [0, 1)")

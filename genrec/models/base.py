@@ -87,6 +87,32 @@ class GenerativeModel(nn.Module):
     def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:
         raise NotImplementedError
 
+    def sparse_item_table_blocker(self) -> str | None:
+        """Why this model's item table cannot train with row-sparse gradients (None: it can). It can
+        when training reads the table by lookups only (``self.item_emb(idx)``), never whole."""
+        if getattr(self, "item_emb", None) is None:
+            return "the model has no item table (model.item_embeddings = false)"
+        return None
+
+    def sparse_item_grads(self, on: bool = True) -> None:
+        """Give the item table row-sparse gradients (the rows a batch looked up), for
+        :class:`genrec.train.lazy_adamw.LazyAdamW`; refuses a model that reads the table whole."""
+        blocker = self.sparse_item_table_blocker()
+        if on and blocker:
+            raise ValueError(f"row-sparse item-table gradients are not possible: {blocker}")
+        emb = getattr(self, "item_emb", None)
+        if emb is None:
+            return
+        emb.sparse = bool(on)
+        if on and getattr(self, "_coalesce_hook", None) is None:
+            # Each backward hands on the table's gradient with duplicate rows summed: besides being
+            # what clipping and LazyAdamW need, DDP (torch 2.14, gloo) reduced uncoalesced sparse
+            # gradients wrongly here (a 2-process run left the 1-process loss curve at step 12).
+            self._coalesce_hook = emb.weight.register_hook(lambda g: g.coalesce() if g.is_sparse else g)
+        elif not on and getattr(self, "_coalesce_hook", None) is not None:
+            self._coalesce_hook.remove()
+            self._coalesce_hook = None
+
     def loss_terms(self, batch: Mapping[str, torch.Tensor], label_smoothing: float = 0.0):
         """(sum of per-token cross-entropies, number of target tokens) of a training batch."""
         raise NotImplementedError

@@ -170,6 +170,15 @@ class ItemDecoder(GenerativeModel):
             total = total + self.item_loss * self._item_cross_entropy(h, items, label_smoothing, keep)
         return total, valid.sum() * self.num_levels
 
+    def sparse_item_table_blocker(self) -> str | None:
+        blocker = super().sparse_item_table_blocker()
+        if blocker is None and self.item_loss and not 0 < self.item_negatives < self.num_items:
+            return (
+                "the item head's softmax runs over the whole catalogue (model.item_negatives = "
+                f"{self.item_negatives}); a sampled one (0 < item_negatives < {self.num_items}) reads only its rows"
+            )
+        return blocker
+
     # ---- item vectors ----
     def item_vectors(self, idx: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The vectors of items ``idx`` (any shape; None: the whole catalogue) [..., C]: the free item
@@ -231,7 +240,11 @@ class ItemDecoder(GenerativeModel):
         n = content.shape[0]
         old = self.item_emb
         self.item_emb = nn.Embedding(
-            self.num_items + n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
+            self.num_items + n,
+            old.embedding_dim,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+            sparse=old.sparse,
         )
         with torch.no_grad():
             self.item_emb.weight[: self.num_items] = old.weight

@@ -119,6 +119,9 @@ class SASRec(GenerativeModel):
     #: Batches with more logits than this compute the cross-entropy in chunks (see softmax_cross_entropy).
     max_logits = MAX_LOGITS
 
+    def sparse_item_table_blocker(self) -> str | None:
+        return "SASRec scores its targets against the whole item table (tied output embeddings)"
+
     def __init__(
         self,
         num_items: int,

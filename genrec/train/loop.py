@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from genrec import cpu_threads
-from genrec.config import FUSION_FIELDS, Config, cache_relevant, stable_hash
+from genrec.config import FUSION_FIELDS, SPARSE_ITEM_TABLE_FROM, Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
 from genrec.models import GenerativeModel, build_model
 from genrec.train import checkpoint as ckpt
 from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches, shard
+from genrec.train.lazy_adamw import LazyAdamW, coalesce_sparse_grads
 from genrec.train.metrics_log import MetricsLog
 from genrec.train.schedule import learning_rate
 
@@ -152,17 +153,40 @@ def _describe_difference(saved: dict, current: dict, prefix: str = "") -> list[s
     return out
 
 
-def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and embeddings only (not on biases, norms or the BOS vector)."""
+def make_optimizer(
+    model: nn.Module, config: Config, device: torch.device, sparse_items: bool = False
+) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings only (not on biases, norms or the BOS vector).
+    With ``sparse_items`` (:func:`uses_sparse_item_table`), :class:`LazyAdamW`: the item table's
+    row-sparse gradients update only their rows."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     t = config.train
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.lr,
-        betas=(t.beta1, t.beta2),
-        fused=device.type == "cuda",
-    )
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if sparse_items:
+        return LazyAdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2))
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+
+
+def uses_sparse_item_table(
+    config: Config, model: GenerativeModel, device: torch.device, dist_info: DistInfo = DistInfo()
+) -> bool:
+    """Whether ``train.sparse_item_table`` gives this model's item table row-sparse updates: "auto"
+    where the catalogue is large (SPARSE_ITEM_TABLE_FROM items) and the device a CPU (a GPU updates
+    a million-row table in about a millisecond, and NCCL has no sparse all-reduce)."""
+    setting = config.train.sparse_item_table
+    if setting == "off":
+        return False
+    blocker = model.sparse_item_table_blocker()
+    if setting == "auto":
+        return blocker is None and device.type == "cpu" and model.num_items >= SPARSE_ITEM_TABLE_FROM
+    if blocker:
+        raise ValueError(f'train.sparse_item_table = "on" is not possible: {blocker}')
+    if dist_info.enabled and device.type == "cuda":
+        raise ValueError(
+            'train.sparse_item_table = "on" under torchrun on GPUs: NCCL has no sparse all-reduce; use "off"'
+        )
+    return True
 
 
 def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
@@ -201,7 +225,13 @@ def fit(
     torch.manual_seed(config.run.seed)
     model = build_training_model(config, inputs).to(device)
     names = {p: n for n, p in model.named_parameters()}
-    optimizer = make_optimizer(model, config, device)
+    sparse_items = uses_sparse_item_table(config, model, device, dist_info)
+    if sparse_items:
+        model.sparse_item_grads(True)
+        say(
+            f"item table: {model.num_items:,} rows, each step updates only the rows it touched (train.sparse_item_table)"
+        )
+    optimizer = make_optimizer(model, config, device, sparse_items)
     examples = build_examples(inputs.train_starts, inputs.train_ends, t.max_history, model.example_kind)
     if len(examples) < t.batch_size:
         raise ValueError(
@@ -300,6 +330,8 @@ def fit(
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             total = step_module(batch)
         (total * (dist_info.world_size / normalizer)).backward()
+        if sparse_items:
+            coalesce_sparse_grads(params)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()

@@ -48,11 +48,17 @@ def records(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-def test_killed_run_resumes_bit_identical(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    finish(tiny_run(straight, *sets(RESUME_SETTINGS)))
+# The item table with row-sparse updates (LazyAdamW): its moments must survive the kill as AdamW's do.
+SPARSE_ITEMS = ["model.item_embeddings=true", "train.sparse_item_table=on"]
 
-    proc = tiny_run(killed, *sets(RESUME_SETTINGS))
+
+@pytest.mark.parametrize("extra", [[], SPARSE_ITEMS], ids=["adamw", "sparse-item-table"])
+def test_killed_run_resumes_bit_identical(tmp_path, extra):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    settings = [*RESUME_SETTINGS, *extra]
+    finish(tiny_run(straight, *sets(settings)))
+
+    proc = tiny_run(killed, *sets(settings))
     pointer = killed / "checkpoints" / "latest.json"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -64,7 +70,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed / "tiny_result.json").exists()
 
-    out = finish(tiny_run(killed, "--resume", *sets(RESUME_SETTINGS)))
+    out = finish(tiny_run(killed, "--resume", *sets(settings)))
     assert "resumed from step-" in out
     for name in ("model.safetensors", "best.safetensors"):
         assert (killed / name).read_bytes() == (straight / name).read_bytes(), name
@@ -76,8 +82,9 @@ def test_killed_run_resumes_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_follow_the_single_process_loss_curve(tmp_path):
-    settings = sets(["train.epochs=3", "train.log_every=1", "train.batch_size=32", "train.eval_every=1000"])
+@pytest.mark.parametrize("extra", [[], SPARSE_ITEMS], ids=["adamw", "sparse-item-table"])
+def test_torchrun_two_processes_follow_the_single_process_loss_curve(tmp_path, extra):
+    settings = sets(["train.epochs=3", "train.log_every=1", "train.batch_size=32", "train.eval_every=1000", *extra])
     single = tiny_run(tmp_path / "one", *settings)
     finish(single)
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")

@@ -23,8 +23,26 @@ def residual_kmeans(
     encode_backend: str = "auto",
 ) -> torch.Tensor:
     """Codebooks [levels, codebook_size, D] fitted level by level to the residuals of ``x`` [N, D]."""
+    return residual_kmeans_codes(
+        x, levels, codebook_size, iters=iters, seed=seed, backend=backend, encode_backend=encode_backend
+    )[0]
+
+
+def residual_kmeans_codes(
+    x: torch.Tensor,
+    levels: int,
+    codebook_size: int,
+    *,
+    iters: int = 50,
+    seed: int = 0,
+    backend: str = "auto",
+    encode_backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codebooks [levels, codebook_size, D], codes int64 [N, levels]): :func:`residual_kmeans` and
+    the codes its level-by-level assignment gave ``x``, those of ``genrec.ops.rq_encode(x, codebooks)``
+    (the same nearest-codeword search on the same float32 residuals), without a second pass."""
     residual = x.detach().float()
-    codebooks = []
+    codebooks, codes = [], []
     for level in range(levels):
         centroids = kmeans(
             residual,
@@ -35,5 +53,6 @@ def residual_kmeans(
             encode_backend=encode_backend,
         )
         codebooks.append(centroids)
-        residual = residual - centroids[nearest_centroid(residual, centroids, encode_backend)]
-    return torch.stack(codebooks)
+        codes.append(nearest_centroid(residual, centroids, encode_backend))
+        residual = residual - centroids[codes[-1]]
+    return torch.stack(codebooks), torch.stack(codes, dim=1)

@@ -23,7 +23,7 @@ from genrec.tokenize.metrics import (
     total_variance,
 )
 from genrec.tokenize.normalize import Normalizer
-from genrec.tokenize.rqkmeans import residual_kmeans
+from genrec.tokenize.rqkmeans import residual_kmeans_codes
 from genrec.tokenize.rqvae import RQVAE
 from genrec.tokenize.semantic_ids import disambiguate
 from genrec.tokenize.train import train_rqvae
@@ -189,8 +189,9 @@ def _fit(array: np.ndarray, config: TokenizeConfig, popularity: np.ndarray | Non
             model,
             config.encode_backend,
         )
+        codes_t = model.encode(x)
     else:
-        codebooks = residual_kmeans(
+        codebooks, codes_t = residual_kmeans_codes(
             x,
             config.levels,
             config.codebook_size,
@@ -200,11 +201,6 @@ def _fit(array: np.ndarray, config: TokenizeConfig, popularity: np.ndarray | Non
             encode_backend=config.encode_backend,
         )
         tokenizer = Tokenizer("rqkmeans", array.shape[1], normalizer, codebooks, None, config.encode_backend)
-    codes_t = (
-        tokenizer.model.encode(x)
-        if tokenizer.model is not None
-        else genrec.ops.rq_encode(x, tokenizer.codebooks, backend=config.encode_backend)
-    )
     codes = codes_t.cpu().numpy()
     with torch.no_grad():
         z = tokenizer.latents(x)

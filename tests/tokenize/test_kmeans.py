@@ -78,3 +78,16 @@ def test_residual_kmeans_recovers_two_level_clusters(backend):
     codes = rq_encode(torch.from_numpy(x), codebooks).numpy()
     assert same_partition(coarse, codes[:, 0])
     assert same_partition(np.stack([coarse, fine], 1), codes)
+
+
+@pytest.mark.parametrize("encode_backend", ["auto", "reference"])
+def test_residual_kmeans_codes_are_rq_encodes(encode_backend):
+    import genrec.ops
+    from genrec.tokenize.rqkmeans import residual_kmeans_codes
+
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(6000, 16)).astype(np.float32))
+    books, codes = residual_kmeans_codes(x, 3, 32, iters=5, seed=2, encode_backend=encode_backend)
+    torch.testing.assert_close(
+        books, residual_kmeans(x, 3, 32, iters=5, seed=2, encode_backend=encode_backend)
+    )
+    assert torch.equal(codes, genrec.ops.rq_encode(x, books, backend=encode_backend))

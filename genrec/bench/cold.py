@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.bench.results import atomic_write_text, environment, git_sha, write_results
+from genrec.bench.results import atomic_write_text, environment, git_sha, save_figure, write_results
 
 EPSILONS = (0.0, 0.1, 0.2, 0.3, 0.5)
 KEYS = (
@@ -139,8 +139,4 @@ def _plot(path: Path, rows: list[dict], title: str) -> Path | None:
     ax.set_title(f"{title}: cold handling against epsilon")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -37,7 +37,7 @@ import torch
 from genrec import _openmp
 from genrec.bench.background import background_load
 from genrec.bench.ceilings import measure_ceilings
-from genrec.bench.results import atomic_write_text, environment, write_results
+from genrec.bench.results import atomic_write_text, environment, save_figure, write_results
 from genrec.decoding import GraphedBeamSearch, TrieIndex, beam_search
 from genrec.ops import Backend, available_backends, constrained_beam_step, empty_beam_step
 
@@ -777,12 +777,7 @@ def plot_decode(path: Path, rows: list[dict], title: str) -> Path | None:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def default_backends(device: torch.device) -> list[Backend]:

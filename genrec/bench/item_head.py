@@ -151,6 +151,8 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from genrec.bench.results import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for mode, marker in zip(MODES, ("o", "s"), strict=True):
         ok = [r for r in rows if r["mode"] == mode and r.get("status") == "ok"]
@@ -166,10 +168,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("item head: whole-catalogue log-softmax vs chunked scan (one batch, CPU)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

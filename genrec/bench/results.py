@@ -86,6 +86,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: Path, *, dpi: int = 120) -> Path:
+    """Write the matplotlib figure ``fig`` to ``path`` (format from its suffix) through a temporary
+    file and a rename, so a reader never sees a half-written image; then close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict]) -> dict[str, Path]:
     """Write ``<name>.json`` (payload with rows) and ``<name>.csv``; returns the paths."""
     out_dir = Path(out_dir)
@@ -126,9 +147,4 @@ def plot_bars(
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)

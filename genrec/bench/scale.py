@@ -446,7 +446,9 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    from genrec.bench.results import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     labels = {
         "semantic_ids": "semantic IDs (made)",
         "trie": "trie build",
@@ -483,11 +485,7 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_title("time per stage (triangle: timed out, cross: failed)\ndashed: decoding, the operation's own time", fontsize=9)
     axes[1].set_title("peak resident memory per stage (its child process)", fontsize=9)
-    axes[0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=5, fontsize=8, frameon=False)  # below, off the lines
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return save_figure(fig, path, dpi=110)

@@ -175,6 +175,8 @@ def plot(path: Path, rows: list[dict], title: str) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    from genrec.bench.results import save_figure
+
     names = [r["mode"] + (f"\n{r['max_wait_ms']:g} ms wait" if r["max_wait_ms"] is not None else "") for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     left.bar(names, [r["requests_per_s"] or 0 for r in rows], color="tab:blue")
@@ -189,11 +191,7 @@ def plot(path: Path, rows: list[dict], title: str) -> Path | None:
     right.legend(loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def run_load(

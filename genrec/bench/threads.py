@@ -334,6 +334,8 @@ def plot_threads(path: Path, rows: list[dict]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    from genrec.bench.results import save_figure
+
     groups = list(dict.fromkeys(f"{r['workload']}\nload {r['background_load']}" for r in rows))
     settings = list(dict.fromkeys(f"{r['policy']} {r['threads']}" for r in rows))
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(groups) + 2), 4.5))
@@ -360,12 +362,7 @@ def plot_threads(path: Path, rows: list[dict]) -> Path | None:
     ax.set_title("CPU thread settings, quiet and with busy neighbours (dashed: 1.3x)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _main() -> None:

@@ -46,12 +46,10 @@ def _series(table: dict, keys: list[str]) -> dict[str, tuple[list, list]]:
 
 
 def _save(fig, path: Path, plt) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+    from genrec.bench.results import save_figure  # imports torch: only once a plot is saved
+
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_plots(data: dict, out_dir: Path) -> dict[str, Path]:

@@ -97,6 +97,7 @@ def beam_batch(work: Path, users: int = USERS, beam: int = BEAM, seed: int = 0, 
 
     from genrec.bench.decode import PrecomputedLogits, time_calls
     from genrec.decoding import TrieIndex, beam_search
+    from genrec.ops._backends import resolve_backend
 
     started = time.perf_counter()
     index = TrieIndex.load(work / TRIE_FILE)
@@ -124,6 +125,7 @@ def beam_batch(work: Path, users: int = USERS, beam: int = BEAM, seed: int = 0, 
         "batch_seconds": round(statistics.median(times), 4),
         "batch_repeats": repeats,
         "users_per_s": round(users / statistics.median(times), 1),
+        "backend": resolve_backend("constrained_beam_step", "auto", cpu).value,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -176,6 +178,7 @@ def encode_all(items: int, seed: int = 0, dim: int = DIM, chunk: int = CHUNK, fi
     import torch
 
     from genrec.bench.scale_data import SyntheticEmbeddings
+    from genrec.ops._backends import resolve_backend
 
     embeddings = SyntheticEmbeddings(items, dim=dim, seed=seed)
     tokenizer, fit_s, backend = fit_tokenizer(embeddings, fit_rows)
@@ -195,6 +198,7 @@ def encode_all(items: int, seed: int = 0, dim: int = DIM, chunk: int = CHUNK, fi
         "distinct_codes": len(cells),
         "largest_cell": int(cells.max()),
         "cells_over_codebook": int((cells > tokenizer.codebook_size).sum()),
+        "encode_backend": resolve_backend("rq_encode", tokenizer.encode_backend, tokenizer.device).value,
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -309,6 +309,7 @@ def test_trie_and_beam_stages_on_a_small_catalogue(tmp_path):
     assert np.array_equal(index.lookup(torch.from_numpy(ids)).numpy(), np.arange(3000))  # every ID, its item
     beam = scale_decode.beam_batch(work, users=16, beam=5, repeats=2)
     assert beam["beam_users"] == 16 and beam["batch_seconds"] > 0 and "random logits" in beam["step_fn"]
+    assert beam["backend"] in ("cpp", "reference")
     # The check the beam stage runs fails on wrong answers.
     good = np.arange(40).reshape(8, 5)
     scale_decode.check_items(good, ids, index)
@@ -344,6 +345,7 @@ def test_decoding_stages_run_in_children_and_merge_by_group(tmp_path):
         assert r["command"].startswith("python -m genrec.bench.scale_decode --stage " + stage)
     assert decoding["trie"]["nodes_per_level"][-1] == 400 and decoding["beam"]["beam"] == 20
     assert decoding["encode"]["fit_rows"] == 400 and decoding["encode"]["dim"] == 192
+    assert decoding["encode"]["encode_backend"] in ("cpp", "reference")
     saved = json.loads((out / "scale.json").read_text())
     assert [r["stage"] for r in saved["rows"]] == ["prepare", *DECODE_STAGES]  # sorted by size, then stage
     assert (out / "scale.png").stat().st_size > 1000

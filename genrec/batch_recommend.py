@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.faults import fault_point
+from genrec.files import file_sha256
 from genrec.progress import progress_bar
 
 MANIFEST_VERSION = 1
@@ -183,25 +184,15 @@ def user_ids_of(dataset) -> list[str]:
 # ---- what the parts were computed from --------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_manifest(run_dir: Path, info: dict, dataset, user_idx: np.ndarray, decoding: dict) -> dict:
     """The identity of a batch job: a restart may reuse parts only where all of this is equal."""
     return {
         "format_version": MANIFEST_VERSION,
         "run": str(Path(run_dir).resolve()),
-        "model_sha256": _file_sha256(run_dir / "model.safetensors"),
-        "semantic_ids_sha256": _file_sha256(run_dir / "tokenizer" / "semantic_ids.npy"),
-        "cooccurrence_sha256": _file_sha256(run_dir / "cooccurrence.safetensors"),
-        "similarity_sha256": _file_sha256(run_dir / "similarity.safetensors"),
+        "model_sha256": file_sha256(run_dir / "model.safetensors", missing_ok=True),
+        "semantic_ids_sha256": file_sha256(run_dir / "tokenizer" / "semantic_ids.npy", missing_ok=True),
+        "cooccurrence_sha256": file_sha256(run_dir / "cooccurrence.safetensors", missing_ok=True),
+        "similarity_sha256": file_sha256(run_dir / "similarity.safetensors", missing_ok=True),
         "fusion": (info.get("fusion") or {}).get("weights"),
         "model_config": info["config"]["model"],
         "dataset_fingerprint": dataset.fingerprint,

@@ -188,7 +188,7 @@ def _read_run(run_dir: Path):
 
 def _source_sha256(items) -> str | None:
     if isinstance(items, (str, Path)):
-        from genrec.embed.state import file_sha256
+        from genrec.files import file_sha256
 
         return file_sha256(Path(items))
     return None

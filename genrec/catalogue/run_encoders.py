@@ -30,11 +30,11 @@ from genrec.embed.state import (
     STATE_FILE,
     TENSORS_FILE,
     EncoderStateError,
-    file_sha256,
     has_encoder_state,
     read_encoder_state,
     save_state,
 )
+from genrec.files import file_sha256
 
 FORMAT_VERSION = 1
 ENCODERS_DIR = "encoders"

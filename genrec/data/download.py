@@ -26,6 +26,7 @@ from genrec.data.errors import DownloadError
 from genrec.data.paths import data_dir
 from genrec.data.registry import KnownDataset, RemoteFile, get_dataset
 from genrec.data.writer import default_mode
+from genrec.files import file_sha256
 
 CHUNK = 1 << 20
 USER_AGENT = "genrec-data-download"
@@ -33,14 +34,6 @@ DOWNLOAD_MANIFEST = "download.json"
 
 # Progress callback: (file name, bytes so far, total bytes or None).
 Progress = Callable[[str, int, int | None], None]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_file(
@@ -61,7 +54,7 @@ def download_file(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file():
-        actual = sha256_of(dest)
+        actual = file_sha256(dest)
         if sha256 is None or actual == sha256:
             return _record(url, dest, actual, sha256)
     part = dest.with_name(dest.name + ".part")
@@ -80,7 +73,7 @@ def download_file(
                 ) from None
         attempt += 1
         time.sleep(min(2.0**attempt * 0.1, 5.0))
-    actual = sha256_of(part)
+    actual = file_sha256(part)
     if sha256 is not None and actual != sha256:
         part.unlink()
         raise DownloadError(
@@ -238,7 +231,7 @@ def verify_registered_sources(source: str | Path, root: str | Path | None = None
             path = source / name
             if not path.is_file():
                 continue
-            actual = sha256_of(path)
+            actual = file_sha256(path)
             if actual != expected:
                 raise DataError(
                     f"{path}: sha256 {actual} differs from the {expected} pinned for {ds.name!r} "

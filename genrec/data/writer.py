@@ -8,7 +8,6 @@ place, so a reader never sees a half-written dataset.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import html
 import json
 import os
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
+from genrec.files import file_sha256
 
 FORMAT_VERSION = 1
 MIN_SEQUENCE_LENGTH = LeaveOneOut.min_length
@@ -38,15 +38,9 @@ def default_mode(base: int = 0o666) -> int:
     return base & ~mask
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> dict:
+def file_digest(path: str | Path) -> dict:
     """``{"path", "sha256", "bytes"}`` of a source file, for the manifest."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            size += len(block)
-    return {"path": str(path), "sha256": h.hexdigest(), "bytes": size}
+    return {"path": str(path), "sha256": file_sha256(path), "bytes": Path(path).stat().st_size}
 
 
 def clean_text(value: Any) -> str | None:

@@ -34,6 +34,7 @@ from genrec.embed.artifacts import EmbeddingError
 from genrec.embed.encoder_config import CONTENT_MODALITIES, MultimodalConfig
 from genrec.embed.modality import ModalityFeatures
 from genrec.embed.registry import ItemEncoder
+from genrec.files import file_sha256
 
 PROBE_K = 10
 
@@ -617,16 +618,6 @@ def _stderr_log(enabled: bool):
     return lambda message: console.print(message, markup=False)
 
 
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def multimodal_fingerprint(encoder, dataset, settings: MultimodalConfig, extra: dict | None = None) -> str:
     """Hash of what the embeddings depend on: the text inputs and model, the item table, the training
     split (the dataset's manifest), image files (path, size, mtime) and every cache-relevant setting."""
@@ -639,7 +630,7 @@ def multimodal_fingerprint(encoder, dataset, settings: MultimodalConfig, extra: 
         "version": ENCODER_VERSION,
         "settings": cache_relevant(settings),
         "dataset_manifest": dataset.fingerprint,
-        "items_parquet": _file_digest(Path(dataset.path) / "items.parquet"),
+        "items_parquet": file_sha256(Path(dataset.path) / "items.parquet"),
         **(extra or {}),
     }
     if "text" in settings.modalities:

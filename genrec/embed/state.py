@@ -22,7 +22,6 @@ older embed.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -35,6 +34,7 @@ from genrec.embed.artifacts import (
     atomic_path,
     atomic_save_json,
 )
+from genrec.files import file_sha256
 
 FORMAT_VERSION = 1
 STATE_FILE = "encoder_state.json"
@@ -44,14 +44,6 @@ STATE_FILES = (STATE_FILE, TENSORS_FILE)
 
 class EncoderStateError(EmbeddingError):
     """An encoder state that is missing, damaged or does not belong to its embeddings."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encoder_new_item_state(encoder) -> tuple[dict, dict] | None:

@@ -9,13 +9,13 @@ copied to another machine is found there too. Folders given in the config (``dat
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 from genrec.config import Config, ConfigError, cache_relevant, stable_hash
+from genrec.files import file_sha256
 from genrec.pipeline.cache import StageCache, StageOutput
 
 # Bump when a stage's output for the same settings changes meaning.
@@ -36,11 +36,7 @@ def _file_digests(source: Path) -> dict[str, str]:
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     out = {}
     for path in files:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        out[str(path.relative_to(source)) if source.is_dir() else path.name] = h.hexdigest()
+        out[str(path.relative_to(source)) if source.is_dir() else path.name] = file_sha256(path)
     return out
 
 

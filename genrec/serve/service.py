@@ -10,7 +10,6 @@ different k are separate calls (a cold-item cap makes a top k more than a prefix
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import file_sha256
 from genrec.recommend import Recommendation, Recommender, RunRecommender, load_run
 from genrec.serve.restricted import restricted_topk
 
@@ -81,7 +81,7 @@ class RecommendService:
         rec = run.recommender
         beam = getattr(rec, "beam_size", None)
         self.max_k = run.num_items if beam is None else min(int(beam), run.num_items)
-        self.model_sha256 = _file_sha256(Path(run.run_dir) / "model.safetensors")
+        self.model_sha256 = file_sha256(Path(run.run_dir) / "model.safetensors", missing_ok=True)
         self._restricted_view = copy.copy(run)  # shares the id index; its recommender set per call
 
     @classmethod
@@ -252,11 +252,3 @@ class _TopkOnly:
         return self._topk(histories, k, users)
 
 
-def _file_sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -230,6 +230,16 @@ def modality_dropout(mask: torch.Tensor, p: float, generator: torch.Generator) -
 PROBE_MAX_ITEMS = 2000
 """Probe items scored: beyond this many, a seeded sample of them (the same one every epoch).
 Each is compared with every warm item, so the cost is this times the catalogue."""
+PROBE_SIMILARITIES = 2000 * 100_000
+"""... and at most about this many probe x warm similarities per probe (the fusion probes once an
+epoch): a catalogue with more than 100,000 warm items probes fewer items, down to PROBE_MIN_ITEMS
+(200 at a million items, where 2,000 cost 45 % of the embed stage)."""
+PROBE_MIN_ITEMS = 200
+
+
+def probe_size(warm_items: int) -> int:
+    """How many probe items a catalogue of ``warm_items`` warm items scores (see PROBE_SIMILARITIES)."""
+    return min(PROBE_MAX_ITEMS, max(PROBE_MIN_ITEMS, PROBE_SIMILARITIES // max(warm_items, 1)))
 PROBE_BLOCK = 1 << 26
 """Similarities held at once (256 MiB of float32): probe rows are scored in blocks of this many;
 fewer rows per block would re-read the whole warm bank for each few rows."""
@@ -264,13 +274,15 @@ class BehaviourProbe:
         warm: np.ndarray,
         k: int = PROBE_K,
         *,
-        max_items: int = PROBE_MAX_ITEMS,
+        max_items: int | None = None,
         seed: int = 0,
         block: int = PROBE_BLOCK,
     ) -> None:
         self.k = k
-        self.items = probe_sample(np.asarray(probe, dtype=np.int64), max_items, seed)
         warm_idx = np.flatnonzero(warm)
+        if max_items is None:
+            max_items = probe_size(len(warm_idx))
+        self.items = probe_sample(np.asarray(probe, dtype=np.int64), max_items, seed)
         self.bank = torch.from_numpy(np.ascontiguousarray(behaviour[warm_idx], dtype=np.float32))
         self.truth = torch.from_numpy(np.ascontiguousarray(behaviour[self.items], dtype=np.float32))
         self.pos = torch.from_numpy(np.searchsorted(warm_idx, self.items))
@@ -331,11 +343,12 @@ def behaviour_probe(
     warm: np.ndarray,
     k: int = PROBE_K,
     *,
-    max_items: int = PROBE_MAX_ITEMS,
+    max_items: int | None = None,
     seed: int = 0,
 ) -> dict:
     """:class:`BehaviourProbe` metrics of ``estimates`` [P, D] for the items ``probe``; ``behaviour``
-    [N, D] unit rows, real for ``warm`` items. Beyond ``max_items`` probe items, a seeded sample."""
+    [N, D] unit rows, real for ``warm`` items. Beyond ``max_items`` probe items (default
+    :func:`probe_size`), a seeded sample."""
     if len(probe) == 0:
         return {}
     scorer = BehaviourProbe(probe, behaviour, warm, k, max_items=max_items, seed=seed)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genrec.embed import multimodal as mm
 from genrec.embed.multimodal import BehaviourProbe, behaviour_probe, probe_sample
 
 
@@ -116,3 +117,18 @@ def test_the_probe_refuses_estimates_of_the_wrong_length():
     estimates, probe, behaviour, warm = random_case(0, 100, 4)
     with pytest.raises(ValueError, match="estimates for"):
         BehaviourProbe(probe, behaviour, warm)(estimates[:-1])
+
+
+def test_probe_size_keeps_the_probe_cost_bounded_at_catalogue_scale(monkeypatch):
+    assert [mm.probe_size(n) for n in (50, 12_000, 100_000, 400_000, 1_000_000, 10_000_000)] == [
+        2000, 2000, 2000, 500, 200, 200
+    ]  # fmt: skip
+    rng = np.random.default_rng(3)
+    warm = rng.random(300) < 0.8
+    behaviour = rng.standard_normal((300, 4)).astype(np.float32)
+    probe = np.flatnonzero(warm)[:60]
+    monkeypatch.setattr(mm, "PROBE_SIMILARITIES", 20 * int(warm.sum()))  # 20 probe items' worth
+    monkeypatch.setattr(mm, "PROBE_MIN_ITEMS", 5)
+    scorer = mm.BehaviourProbe(probe, behaviour, warm, seed=2)
+    assert np.array_equal(scorer.items, mm.probe_sample(probe, 20, seed=2))
+    assert len(mm.BehaviourProbe(probe, behaviour, warm, max_items=60).items) == 60  # an explicit cap wins

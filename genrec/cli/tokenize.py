@@ -85,6 +85,12 @@ def _report(result, out: Path) -> None:
         f"{c['collision_groups']:,} groups, largest {c['largest_collision_group']}; "
         f"disambiguation level size {m['disambiguation_level_size']}"
     )
+    o = m.get("overflow")
+    if o and o["moved_items"]:
+        console.print(
+            f"cells over the disambiguation token's {o['cell_capacity']} items (largest {o['largest_cell_before']}): "
+            f"{o['moved_items']:,} items moved to their nearest free ID"
+        )
     console.print(
         f"reconstruction: mse {m['reconstruction']['mse']:.4f}, "
         f"unexplained variance {m['reconstruction']['relative_error']:.1%}; {m['seconds']:.1f} s on {m['device']}"

@@ -130,3 +130,17 @@ def test_bad_settings_are_named(tmp_path, dataset):
     assert "tokenize.rqvae.gradient" in run(*base, "--set", "rqvae.gradient=straight").output
     overflow = run(*base, "--levels", "1", "--codebook-size", "2", "--method", "rqkmeans")
     assert overflow.exit_code == 1 and "codebook_size=2" in overflow.output
+
+
+def test_an_overflowing_cell_is_reported_and_its_items_moved(tmp_path, dataset):
+    data, emb, _ = dataset
+    out = tmp_path / "tok"
+    # 96 clustered items on 2 x 5 codes: at most 5 per code pair, so crowded pairs must hand items on
+    result = run("--data", data, "--embeddings", emb, "--out", out, "--method", "rqkmeans", "--levels", "2",
+                 "--codebook-size", "5", "--device", "cpu", "--no-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    overflow = json.loads((out / "metrics.json").read_text())["overflow"]
+    assert overflow["moved_items"] > 0 and overflow["largest_cell_before"] > 5
+    assert f"{overflow['moved_items']:,} items moved to their nearest free ID" in result.output
+    ids = np.load(out / "semantic_ids.npy", allow_pickle=False)
+    assert len(np.unique(ids, axis=0)) == 96 and ids[:, 2].max() < 5

@@ -201,10 +201,13 @@ class Fusion:
         histories: Sequence[np.ndarray],
         exclude_history: bool,
         cold_search=None,
+        best: int | None = None,
     ) -> Candidates:
         """The candidates of a batch. ``cold_search(m)``, where the model has cold items and the fusion
         asks for cold candidates, returns the (items, scores) [U, m] of a beam search restricted to
-        them (genrec.recommend.Recommender passes it)."""
+        them (genrec.recommend.Recommender passes it). With ``best``, only the ``top(self.weights,
+        best)`` of the result will be read: a candidate that cannot reach it is not teacher-forced
+        and keeps seq = -inf (the top ``best`` items and scores are those of the full candidates)."""
         device = beam_items.device
         B = beam_items.shape[1]
         votes = None
@@ -251,18 +254,47 @@ class Fusion:
         dup = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1) & (items >= 0)
         items = items.masked_fill(dup, -1)
         known = sum(t.shape[1] for t, _ in scored)
-        # Only the new candidates go through the depth decoder (most of a source's best items are
-        # usually in the beam already).
-        owner, col = (items[:, known:] >= 0).nonzero(as_tuple=True)
-        col = col + known
-        if len(owner):
-            seq[owner, col] = model.id_log_probs(batch, codes[items[owner, col]], owner)
         seq = seq.masked_fill(items < 0, float("-inf"))
         head = head.of(items)
         cooc = votes.of(items.cpu().numpy()).to(device) if votes is not None else torch.zeros_like(seq)
         cold = None if cold_items is None else cold_items.to(device)[items.clamp(min=0)] & (items >= 0)
         sim = None if similarity is None else similarity.of(profiles, items)
-        return Candidates(items, seq, head, cooc, B, cold, sim)
+        cand = Candidates(items, seq, head, cooc, B, cold, sim)
+        # Only the new candidates go through the depth decoder (most of a source's best items are
+        # usually in the beam already).
+        new = items >= 0
+        new[:, :known] = False
+        if best is not None and cold is None:
+            new = self._teacher_force_best(model, batch, codes, cand, new, best)
+        _teacher_force(model, batch, codes, cand, new)
+        return cand
+
+    def _teacher_force_best(self, model, batch, codes, cand: Candidates, new, best: int):
+        """Teacher-force the new candidates that could enter the top ``best`` and return the rest
+        of ``new`` that still could. A candidate's score is seq + the other terms ("rest", known
+        without the depth decoder) and seq <= 0 (a sum of log-softmax values, also in floats), so
+        one whose rest is below the best-th score already known cannot enter the top ``best``:
+        at least ``best`` candidates score more. The new candidates with the highest rest go first,
+        which makes that known score high enough to skip most of the others."""
+        w = self.weights
+        rest = Candidates(
+            cand.items, torch.zeros_like(cand.seq), cand.head, cand.cooc_votes, 0, None, cand.sim
+        )
+        rest = rest.scores(w)  # exactly the terms Candidates.scores adds to seq (seq = 0 here)
+        first = rest.masked_fill(~new, float("-inf")).topk(min(best, new.shape[1]), dim=1).indices
+        early = torch.zeros_like(new).scatter_(1, first, True) & new
+        _teacher_force(model, batch, codes, cand, early)
+        if cand.items.shape[1] < best:
+            return new & ~early
+        floor = cand.scores(w).topk(best, dim=1).values[:, -1:]  # -inf where fewer are known
+        return new & ~early & ~(rest < floor)
+
+
+def _teacher_force(model, batch, codes: torch.Tensor, cand: Candidates, which: torch.Tensor) -> None:
+    """Fill ``cand.seq`` where ``which`` [U, M] with log P(semantic ID | history) (the depth decoder)."""
+    owner, col = which.nonzero(as_tuple=True)
+    if len(owner):
+        cand.seq[owner, col] = model.id_log_probs(batch, codes[cand.items[owner, col]], owner)
 
 
 class _HeadScores:

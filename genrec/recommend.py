@@ -239,6 +239,8 @@ class Recommender:
             histories,
             self.exclude_history,
             cold_search=lambda m: self._cold_search(batch, m, masks),
+            # Tuning reads every candidate's scores; otherwise only the top k is read.
+            best=k if self.collect_candidates is None else None,
         )
         if self.collect_candidates is not None:
             self.collect_candidates.append(cand.to("cpu"))
@@ -460,7 +462,9 @@ def _saved_content_dim(weights: Path, model_config) -> int:
     try:
         with safe_open(str(weights), framework="pt") as f:
             if "item_content" not in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                raise RunError(f"{weights} holds no item_content table, but the run's model has content vectors")
+                raise RunError(
+                    f"{weights} holds no item_content table, but the run's model has content vectors"
+                )
             return int(f.get_slice("item_content").get_shape()[1])
     except (OSError, SafetensorError) as e:
         raise RunError(f"{weights}: cannot be read ({e})") from None
@@ -504,7 +508,9 @@ def load_fusion(run_dir: Path, model_config, recorded: dict, num_items: int) -> 
     embeddings of the run folder."""
     if model_config.kind in ITEM_ID_KINDS or model_config.item_loss <= 0:
         return None
-    weights = FusionWeights(**recorded["weights"]) if recorded.get("weights") else config_weights(model_config)
+    weights = (
+        FusionWeights(**recorded["weights"]) if recorded.get("weights") else config_weights(model_config)
+    )
     cooc = None
     if uses_cooccurrence(model_config):
         try:

@@ -360,8 +360,11 @@ def _test(
     With a torchrun ``shard`` each rank scores its share of the batches and gets the whole result;
     rank 0 alone tunes the fusion and writes."""
     from genrec.eval import evaluate
+    from genrec.heap import keep_freed_memory
     from genrec.recommend import load_fusion
 
+    # The batches below free and allocate the same large tensors over and over (genrec.heap).
+    keep_freed_memory()
     main = shard is None or shard.is_main
     weights = run_dir / "model.safetensors"
     import hashlib

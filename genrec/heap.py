@@ -8,7 +8,7 @@ per batch of 1,024 users (co-occurrence votes, beam logits, depth-decoder activa
 head's chunks of logits). On 5,000 test users + 8,000 validation users for the fusion that was
 60 s of system time (page faults) against 109 s of user time. Raising the mmap threshold to
 64 MB and not trimming the heap's top keeps the blocks up to that size for reuse: 27 s of system
-time, and the stage 186 s -> 128 s on the same users, with the same lists. The
+time, and the stage 186 s -> 128 s on the same users (load 2.2-4.3 vs 1.9-2.4), same lists. The
 cost is the memory those freed blocks keep: peak RSS 2.6 -> 3.2 GB there. A 1 GB threshold (every
 block reused) saved no more time and kept 5.1 GB.
 """

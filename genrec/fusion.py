@@ -226,7 +226,10 @@ class Fusion:
         picks = [(None, min(self.candidates, model.num_items))] if self.candidates else []
         if m_cold:
             picks.append((cold_items.to(device), m_cold))
-        head = _HeadScores(model, batch, histories if exclude_history else None, picks)
+        # The head's log-normalizer only matters where its scores are read: in tuning (best None),
+        # with a head weight, or with cold items (their cap reorders by the full score).
+        normalize = best is None or self.weights.head_weight != 0 or cold_items is not None
+        head = _HeadScores(model, batch, histories if exclude_history else None, picks, normalize)
         scored = [(beam_items, beam_scores.float())]  # sources whose seq score is known
         extra = []  # sources whose seq score the depth decoder computes
         if self.candidates:
@@ -303,7 +306,9 @@ class _HeadScores:
     catalogue of at most ``model.head_chunk`` items is scored in one [U, N] product; a larger one
     is scanned in chunks (ItemDecoder.item_head_scan), so memory does not grow with users x items."""
 
-    def __init__(self, model, batch, histories: Sequence[np.ndarray] | None, picks) -> None:
+    def __init__(
+        self, model, batch, histories: Sequence[np.ndarray] | None, picks, normalize: bool = True
+    ) -> None:
         self.model = model
         chunk = getattr(model, "head_chunk", None)
         if chunk is None or model.num_items <= chunk:
@@ -327,7 +332,7 @@ class _HeadScores:
             rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
             cols = np.concatenate([np.asarray(h, np.int64) for h in histories] or [np.zeros(0, np.int64)])
             exclude = (torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device))
-        self.log_norm, self.tops, self.states = model.item_head_scan(batch, picks, exclude)
+        self.log_norm, self.tops, self.states = model.item_head_scan(batch, picks, exclude, normalize=normalize)
 
     def of(self, items: torch.Tensor) -> torch.Tensor:
         """log P_head [U, M] of candidate ``items`` [U, M] (-1: an empty slot)."""

@@ -238,6 +238,7 @@ class ItemDecoder(GenerativeModel):
                 f"new items' content must be finite [n, {self.content_dim}], got {list(content.shape)}"
             )
         n = content.shape[0]
+        self._states_memo = None  # the item table is replaced below
         old = self.item_emb
         self.item_emb = nn.Embedding(
             self.num_items + n,
@@ -299,12 +300,16 @@ class ItemDecoder(GenerativeModel):
         picks: Sequence[tuple[torch.Tensor | None, int]],
         exclude: tuple[torch.Tensor, torch.Tensor] | None = None,
         chunk: int | None = None,
+        normalize: bool = True,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The item head over the catalogue ``chunk`` items at a time (default ``head_chunk``), so
         memory holds users x chunk scores, never users x catalogue: (the log-normalizer [U] float32,
         per pick (``allowed`` [N] bool or None for every item, ``m``) the best m items [U, m] by
         log P_head outside the ``exclude`` pairs (rows [P], items [P]; -1 where fewer qualify; ties
-        across chunks: the lower index), the history states [U, C] for :meth:`item_head_log_probs_of`)."""
+        across chunks: the lower index), the history states [U, C] for :meth:`item_head_log_probs_of`).
+        ``normalize=False`` skips the log-normalizer (returned as zeros: log P_head is then off by a
+        per-user constant, which leaves every pick's ranking as it is) for callers that never read
+        the head's scores: the exp over users x catalogue is half the scan at a million items."""
         if not self.item_loss:
             raise ValueError("the item head needs a model trained with item_loss > 0 (model.item_loss)")
         states = self._last_states(batch)
@@ -323,14 +328,15 @@ class ItemDecoder(GenerativeModel):
         for lo in range(0, N, chunk):
             ids = torch.arange(lo, min(N, lo + chunk), device=device)
             logits = (states @ self.item_vectors(ids).T).float()  # (U, chunk)
-            top = logits.max(dim=1).values
-            new_peak = torch.maximum(peak, top)
-            total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(1)
-            peak = new_peak
-            if exclude is not None:
+            if normalize:
+                top = logits.max(dim=1).values
+                new_peak = torch.maximum(peak, top)
+                total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(1)
+                peak = new_peak
+            if exclude is not None:  # in place: the normalizer above has read the chunk
                 rows, items = exclude
                 inside = (items >= lo) & (items < lo + len(ids))
-                logits = logits.index_put(
+                logits.index_put_(
                     (rows[inside], items[inside] - lo), torch.tensor(float("-inf"), device=device)
                 )
             for p, (allowed, m) in enumerate(picks):
@@ -344,7 +350,8 @@ class ItemDecoder(GenerativeModel):
                 order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :m]
                 best[p] = (s.gather(1, order), i.gather(1, order))
         tops = [i.masked_fill(torch.isinf(s), -1) for s, i in best]
-        return peak + torch.log(total), tops, states
+        log_norm = peak + torch.log(total) if normalize else torch.zeros(U, device=device)
+        return log_norm, tops, states
 
     @torch.no_grad()
     def item_head_log_probs_of(
@@ -390,13 +397,42 @@ class ItemDecoder(GenerativeModel):
 
     def _last_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(U, C): the item transformer's state after each history's last item (the user token's
-        for an empty history): what both the depth decoder and the item head start from."""
+        for an empty history): what both the depth decoder and the item head start from.
+
+        Out of training and without gradients, the states of the last batch are kept: decoding a
+        batch asks for them three times (the beam's first step, the item head, teacher-forcing
+        other sources' candidates). The batch's very tensors (held, so no other tensor can take
+        their identity), their in-place versions and the weights' versions must all match."""
+        keys = ("history", "history_len", "user_ids", "history_items")
+        tensors = tuple(batch.get(k) for k in keys)
+        memo_ok = (
+            not self.training
+            and not torch.is_grad_enabled()
+            and not any(t is not None and t.is_inference() for t in tensors)  # no version counters
+        )
+        if memo_ok:
+            versions = tuple(-1 if t is None else t._version for t in tensors) + self._weight_versions()
+            memo = getattr(self, "_states_memo", None)
+            if (
+                memo is not None
+                and len(memo[0]) == len(tensors)
+                and all(a is b for a, b in zip(memo[0], tensors, strict=True))
+                and memo[1] == versions
+            ):
+                return memo[2]
         history, history_len = batch["history"], batch["history_len"]
         U = history.shape[0]
         if history.shape[1] == 0:
             history = history.new_zeros(U, 1, self.num_levels)
         h = self.hidden(history, history_len, batch.get("user_ids"), batch.get("history_items"))
-        return h[torch.arange(U, device=h.device), (self.user_offset + history_len - 1).clamp(min=0)]
+        states = h[torch.arange(U, device=h.device), (self.user_offset + history_len - 1).clamp(min=0)]
+        self._states_memo = (tensors, versions, states) if memo_ok else None
+        return states
+
+    def _weight_versions(self) -> tuple[int, ...]:
+        """In-place update counters of every parameter and buffer: an optimizer step or a load
+        between two calls changes them."""
+        return tuple(t._version for t in self.parameters()) + tuple(b._version for b in self.buffers())
 
     # ---- decoding ----
     def step_fn(self, batch: Mapping[str, torch.Tensor], beam_size: int, check: bool = True) -> StepFn:

@@ -334,6 +334,12 @@ def test_the_chunked_item_head_scan_equals_the_whole_catalogue(seed, chunk, excl
             assert got[r].tolist() == want
     empty = torch.full((len(histories), 2), -1)
     assert torch.isinf(model.item_head_log_probs_of(states, log_norm, empty)).all()
+    # Without the normalizer: the same picks, a zero log-normalizer.
+    raw_norm, raw_tops, _ = model.item_head_scan(
+        batch, [(None, 7), (cold, 3), (cold, 9)], pairs, chunk=chunk, normalize=False
+    )
+    assert torch.equal(raw_norm, torch.zeros(len(histories)))
+    assert all(torch.equal(a, b) for a, b in zip(raw_tops, tops, strict=True))
 
 
 def test_a_catalogue_larger_than_the_head_chunk_gives_the_same_lists():
@@ -352,3 +358,67 @@ def test_a_catalogue_larger_than_the_head_chunk_gives_the_same_lists():
         lists.append(rec.topk(histories, 8))
     np.testing.assert_array_equal(lists[0][0], lists[1][0])
     np.testing.assert_allclose(lists[0][1], lists[1][1], atol=1e-5)
+
+
+def _warm_decoder(level_sizes, seed=0):
+    torch.manual_seed(seed)
+    model = ItemDecoder(level_sizes, max_history=6, d_model=16, num_layers=1, num_heads=2, head_dim=8,
+                        d_ff=32, num_items=N, item_loss=1.0, item_negatives=8)  # fmt: skip
+    with torch.no_grad():
+        model.item_emb.weight.normal_(0, 1.0)
+    return model.eval()
+
+
+def test_without_a_head_weight_the_scan_skips_its_normalizer_and_the_lists_stay(monkeypatch):
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    rng = np.random.default_rng(5)
+    histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(6)]
+    normalized = []
+    scan = ItemDecoder.item_head_scan
+
+    def spy(self, *args, normalize=True, **kwargs):
+        normalized.append(normalize)
+        return scan(self, *args, normalize=normalize, **kwargs)
+
+    monkeypatch.setattr(ItemDecoder, "item_head_scan", spy)
+    lists = []
+    for chunk, head_weight in ((N, 0.0), (5, 0.0), (5, 1e-30)):  # whole, chunked raw, chunked normalised
+        model = _warm_decoder(level_sizes)
+        model.head_chunk = chunk
+        rec = Recommender(model, codes, beam_size=6, exclude_history=True,
+                          fusion=Fusion(FusionWeights(head_weight=head_weight), None, 4))  # fmt: skip
+        lists.append(rec.topk(histories, 8))
+    assert normalized == [
+        False,
+        True,
+    ]  # the whole catalogue is not scanned; a head weight needs the normalizer
+    for items, scores in lists[1:]:
+        np.testing.assert_array_equal(items, lists[0][0])
+        np.testing.assert_allclose(scores, lists[0][1], atol=1e-5)
+
+
+def test_the_history_states_are_computed_once_per_batch_and_never_stale():
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    model = _warm_decoder(level_sizes)
+    histories = [np.array([0, 1, 2]), np.array([5])]
+    batch = Recommender(model, codes, beam_size=4)._batch(
+        torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None
+    )
+    calls = []
+    hidden = model.hidden
+    model.hidden = lambda *a, **k: calls.append(1) or hidden(*a, **k)
+    with torch.no_grad():
+        first = model._last_states(batch)
+        assert model._last_states(batch) is first and len(calls) == 1  # the same batch: kept
+        copy = dict(batch, history=batch["history"].clone())
+        torch.testing.assert_close(model._last_states(copy), first)  # other tensors: recomputed
+        assert len(calls) == 2
+        model.item_emb.weight.mul_(2)  # weights changed in place
+        changed = model._last_states(copy)
+        assert len(calls) == 3 and not torch.allclose(changed, first)
+        copy["history_items"][0, 0] = 4  # the batch changed in place
+        model._last_states(copy)
+        assert len(calls) == 4
+    model._last_states(copy)  # gradients on: never kept
+    model._last_states(copy)
+    assert len(calls) == 6

@@ -188,3 +188,30 @@ def test_beauty_baselines_reproduce_committed_results(prepared_beauty, model):
     result = evaluate(recommender, ds, "test", ks=committed["ks"], progress=False)
     for key, value in committed["metrics"].items():
         assert result.metrics[key] == pytest.approx(value, rel=1e-9), key
+
+
+def _one_shot_pairs(src, dst, w, n):
+    """The pair sums before they were taken a source range at a time: one np.unique over all pairs."""
+    key = src.astype(np.int64) * n + dst
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return uniq // n, uniq % n, np.bincount(inverse, weights=w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    pairs=st.integers(0, 300),
+    per_pass=st.integers(1, 64),
+    seed=st.integers(0, 2**16),
+)
+def test_pair_sums_taken_by_source_range_are_the_one_shot_sums_to_the_bit(n, pairs, per_pass, seed):
+    from genrec.eval.baselines import _sum_pairs
+
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, n, pairs).astype(np.int32)
+    dst = rng.integers(0, n, pairs).astype(np.int32)
+    w = rng.choice([1.0, 0.7, 0.49, 1e-3], pairs)  # non-dyadic: a different summation order would show
+    got = _sum_pairs(src, dst, w, n, per_pass=per_pass)
+    want = _one_shot_pairs(src, dst, w, n)
+    for g, e in zip(got, want, strict=True):
+        assert (g.dtype == e.dtype or not len(g)) and np.array_equal(g, e)  # (an empty bincount is int64)

@@ -149,20 +149,21 @@ class CoOccurrence:
         )
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         user_of = np.repeat(np.arange(len(lengths)), lengths)
-        src, dst, w = [], [], []
+        flat = flat.astype(np.int32 if n < 2**31 else np.int64)  # half the memory of the pair lists
+        # Each pair keeps its distance (one byte), not its weight: a million items' pairs number
+        # over 100 M, and their float64 weights alone would be a gigabyte.
+        weights = np.array([cfg.distance_decay ** (d - 1) for d in range(1, cfg.window + 1)])
+        src, dst, dist = [], [], []
         for d in range(1, cfg.window + 1):
-            same_user = user_of[:-d] == user_of[d:] if len(flat) > d else np.zeros(0, bool)
-            a, b = flat[:-d][same_user], flat[d:][same_user]
-            weight = np.full(len(a), cfg.distance_decay ** (d - 1))
-            src.append(a), dst.append(b), w.append(weight)
+            a, b = flat[:-d], flat[d:]
+            pair = (user_of[:-d] == user_of[d:]) & (a != b)  # an item does not recommend itself
+            a, b = a[pair], b[pair]
+            step = np.full(len(a), d - 1, dtype=np.min_scalar_type(cfg.window))
+            src.append(a), dst.append(b), dist.append(step)
             if not cfg.directed:
-                src.append(b), dst.append(a), w.append(weight)
-        index = np.int32 if n < 2**31 else np.int64  # half the memory of the pair lists
-        src, dst = np.concatenate(src).astype(index), np.concatenate(dst).astype(index)
-        w = np.concatenate(w)
-        keep = src != dst  # an item does not recommend itself
-        src, dst, w = src[keep], dst[keep], w[keep]
-        rows, cols, values = _sum_pairs(src, dst, w, n)
+                src.append(b), dst.append(a), dist.append(step)
+        src, dst, dist = np.concatenate(src), np.concatenate(dst), np.concatenate(dist)
+        rows, cols, values = _sum_pairs(src, dst, dist, weights, n)
         counts = np.maximum(self.train_counts, 1).astype(np.float64)
         values = values / counts[rows] ** cfg.source_norm / counts[cols] ** cfg.target_norm
         indptr = np.zeros(n + 1, dtype=np.int64)
@@ -309,12 +310,16 @@ PAIRS_PER_PASS = 1 << 24
 synthetic catalogue has 110 M pairs, whose one-shot np.unique peaked near 13 GB."""
 
 
-def _sum_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int, per_pass: int = PAIRS_PER_PASS):
-    """(rows, cols, summed weights) of the distinct (src, dst) pairs, ordered by (src, dst).
+def _sum_pairs(
+    src: np.ndarray, dst: np.ndarray, kind: np.ndarray, weights: np.ndarray, n: int, per_pass: int | None = None
+):
+    """(rows, cols, summed weights) of the distinct (src, dst) pairs, ordered by (src, dst); pair i
+    weighs ``weights[kind[i]]``.
 
     The pairs are taken a range of source items at a time, so memory follows ``per_pass``, not the
     pair count; within a range the weights are summed in their input order, as one np.unique +
     np.bincount over all pairs would, so the sums are the same to the bit."""
+    per_pass = per_pass or PAIRS_PER_PASS
     if len(src) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     total = np.cumsum(np.bincount(src, minlength=n))  # pairs of sources 0..i
@@ -325,7 +330,7 @@ def _sum_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int, per_pass
         sel = (src >= lo) & (src < hi) if len(bounds) > 2 else slice(None)
         key = src[sel].astype(np.int64) * n + dst[sel]
         uniq, inverse = np.unique(key, return_inverse=True)
-        sums.append(np.bincount(inverse, weights=w[sel], minlength=len(uniq)))
+        sums.append(np.bincount(inverse, weights=weights[kind[sel]], minlength=len(uniq)))
         rows.append(uniq // n)
         cols.append(uniq % n)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(sums)

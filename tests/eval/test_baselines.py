@@ -210,8 +210,52 @@ def test_pair_sums_taken_by_source_range_are_the_one_shot_sums_to_the_bit(n, pai
     rng = np.random.default_rng(seed)
     src = rng.integers(0, n, pairs).astype(np.int32)
     dst = rng.integers(0, n, pairs).astype(np.int32)
-    w = rng.choice([1.0, 0.7, 0.49, 1e-3], pairs)  # non-dyadic: a different summation order would show
-    got = _sum_pairs(src, dst, w, n, per_pass=per_pass)
-    want = _one_shot_pairs(src, dst, w, n)
+    weights = np.array([1.0, 0.7, 0.49, 1e-3])  # non-dyadic: a different summation order would show
+    kind = rng.integers(0, 4, pairs).astype(np.uint8)
+    got = _sum_pairs(src, dst, kind, weights, n, per_pass=per_pass)
+    want = _one_shot_pairs(src, dst, weights[kind], n)
     for g, e in zip(got, want, strict=True):
         assert (g.dtype == e.dtype or not len(g)) and np.array_equal(g, e)  # (an empty bincount is int64)
+
+
+def _old_pair_matrix(sequences, n, counts, cfg):
+    """CoOccurrence._build before it went by source ranges: every pair's float64 weight, one np.unique."""
+    flat = np.concatenate([np.asarray(s, np.int64) for s in sequences])
+    user_of = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    src, dst, w = [], [], []
+    for d in range(1, cfg.window + 1):
+        same = user_of[:-d] == user_of[d:] if len(flat) > d else np.zeros(0, bool)
+        a, b = flat[:-d][same], flat[d:][same]
+        weight = np.full(len(a), cfg.distance_decay ** (d - 1))
+        src.append(a), dst.append(b), w.append(weight)
+        if not cfg.directed:
+            src.append(b), dst.append(a), w.append(weight)
+    src, dst, w = np.concatenate(src), np.concatenate(dst), np.concatenate(w)
+    keep = src != dst
+    rows, cols, values = _one_shot_pairs(src[keep], dst[keep], w[keep], n)
+    c = np.maximum(counts, 1).astype(np.float64)
+    values = values / c[rows] ** cfg.source_norm / c[cols] ** cfg.target_norm
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols, values
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), window=st.integers(1, 5), directed=st.booleans(), per_pass=st.integers(1, 50))
+def test_the_pair_matrix_is_the_one_shot_one_to_the_bit(data, window, directed, per_pass):
+    from genrec.eval import baselines
+
+    n = data.draw(st.integers(2, 15))
+    seqs = data.draw(
+        st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=12), min_size=1, max_size=10)
+    )
+    sequences = [np.array(s, dtype=np.int64) for s in seqs]
+    counts = np.bincount(np.concatenate(sequences), minlength=n)
+    cfg = CoOccurrenceConfig(window, directed, 0.7, 1.0, 0.5)  # 0.7: sums that depend on their order
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(baselines, "PAIRS_PER_PASS", per_pass)
+        model = CoOccurrence(sequences, n, counts, cfg)
+    for got, want in zip(
+        (model.indptr, model.indices, model.values), _old_pair_matrix(sequences, n, counts, cfg), strict=True
+    ):
+        assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -259,3 +259,27 @@ def test_the_pair_matrix_is_the_one_shot_one_to_the_bit(data, window, directed, 
         (model.indptr, model.indices, model.values), _old_pair_matrix(sequences, n, counts, cfg), strict=True
     ):
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), cap=st.integers(1, 6))
+def test_each_item_keeps_its_strongest_neighbours_in_index_order(data, cap):
+    n = data.draw(st.integers(2, 10))
+    seqs = data.draw(
+        st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=12), min_size=1, max_size=10)
+    )
+    sequences = [np.array(s, dtype=np.int64) for s in seqs]
+    counts = np.bincount(np.concatenate(sequences), minlength=n)
+    base = dict(window=4, directed=False, distance_decay=0.5, source_norm=1.0, target_norm=0.5)
+    full = CoOccurrence(sequences, n, counts, CoOccurrenceConfig(**base, max_neighbours=0))
+    capped = CoOccurrence(sequences, n, counts, CoOccurrenceConfig(**base, max_neighbours=cap))
+    for r in range(n):
+        cols = full.indices[full.indptr[r] : full.indptr[r + 1]]
+        vals = full.values[full.indptr[r] : full.indptr[r + 1]]
+        best = sorted(range(len(cols)), key=lambda i: (-vals[i], cols[i]))[:cap]  # ties: the lower item
+        want = sorted(best, key=lambda i: cols[i])
+        lo, hi = capped.indptr[r], capped.indptr[r + 1]
+        assert capped.indices[lo:hi].tolist() == [int(cols[i]) for i in want]
+        assert capped.values[lo:hi].tolist() == [float(vals[i]) for i in want]
+    with pytest.raises(ValueError, match="max_neighbours"):
+        CoOccurrenceConfig(max_neighbours=-1)

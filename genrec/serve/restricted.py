@@ -41,9 +41,13 @@ class _FilteredFusion(Fusion):
         self._model_similarity = base._model_similarity  # a cache of the model's content rows
         self._forbidden, self._permitted, self._num_items = forbidden, permitted, num_items
 
-    def build(self, model, batch, codes, beam_items, beam_scores, histories, exclude_history, cold_search=None):
+    def build(
+        self, model, batch, codes, beam_items, beam_scores, histories, exclude_history, cold_search=None, best=None
+    ):
+        # Every candidate is scored (best=None): the lists filter them after building, so one that
+        # could not reach the unfiltered top k may be in the filtered one.
         cand = super().build(
-            model, batch, codes, beam_items, beam_scores, histories, exclude_history, cold_search
+            model, batch, codes, beam_items, beam_scores, histories, exclude_history, cold_search, best=None
         )
         rows = torch.arange(cand.items.shape[0], device=cand.items.device)[:, None]
         keys = rows * self._num_items + cand.items.clamp(min=0)

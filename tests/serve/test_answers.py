@@ -180,3 +180,28 @@ def test_allow_lists_are_exact_with_a_beam_narrower_than_the_list(reference, ser
         allow = [str(x) for x in rng.choice([r["item_id"] for r in everything], size=12, replace=False)]
         got = as_lists(narrow.answer([narrow.query_for_history(history, 3, None, allow)])[0])
         same_ranking(got, [r for r in everything if r["item_id"] in allow][:3])
+
+
+def test_restricted_lists_score_every_candidate_before_filtering(monkeypatch):
+    """The fusion may skip candidates that cannot reach the unfiltered top k (Fusion.build's best);
+    allow and exclude lists filter after building, so the serving wrapper must not let it."""
+    import torch
+
+    from genrec.fusion import Candidates, Fusion, FusionWeights
+    from genrec.serve.restricted import _FilteredFusion
+
+    seen = []
+
+    def fake_build(self, *args, best=None, **kwargs):
+        seen.append(best)
+        items = torch.tensor([[0, 1, 2]])
+        zeros = torch.zeros(1, 3)
+        return Candidates(items, zeros.clone(), zeros.clone(), zeros.clone(), 3)
+
+    monkeypatch.setattr(Fusion, "build", fake_build)
+    wrapper = _FilteredFusion(
+        Fusion(FusionWeights()), extra_sources=True, forbidden=torch.tensor([1]), permitted=None, num_items=3
+    )
+    cand = wrapper.build(None, {}, None, None, None, [np.array([0])], True, None, best=2)
+    assert seen == [None]
+    assert cand.items.tolist() == [[0, -1, 2]]  # row 0's item 1 (key 0 * 3 + 1) filtered out

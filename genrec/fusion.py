@@ -207,7 +207,8 @@ class Fusion:
         asks for cold candidates, returns the (items, scores) [U, m] of a beam search restricted to
         them (genrec.recommend.Recommender passes it). With ``best``, only the ``top(self.weights,
         best)`` of the result will be read: a candidate that cannot reach it is not teacher-forced
-        and keeps seq = -inf (the top ``best`` items and scores are those of the full candidates)."""
+        and keeps seq = -inf (the top ``best`` items and scores are those of the full candidates, to
+        the rounding of the depth decoder's matmuls, which varies with how many rows they take)."""
         device = beam_items.device
         B = beam_items.shape[1]
         votes = None

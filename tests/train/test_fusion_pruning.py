@@ -1,5 +1,9 @@
 """genrec.fusion: candidates that cannot reach the top k are not teacher-forced, and the top k
-(items, scores, and every recorded component) stays exactly what scoring all of them gives."""
+(items, scores, and every recorded component) stays what scoring all of them gives.
+
+Scores agree to float rounding, not to the bit: the depth decoder teacher-forces a different set
+of rows when some are skipped, and a matmul's rounding depends on its row count (one row goes
+through a matrix-vector kernel). Items agree exactly wherever the full ranking has no near tie."""
 
 from __future__ import annotations
 
@@ -45,10 +49,40 @@ def test_pruned_top_k_equals_the_fully_scored_one(seed, head_w, cooc_w, eps, k, 
     full = _recommender(model, codes, fusion, beam, exclude, collect=True)
     pruned = _recommender(model, codes, fusion, beam, exclude, collect=False)
     want, got = full.topk(histories, k), pruned.topk(histories, k)
-    assert np.array_equal(want[0], got[0])
-    assert np.array_equal(want[1], got[1])  # the same floats, not close ones
+    np.testing.assert_allclose(got[1], want[1], rtol=ROUNDING, atol=ROUNDING)
+    runner_up = np.concatenate([_next_score(c, fusion.weights, k) for c in full.collect_candidates])
+    tied = _near_ties(np.concatenate([want[1], runner_up[:, None]], axis=1))[:, :k]
+    assert np.array_equal(want[0][~tied], got[0][~tied])
+    assert tied.mean() < 0.5  # the check above still compares most of the list
     for name in full.recorded:
-        assert np.array_equal(np.concatenate(full.recorded[name]), np.concatenate(pruned.recorded[name]))
+        a, b = np.concatenate(full.recorded[name]), np.concatenate(pruned.recorded[name])
+        if name in ("beam", "beam+head"):  # the beam's own scores: never teacher-forced
+            assert np.array_equal(a, b)
+        else:
+            assert np.array_equal(a[~tied], b[~tied])
+
+
+ROUNDING = 1e-5  # a few float32 ulps of scores around -10: rounding, never a different item
+
+
+def _next_score(cand, weights, k: int) -> np.ndarray:
+    """[U] the (k+1)-th best fused score of fully scored candidates (-inf where there is none)."""
+    s = torch.sort(cand.scores(weights), dim=1, descending=True).values
+    if s.shape[1] <= k:
+        return np.full(s.shape[0], -np.inf, dtype=np.float32)
+    return s[:, k].numpy()
+
+
+def _near_ties(scores: np.ndarray) -> np.ndarray:
+    """[U, k] True where a rank's score is within ROUNDING of a neighbour's (such items may swap
+    with rounding; the last column is the runner-up outside the list). Rare on random models,
+    so the item check keeps its teeth."""
+    s = np.where(np.isinf(scores), -1e9, scores)
+    close = np.abs(np.diff(s, axis=1)) <= ROUNDING * (1 + np.abs(s[:, 1:]))
+    tied = np.zeros(scores.shape, dtype=bool)
+    tied[:, 1:] |= close
+    tied[:, :-1] |= close
+    return tied
 
 
 def test_candidates_below_the_top_k_are_left_out_of_teacher_forcing():
@@ -68,7 +102,8 @@ def test_candidates_below_the_top_k_are_left_out_of_teacher_forcing():
     real = everything.items >= 0
     skipped = real & torch.isinf(best.seq)
     assert skipped.any()  # some candidates were never teacher-forced ...
-    assert torch.equal(best.seq[real & ~skipped], everything.seq[real & ~skipped])  # ... the rest exactly
+    kept = real & ~skipped  # ... the rest were, to rounding (see the module's docstring)
+    torch.testing.assert_close(best.seq[kept], everything.seq[kept], rtol=ROUNDING, atol=ROUNDING)
     w = fusion.weights
     assert torch.equal(best.top(w, 2)[0], everything.top(w, 2)[0])
-    assert torch.equal(best.top(w, 2)[1], everything.top(w, 2)[1])
+    torch.testing.assert_close(best.top(w, 2)[1], everything.top(w, 2)[1], rtol=ROUNDING, atol=ROUNDING)

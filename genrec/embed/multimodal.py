@@ -235,14 +235,14 @@ PROBE_SIMILARITIES = 2000 * 100_000
 epoch): a catalogue with more than 100,000 warm items probes fewer items, down to PROBE_MIN_ITEMS
 (200 at a million items, where 2,000 cost 45 % of the embed stage)."""
 PROBE_MIN_ITEMS = 200
+PROBE_BLOCK = 1 << 26
+"""Similarities held at once (256 MiB of float32): probe rows are scored in blocks of this many;
+fewer rows per block would re-read the whole warm bank for each few rows."""
 
 
 def probe_size(warm_items: int) -> int:
     """How many probe items a catalogue of ``warm_items`` warm items scores (see PROBE_SIMILARITIES)."""
     return min(PROBE_MAX_ITEMS, max(PROBE_MIN_ITEMS, PROBE_SIMILARITIES // max(warm_items, 1)))
-PROBE_BLOCK = 1 << 26
-"""Similarities held at once (256 MiB of float32): probe rows are scored in blocks of this many;
-fewer rows per block would re-read the whole warm bank for each few rows."""
 
 
 def probe_sample(probe: np.ndarray, max_items: int = PROBE_MAX_ITEMS, seed: int = 0) -> np.ndarray:

@@ -250,5 +250,3 @@ class _TopkOnly:
 
     def topk(self, histories, k, users=None):
         return self._topk(histories, k, users)
-
-

@@ -70,11 +70,3 @@ class LazyAdamW(torch.optim.AdamW):
         denom = (v.sqrt() / math.sqrt(bias2)).add_(eps)
         new = p.index_select(0, rows).mul_(1 - lr * decay).addcdiv_(m, denom, value=-lr / bias1)
         p.index_copy_(0, rows, new)
-
-
-def coalesce_sparse_grads(params) -> None:
-    """Sum the duplicate rows of sparse gradients (an embedding used several times in a step), so
-    norms and clipping see the true gradient."""
-    for p in params:
-        if p.grad is not None and p.grad.is_sparse and not p.grad.is_coalesced():
-            p.grad = p.grad.coalesce()

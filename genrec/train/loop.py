@@ -25,7 +25,7 @@ from genrec.models import GenerativeModel, build_model
 from genrec.train import checkpoint as ckpt
 from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches, shard
-from genrec.train.lazy_adamw import LazyAdamW, coalesce_sparse_grads
+from genrec.train.lazy_adamw import LazyAdamW
 from genrec.train.metrics_log import MetricsLog
 from genrec.train.schedule import learning_rate
 
@@ -330,8 +330,6 @@ def fit(
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             total = step_module(batch)
         (total * (dist_info.world_size / normalizer)).backward()
-        if sparse_items:
-            coalesce_sparse_grads(params)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()

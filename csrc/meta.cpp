@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "beam_step_checks.h"
+#include "dropout_checks.h"
 #include "rq_encode_checks.h"
 
 namespace genrec {
@@ -43,9 +44,15 @@ void constrained_beam_step_out_meta(const at::Tensor& logits, const at::Tensor& 
   check_beam_step_outputs(logits, beam_size, tokens, parents, scores, next_states);
 }
 
+at::Tensor dropout_multiplier_meta(const at::Tensor& like, int64_t /*seed*/, double p) {
+  check_dropout_args(like, p);
+  return at::empty_symint(like.sym_sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(genrec, Meta, m) {
+  m.impl("dropout_multiplier", &dropout_multiplier_meta);
   m.impl("rq_encode", &rq_encode_meta);
   m.impl("rq_encode_out", &rq_encode_out_meta);
   m.impl("constrained_beam_step", &constrained_beam_step_meta);

@@ -25,6 +25,10 @@ TORCH_LIBRARY(genrec, m) {
   // The decoding trie of unique semantic IDs codes [N, L] (int64), CPU only (csrc/cpu/trie_build.cpp):
   // [leaf_items, row_ptr_0, child_tokens_0, ..., row_ptr_{L-1}, child_tokens_{L-1}], all int32.
   m.def("build_trie(Tensor codes, int[] level_sizes) -> Tensor[]");
+  // A dropout mask as multipliers (csrc/cpu/dropout.cpp): a contiguous tensor shaped and typed like
+  // `like` holding 0 where element i is dropped, 1 / (1 - p) where kept; element i's draw is output
+  // i of splitmix64 started at `seed`, so the mask is a pure function of (seed, p, numel).
+  m.def("dropout_multiplier(Tensor like, int seed, float p) -> Tensor");
   // One constrained beam-search step (see genrec/ops/beam_step.py): log-softmax of logits [U, B, V],
   // plus beam scores, masked by the trie level (CSR row_ptr/child_tokens, optional dense table) and an
   // optional per-user node list; the best beam_size (score desc, parent asc, token asc) per user.

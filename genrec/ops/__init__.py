@@ -18,6 +18,7 @@ from genrec.ops.beam_step import (
     constrained_beam_step,
     empty_beam_step,
 )
+from genrec.ops.dropout import dropout_multiplier
 from genrec.ops.rq_encode import check_rq_encode_inputs, rq_encode
 from genrec.ops.trie import build_trie
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_beam_step_inputs",
     "check_rq_encode_inputs",
     "constrained_beam_step",
+    "dropout_multiplier",
     "empty_beam_step",
     "resolve_backend",
     "rq_encode",

@@ -85,7 +85,7 @@ def why_unavailable(op: str, backend: Backend, device: torch.device) -> str | No
 
 
 # Operators without a Triton implementation (every other op has one in genrec.triton_kernels).
-_NO_TRITON_KERNEL = frozenset({"build_trie"})
+_NO_TRITON_KERNEL = frozenset({"build_trie", "dropout_multiplier"})
 
 _AUTO_ORDER = {
     "cuda": (Backend.CUDA, Backend.TRITON, Backend.REFERENCE),

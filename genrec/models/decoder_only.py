@@ -18,6 +18,7 @@ from torch import nn
 from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
 from genrec.models.layers import (
     Block,
+    Dropout,
     SemanticIdEmbedding,
     attend_shared_and_own,
     init_weights,
@@ -51,7 +52,7 @@ class DecoderOnly(GenerativeModel):
         self.item_emb = nn.Embedding(self.num_items, C) if self.num_items else None
         self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position; the target may be last
         self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(num_layers))
         self.ln = nn.LayerNorm(C)
         init_weights(self, num_layers)

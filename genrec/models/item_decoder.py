@@ -25,6 +25,7 @@ from torch import nn
 from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
 from genrec.models.layers import (
     Block,
+    Dropout,
     SemanticIdEmbedding,
     attend_shared_and_own,
     init_weights,
@@ -89,7 +90,7 @@ class ItemDecoder(GenerativeModel):
             self.content_proj = nn.Linear(self.content_dim, C, bias=False)
         self.item_pos = nn.Embedding(self.max_history + 1, C)  # window position of each item
         self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(num_layers))
         self.ln = nn.LayerNorm(C)
         self.depth_pos = nn.Embedding(self.num_levels, C)

@@ -15,6 +15,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.ops import dropout_multiplier
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` whose CPU mask comes from genrec.ops.dropout_multiplier: torch's CPU dropout
+    draws its mask with a serial generator (about 10 ns an element, a third of a training step of
+    these models on two cores); the counter-based one fills it in parallel. The seed is drawn from
+    torch's generator, so ``torch.manual_seed`` and a checkpoint's RNG state decide the masks as
+    before. Other devices use torch's fused dropout."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        seed = int(torch.empty((), dtype=torch.int64).random_())  # [0, 2^63): torch's CPU generator
+        return x * dropout_multiplier(x, seed, self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
 
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
@@ -22,7 +49,7 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(d_model, d_ff)
         self.proj = nn.Linear(d_ff, d_model)
         self.proj.is_residual_projection = True
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.dropout(F.gelu(self.fc(x)))))
@@ -48,7 +75,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner, d_model, bias=False)
         self.proj.is_residual_projection = True
         self.attn_dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape

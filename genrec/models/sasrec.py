@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import GenerativeModel, StepFn
-from genrec.models.layers import Block, init_weights
+from genrec.models.layers import Block, Dropout, init_weights
 
 LOSSES = ("ce", "bce")
 #: Above this many logits (targets x catalogue) a batch's cross-entropy runs in chunks of rows.
@@ -162,7 +162,7 @@ class SASRec(GenerativeModel):
         head_dim = head_dim or d_model // num_heads
         self.item_emb = nn.Embedding(num_items, d_model)
         self.pos_emb = nn.Embedding(self.max_history, d_model)  # position 0 = the window's oldest item
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(d_model, num_heads, head_dim, d_ff or d_model, dropout) for _ in range(num_layers)
         )

@@ -19,7 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
-from genrec.models.layers import Block, SemanticIdEmbedding, init_weights, reorder_beams, user_buckets
+from genrec.models.layers import (
+    Block,
+    Dropout,
+    SemanticIdEmbedding,
+    init_weights,
+    reorder_beams,
+    user_buckets,
+)
 
 HISTORY_TOKENS = ("levels", "items")
 
@@ -58,7 +65,7 @@ class Tiger(GenerativeModel):
         self.user = nn.Embedding(self.user_buckets + 1, C) if self.user_buckets else None
         self.bos = nn.Parameter(torch.zeros(C))
         self.dec_pos = nn.Embedding(self.num_levels, C)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.encoder = nn.ModuleList(
             Block(C, num_heads, head_dim, d_ff, dropout) for _ in range(encoder_layers)
         )

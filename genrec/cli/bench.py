@@ -246,6 +246,51 @@ def threads_command(
         console.print(f"{kind}: {path}")
 
 
+@bench_app.command("train-step")
+def train_step_command(
+    out: Path = typer.Option(
+        Path("bench/results/local-train-step"), "--out", help="Folder for train_step.json/.csv/.png."
+    ),
+    sizes: str = typer.Option("12k,1m", help="Catalogue sizes in items, e.g. 12k,1m."),
+    config: Path = typer.Option(Path("configs/tiger_beauty.toml"), "--config", help="Config of the model (cpu profile)."),
+    steps: int = typer.Option(12, min=1, help="Steps per timed block."),
+    reps: int = typer.Option(3, min=1, help="Timed blocks per dropout (they alternate)."),
+    warmup: int = typer.Option(3, min=0, help="Untimed steps first."),
+    threads: int = typer.Option(0, min=0, help="torch threads (0: torch's default)."),
+) -> None:
+    """A training step of the demo's model at catalogue sizes: genrec's CPU dropout against torch's."""
+    from genrec.bench.scale import parse_sizes
+    from genrec.bench.train_step import run_train_step_benchmark
+
+    try:
+        size_values = parse_sizes(sizes)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--sizes") from None
+    if not config.is_file():
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = run_train_step_benchmark(out, size_values, config=config, steps=steps, reps=reps, warmup=warmup)
+    console = Console()
+    table = Table(title="training step (CPU)")
+    for col in ("items", "dropout", "step ms", "examples/s", "x torch dropout"):
+        table.add_column(col)
+    for r in result["rows"]:
+        if r["kind"] == "train_step":
+            table.add_row(
+                f"{r['items']:,}",
+                r["dropout"],
+                f"{1e3 * r['median_step_s']:.0f}",
+                f"{r['examples_per_s']:,.0f}",
+                f"{r['speedup_vs_torch_dropout']:.2f}",
+            )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 @bench_app.command("encoders")
 def encoders(
     config: Path = typer.Option(

@@ -54,7 +54,7 @@ def environment_info() -> dict:
     return info
 
 
-_OPS = ("rq_encode", "constrained_beam_step", "build_trie")
+_OPS = ("rq_encode", "constrained_beam_step", "build_trie", "dropout_multiplier")
 
 
 def register(app: typer.Typer) -> None:

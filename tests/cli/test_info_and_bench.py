@@ -29,6 +29,10 @@ def test_info_reports_versions_and_backends():
     if info["extension_loaded"]:
         assert backends["cpp@cpu"] == "ok"
         assert info["ops"]["rq_encode"]["compiled_kernels"]["CPU"]
+    dropout = info["ops"]["dropout_multiplier"]["backends"]
+    assert dropout["reference@cpu"] == "ok" and dropout["triton@cpu"] != "ok"
+    if info["extension_loaded"]:
+        assert dropout["cpp@cpu"] == "ok"
     table = runner.invoke(app, ["info"])
     assert table.exit_code == 0 and "rq_encode" in table.output
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import platform
+from importlib import metadata
 
+import torch
 from typer.testing import CliRunner
 
+import genrec
 from genrec.cli import app
 
 runner = CliRunner()
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def test_help_lists_commands():
@@ -22,8 +33,11 @@ def test_info_reports_versions_and_backends():
     result = runner.invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["torch"]
-    assert "triton" in info
+    assert info["torch"] == torch.__version__ and info["torch_cuda"] == torch.version.cuda
+    assert info["python"] == platform.python_version() and info["genrec"] == genrec.__version__
+    assert info["triton"] == _installed("triton")
+    assert info["cuda_available"] == torch.cuda.is_available()
+    assert info["extension_loaded"] == genrec.extension_loaded()
     backends = info["ops"]["rq_encode"]["backends"]
     assert backends["reference@cpu"] == "ok"
     if info["extension_loaded"]:

@@ -66,15 +66,22 @@ def test_decode_cli_quick_run_writes_results(tmp_path):
     decode = [r for r in data["rows"] if r["kind"] == "decode"]
     methods = {(r["method"], r["backend"]) for r in decode}
     assert ("python_trie", "python") in methods and ("genrec", "reference") in methods
+    baseline = {(r["model"], r["num_items"], r["beam"]): r for r in decode if r["method"] == "python_trie"}
     for r in decode:
         assert r["users_per_s"] > 0 and r["latency_ms"] > 0 and 0 < r["select_share"] <= 1
         assert r["beam"] in (10, 20) and r["users"] == 8
-        if r["method"] == "genrec":
-            assert r["speedup_vs_python_trie"] > 0
+        assert r["users_per_s"] == pytest.approx(r["users"] / (r["latency_ms"] / 1e3))
+        if r["method"] == "genrec":  # against the baseline of its own model, catalogue and beam
+            base = baseline[(r["model"], r["num_items"], r["beam"])]
+            assert r["speedup_vs_python_trie"] == pytest.approx(r["users_per_s"] / base["users_per_s"])
+    assert {r["beam"] for r in baseline.values()} == {r["beam"] for r in decode}
     kernels = [r for r in data["rows"] if r["kind"] == "kernel"]
     assert {r["level"] for r in kernels} == {0, 1, 2, 3}
-    assert all(r["GBps"] > 0 and r["pct_of_copy_bw"] > 0 for r in kernels)
-    assert (tmp_path / "decode.csv").read_text().startswith("kind,method,backend")
+    for r in kernels:
+        assert r["GBps"] > 0
+        assert r["pct_of_copy_bw"] == pytest.approx(100 * r["GBps"] / data["ceilings"]["copy_GBps"])
+    csv_lines = (tmp_path / "decode.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("kind,method,backend") and len(csv_lines) == 1 + len(data["rows"])
     assert (tmp_path / "decode.png").stat().st_size > 1000
     assert "users/s" in result.output
 

@@ -73,6 +73,15 @@ def test_ablation_runs_every_variant_and_reports_cold_targets(clustered_path, te
     assert rows["text"]["embed.dimension"] == 384 and rows["multimodal"]["embed.dimension"] == 16 + 8
     for name in rows:  # the trie is built from every item's semantic ID, cold items included
         assert np.load(tmp_path / "runs" / name / "tokenizer" / "semantic_ids.npy").shape[0] == 60
+    for name, row in rows.items():  # each row holds its own run's figures, not another variant's
+        run = tmp_path / "runs" / name
+        assert row["run_dir"] == str(run)
+        metrics = json.loads((run / "metrics.json").read_text())
+        for key in ("recall@10", "ndcg@10", "cold_target/recall@10", "cold_target/users", "warm_target/ndcg@10"):
+            assert row[key] == metrics[key], (name, key)
+        tokenizer = json.loads((run / "tokenizer" / "metrics.json").read_text())
+        assert row["tokenizer.collisions.collision_rate"] == tokenizer["collisions"]["collision_rate"]
+    assert len({rows[n]["recall@10"] for n in rows} | {rows[n]["ndcg@10"] for n in rows}) > 1
     saved = json.loads((tmp_path / "out" / "encoders.json").read_text())
     assert saved["label"] == "test" and saved["cold_start"]["fraction"] == 0.15 and len(saved["rows"]) == 3
     assert set(saved["goals"]) >= {

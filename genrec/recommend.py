@@ -142,9 +142,6 @@ class Recommender:
         """genrec.eval merges these into its metrics after the last batch."""
         return {"invalid_rate": self.invalid_rate}
 
-    def reset_counts(self) -> None:
-        self._slots = self._invalid = 0
-
     def recommend(self, histories, k: int, users: np.ndarray | None = None) -> np.ndarray:
         """genrec.eval's protocol: item indices [len(histories), k], best first, -1 where fewer than k."""
         return self.topk(histories, k, users)[0]

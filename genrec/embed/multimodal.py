@@ -592,20 +592,6 @@ def _layout(result: FusionResult, config: MultimodalConfig) -> dict:
     }
 
 
-def save_modalities(out_dir: str | Path, modalities: dict[str, ModalityFeatures]) -> None:
-    """Each modality's features and presence mask as ``modalities.safetensors`` (for inspection and reuse)."""
-    from safetensors.numpy import save_file
-
-    from genrec.embed.artifacts import atomic_path
-
-    tensors = {}
-    for name, feats in modalities.items():
-        tensors[f"{name}.values"] = feats.values
-        tensors[f"{name}.present"] = feats.present.astype(np.uint8)
-    with atomic_path(Path(out_dir) / "modalities.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-
-
 # ---- the registered encoder (``genrec embed --encoder multimodal``) ----
 ENCODER_VERSION = "multimodal-2"  # bump when the algorithm changes what equal settings produce
 

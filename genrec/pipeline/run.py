@@ -195,7 +195,7 @@ def _run_pipeline(
 
         started = time.perf_counter()
         reset_peak_memory(device)
-        validate_fn = _validator(config, inputs, codes, level_sizes, device, item_id_model)
+        validate_fn = _validator(config, inputs, codes, device, item_id_model)
         trained_result = fit(
             config,
             inputs,
@@ -240,9 +240,7 @@ def _run_pipeline(
         from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
 
         similarity = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
-    result.metrics, cached = _test(
-        config, dataset, model, codes, level_sizes, device, run_dir, progress, similarity, info
-    )
+    result.metrics, cached = _test(config, dataset, model, codes, device, run_dir, progress, similarity, info)
     wall["test"] = 0.0 if cached else time.perf_counter() - started
     result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
     say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
@@ -321,7 +319,7 @@ def _update_run_json(run_dir: Path, values: dict) -> None:
     _write_json(run_dir / "run.json", {**_read_run_json(run_dir), **values})
 
 
-def _validator(config: Config, inputs: TrainInputs, codes, level_sizes, device, item_id_model: bool):
+def _validator(config: Config, inputs: TrainInputs, codes, device, item_id_model: bool):
     """validate_fn for fit(): summed NDCG@10/Recall@10 of validation rows, by the model's own decoding."""
     amp = autocast_dtype(config, device)
     holder: dict = {}
@@ -349,7 +347,6 @@ def _test(
     dataset,
     model,
     codes,
-    level_sizes,
     device,
     run_dir: Path,
     progress: bool,

@@ -25,9 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.faults import fault_point
-from genrec.files import file_sha256
+from genrec.files import atomic_path, atomic_write_text, file_sha256
 from genrec.progress import progress_bar
 
 MANIFEST_VERSION = 1
@@ -245,12 +243,8 @@ def _ours(name: str) -> bool:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    from genrec.data.writer import default_mode
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def batch_table(
@@ -331,8 +325,6 @@ def recommend_to_parquet(
     _check_staging(folder, manifest, restart)
 
     # Validated: from here on, files are written.
-    from genrec.bench.results import atomic_write_text
-
     folder.mkdir(exist_ok=True)
     if not (folder / MANIFEST).is_file():
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -451,25 +443,15 @@ def run_dataset(run_dir: Path, info: dict, dataset_dir, load_prepared, run_error
 def _concatenate(folder: Path, num_batches: int, user_idx: np.ndarray, batch: int, out: Path) -> None:
     """The parts, in batch order, into ``out`` (a temporary file renamed into place), each checked to
     hold its batch's users; then the staging folder is removed."""
-    from genrec.data.writer import default_mode
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for b in range(num_batches):
-                part = folder / f"part-{b:05d}.parquet"
-                table = pq.read_table(part, schema=SCHEMA)
-                expected = user_idx[b * batch : (b + 1) * batch]
-                got = table.column("user_idx").to_numpy()
-                if not np.isin(got, expected).all():
-                    raise BatchRecommendError(f"{part} holds users of another batch; pass --restart")
-                writer.write_table(table)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
+        for b in range(num_batches):
+            part = folder / f"part-{b:05d}.parquet"
+            table = pq.read_table(part, schema=SCHEMA)
+            expected = user_idx[b * batch : (b + 1) * batch]
+            got = table.column("user_idx").to_numpy()
+            if not np.isin(got, expected).all():
+                raise BatchRecommendError(f"{part} holds users of another batch; pass --restart")
+            writer.write_table(table)
     fault_point("recommend-concatenated")
     for p in folder.iterdir():
         if p.name == MANIFEST or _ours(p.name):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.bench.results import atomic_write_text, environment, git_sha, save_figure, write_results
+from genrec.bench.results import environment, git_sha, write_results
+from genrec.files import atomic_write_text, save_figure
 
 EPSILONS = (0.0, 0.1, 0.2, 0.3, 0.5)
 KEYS = (

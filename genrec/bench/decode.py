@@ -37,8 +37,9 @@ import torch
 from genrec import _openmp
 from genrec.bench.background import background_load
 from genrec.bench.ceilings import measure_ceilings
-from genrec.bench.results import atomic_write_text, environment, save_figure, write_results
+from genrec.bench.results import environment, write_results
 from genrec.decoding import GraphedBeamSearch, TrieIndex, beam_search
+from genrec.files import atomic_write_text, save_figure
 from genrec.ops import Backend, available_backends, constrained_beam_step, empty_beam_step
 
 TIGER_SIZE = dict(d_model=128, encoder_layers=4, decoder_layers=4, num_heads=6, head_dim=64, d_ff=1024)

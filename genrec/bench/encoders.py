@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from genrec.bench.results import atomic_write_text, environment, write_results
+from genrec.bench.results import environment, write_results
+from genrec.files import atomic_write_text
 
 VARIANTS = {"text": "text", "multimodal": "multimodal", "diffusion": "diffusion"}
 METRICS = (

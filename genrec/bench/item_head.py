@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import atomic_write_text, save_figure
+
 MODES = ("whole", "chunked")
 D_MODEL = 96
 
@@ -98,8 +100,6 @@ def measure_one(
 
 
 def run(sizes: list[int], out: Path, users: int, history: int, memory_cap_gb: float, timeout: float) -> dict:
-    from genrec.bench.results import atomic_write_text
-
     rows = []
     for n in sizes:
         for mode in MODES:
@@ -150,8 +150,6 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from genrec.bench.results import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for mode, marker in zip(MODES, ("o", "s"), strict=True):

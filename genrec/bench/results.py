@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import platform
 import subprocess
@@ -13,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from genrec.files import atomic_write_text, default_file_mode, json_text, save_figure
 
 
 def git_sha() -> str | None:
@@ -48,63 +48,9 @@ def environment(device: torch.device | str) -> dict:
     }
 
 
-def finite_json(value):
-    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN; null says "none")."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(v) for v in value]
-    return value
 
 
-def json_text(data, **options) -> str:
-    """Strict JSON of ``data`` (non-finite floats written as null, never a bare NaN)."""
-    return json.dumps(finite_json(data), allow_nan=False, **options)
 
-
-def default_file_mode() -> int:
-    """0o666 under the process umask: what a plainly created file gets (mkstemp's files are 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_figure(fig, path: Path, *, dpi: int = 120) -> Path:
-    """Write the matplotlib figure ``fig`` to ``path`` (format from its suffix) through a temporary
-    file and a rename, so a reader never sees a half-written image; then close the figure."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
 
 
 def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict]) -> dict[str, Path]:

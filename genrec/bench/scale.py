@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genrec.bench.scale_decode import DECODE_STAGES
+from genrec.files import save_figure
 
 STAGES = ("generate", "prepare", "embed", "tokenize", "train", "test")
 ALL_STAGES = STAGES + DECODE_STAGES
@@ -446,8 +447,6 @@ def plot_scale(path: Path, rows: list[dict]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from genrec.bench.results import save_figure
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     labels = {
         "semantic_ids": "semantic IDs (made)",

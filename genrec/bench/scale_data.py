@@ -228,7 +228,7 @@ def write_raw(spec: SyntheticSpec, out_dir: str | Path, *, overwrite: bool = Fal
         )
         pq.write_table(items, tmp / "items.parquet")
         (tmp / "synthetic.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-        from genrec.data.writer import default_mode
+        from genrec.files import default_mode
 
         os.chmod(tmp, default_mode(0o777))
         for p in tmp.iterdir():

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import atomic_write_text, json_text
+
 DECODE_STAGES = ("semantic_ids", "trie", "beam", "encode")
 BEAM, USERS = 20, 256
 DIM, CHUNK, FIT_ROWS = 192, 262_144, 65_536
@@ -36,7 +38,6 @@ STEP_FN = "random logits (genrec.bench.decode.PrecomputedLogits): the search alo
 
 def make_semantic_ids(work: Path, items: int, seed: int = 0) -> dict:
     """Write WORK/ids.npy and WORK/ids.json (level sizes); return the IDs' collision facts."""
-    from genrec.bench.results import atomic_write_text
     from genrec.bench.scale_data import CELL_ZIPF, synthetic_semantic_ids
 
     started = time.perf_counter()
@@ -222,8 +223,6 @@ def run_stage(stage: str, work: Path, items: int, seed: int) -> dict:
 
 def _main(argv: list[str] | None = None) -> None:
     import argparse
-
-    from genrec.bench.results import atomic_write_text, json_text
 
     parser = argparse.ArgumentParser(prog="python -m genrec.bench.scale_decode", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, choices=DECODE_STAGES)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import save_figure
+
 MODES = ("batched", "unbatched")
 
 
@@ -175,8 +177,6 @@ def plot(path: Path, rows: list[dict], title: str) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from genrec.bench.results import save_figure
-
     names = [r["mode"] + (f"\n{r['max_wait_ms']:g} ms wait" if r["max_wait_ms"] is not None else "") for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     left.bar(names, [r["requests_per_s"] or 0 for r in rows], color="tab:blue")

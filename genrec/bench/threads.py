@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genrec.files import save_figure
+
 # "before": libgomp's own default spin (what it does when nothing is set), the kernels' OpenMP
 # regions (csrc/cpu/parallel.h) and a fixed thread count; "after": genrec's defaults.
 POLICIES = {
@@ -334,8 +336,6 @@ def plot_threads(path: Path, rows: list[dict]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from genrec.bench.results import save_figure
-
     groups = list(dict.fromkeys(f"{r['workload']}\nload {r['background_load']}" for r in rows))
     settings = list(dict.fromkeys(f"{r['policy']} {r['threads']}" for r in rows))
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(groups) + 2), 4.5))

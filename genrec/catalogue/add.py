@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.catalogue.run_encoders import ENCODERS_DIR, NewItemsError, load_run_encoders
+from genrec.files import file_sha256
 
 NEW_ITEMS_DIR = "new_items"
 #: Where a new item's own code prefix has no free disambiguation token left, the nearest of this many
@@ -188,8 +189,6 @@ def _read_run(run_dir: Path):
 
 def _source_sha256(items) -> str | None:
     if isinstance(items, (str, Path)):
-        from genrec.files import file_sha256
-
         return file_sha256(Path(items))
     return None
 

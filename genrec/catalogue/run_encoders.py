@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from genrec.embed.artifacts import atomic_path, atomic_save_json, read_meta
+from genrec.embed.artifacts import atomic_save_json, read_meta
 from genrec.embed.state import (
     STATE_FILE,
     TENSORS_FILE,
@@ -34,7 +34,7 @@ from genrec.embed.state import (
     read_encoder_state,
     save_state,
 )
-from genrec.files import file_sha256
+from genrec.files import atomic_path, file_sha256
 
 FORMAT_VERSION = 1
 ENCODERS_DIR = "encoders"

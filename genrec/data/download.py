@@ -25,8 +25,7 @@ from pathlib import Path
 from genrec.data.errors import DownloadError
 from genrec.data.paths import data_dir
 from genrec.data.registry import KnownDataset, RemoteFile, get_dataset
-from genrec.data.writer import default_mode
-from genrec.files import file_sha256
+from genrec.files import atomic_write_text, default_mode, file_sha256
 
 CHUNK = 1 << 20
 USER_AGENT = "genrec-data-download"
@@ -271,9 +270,5 @@ def download_dataset(
         "notes": ds.notes,
         "downloaded": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{DOWNLOAD_MANIFEST}.", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(manifest, indent=2) + "\n")
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, folder / DOWNLOAD_MANIFEST)
+    atomic_write_text(folder / DOWNLOAD_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -23,19 +23,12 @@ import pyarrow.parquet as pq
 
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
-from genrec.files import file_sha256
+from genrec.files import default_mode, file_sha256
 
 FORMAT_VERSION = 1
 MIN_SEQUENCE_LENGTH = LeaveOneOut.min_length
 STANDARD_ITEM_COLUMNS = ("item_idx", "item_id", "title", "brand", "categories", "image_path")
 
-
-def default_mode(base: int = 0o666) -> int:
-    """``base`` under the process umask: the permissions a plainly created file would get
-    (temporary files and folders are created private; what is renamed into place should not be)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return base & ~mask
 
 
 def file_digest(path: str | Path) -> dict:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genrec.files import atomic_write_bytes
 from genrec.ops import build_trie
 
 FORMAT_VERSION = 1
@@ -298,7 +297,7 @@ class TrieIndex:
             tensors[f"row_ptr.{t}"] = self.row_ptr[t].cpu().contiguous()
             tensors[f"child_tokens.{t}"] = self.child_tokens[t].cpu().contiguous()
         data = save(tensors, metadata={"genrec_trie": json.dumps(self.metadata())})
-        _atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
         return path
 
     @classmethod
@@ -370,15 +369,3 @@ def codes_digest(codes: torch.Tensor, level_sizes: list[int]) -> str:
     h.update(json.dumps([int(v) for v in level_sizes]).encode())
     h.update(np.ascontiguousarray(codes.to("cpu", torch.long).numpy()).tobytes())
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from genrec.files import atomic_path
 
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "embed.json"
@@ -22,22 +20,6 @@ META_FILE = "embed.json"
 
 class EmbeddingError(ValueError):
     """Embeddings that cannot be used: the message names the file and what is wrong with it."""
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces ``path`` when the block succeeds (and is
-    removed when it fails), so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from genrec.eval import metrics as M
 from genrec.eval import sharding
+from genrec.files import atomic_path, atomic_write_text
 from genrec.progress import progress_bar
 
 
@@ -41,8 +42,6 @@ class EvalResult:
 
         Both are written to a temporary file and renamed into place.
         """
-        from genrec.bench.results import atomic_write_text
-
         path = Path(path)
         paths = {"json": path}
         payload = self.to_dict()
@@ -55,24 +54,11 @@ class EvalResult:
 
 
 def _write_parquet(path: Path, columns: dict[str, np.ndarray]) -> None:
-    import os
-    import tempfile
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from genrec.data.writer import default_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(pa.table(dict(columns)), tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_per_user(path: str | Path) -> dict[str, np.ndarray]:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from genrec.bench.results import atomic_write_text, json_text
 from genrec.faults import fault_point
+from genrec.files import atomic_write_text, json_text
 
 CACHE_ENV = "GENREC_CACHE_DIR"
 MARKER = "stage.json"

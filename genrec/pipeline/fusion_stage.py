@@ -11,6 +11,7 @@ import numpy as np
 
 from genrec.config import Config, stable_hash
 from genrec.eval.baselines import CoOccurrence
+from genrec.files import atomic_write_text
 from genrec.fusion import (
     WARM_FLOOR,
     Fusion,
@@ -116,8 +117,6 @@ def prepare_fusion(
         weights = FusionWeights(**previous["weights"])
         return Fusion(weights, cooc, mc.fusion_candidates, mc.cold_candidates, similarity), previous
     weights, table, users, cold_table = _tune(config, dataset, model, codes, cooc, device, amp, similarity)
-    from genrec.bench.results import atomic_write_text
-
     tuning = {"metric": "ndcg@10", "split": "valid", "users": users, "table": table}
     if cold_table is not None:
         tuning["cold"] = {"warm_floor": WARM_FLOOR, **cold_table}

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from genrec import cpu_threads
-from genrec.bench.results import atomic_write_text, json_text
 from genrec.config import Config, cache_relevant, stable_hash
 from genrec.faults import fault_point
+from genrec.files import atomic_write_text, json_text
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
 from genrec.pipeline.fusion_stage import prepare_fusion, prepare_similarity, similarity_fingerprint
 from genrec.pipeline.stages import (

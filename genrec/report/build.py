@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import atomic_write_text
 from genrec.report import buckets as B
 from genrec.report.runs import (
     Method,
@@ -354,7 +355,6 @@ def build_report(
     options: ReportOptions | None = None,
 ) -> Report:
     """Read ``runs``, compare them, and write report.md, report.json and the plots into ``out_dir``."""
-    from genrec.bench.results import atomic_write_text
     from genrec.report.markdown import render_markdown
 
     options = options or ReportOptions()

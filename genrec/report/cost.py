@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from genrec.files import atomic_write_text
+
 COST_FORMAT_VERSION = 1
 
 
@@ -141,8 +143,6 @@ def write_run_cost(
     import datetime as _dt
     import json
     from pathlib import Path
-
-    from genrec.bench.results import atomic_write_text
 
     device = torch.device(device)
     reset_peak_memory(device)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import save_figure
 from genrec.report.markdown import metric_name
 
 
@@ -46,8 +47,6 @@ def _series(table: dict, keys: list[str]) -> dict[str, tuple[list, list]]:
 
 
 def _save(fig, path: Path, plt) -> Path:
-    from genrec.bench.results import save_figure  # imports torch: only once a plot is saved
-
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 

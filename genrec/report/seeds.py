@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from genrec.files import atomic_write_text
 from genrec.report.stats import mean_and_spread
 
 SEEDS_FORMAT_VERSION = 1
@@ -73,8 +74,6 @@ def write_seeds_file(
     folder: str | Path, *, name: str, seeds: Sequence[int], runs: Sequence[str], per_seed: Sequence[dict]
 ) -> Path:
     """Write ``folder/seeds.json`` atomically (see the module docstring); returns its path."""
-    from genrec.bench.results import atomic_write_text
-
     if not (len(seeds) == len(runs) == len(per_seed)):
         raise ValueError(f"seeds ({len(seeds)}), runs ({len(runs)}) and metrics ({len(per_seed)}) must align")
     folder = Path(folder)

@@ -33,8 +33,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genrec.bench.results import atomic_write_text, default_file_mode, json_text
 from genrec.faults import fault_point
+from genrec.files import atomic_path, atomic_write_text, json_text
 
 FORMAT_VERSION = 1
 # The header metadata is one key holding sorted JSON: safetensors writes several keys in a random
@@ -58,18 +58,10 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     info = {**(metadata or {}), "sha256": tensors_sha256(tensors)}
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info, sort_keys=True)})
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from genrec.bench.results import atomic_write_text, json_text
+from genrec.files import atomic_write_text, json_text
 
 
 class MetricsLog:

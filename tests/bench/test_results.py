@@ -10,7 +10,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from genrec.bench.results import default_file_mode, save_figure  # noqa: E402
+from genrec.files import default_file_mode, save_figure  # noqa: E402
 
 
 def _figure():

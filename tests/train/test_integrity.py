@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from genrec.bench.results import atomic_write_text, json_text
+from genrec.files import atomic_write_text, json_text
 from genrec.train import checkpoint as ckpt
 from genrec.train.loop import TrainingDiverged, fit
 from tests.train.helpers import tiny_config

@@ -1,0 +1,92 @@
+"""The lines a module must not cross (docs/architecture.md), read from every import statement in
+genrec/, at module level or inside a function, and the optional packages the GPU path must not
+load."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "genrec"
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every absolute module (and ``module.name``) an import statement of ``path`` names."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, node.lineno))
+            out += [(f"{node.module}.{alias.name}", node.lineno) for alias in node.names]
+    return out
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+# (who, what it must not import, why)
+RULES = [
+    (lambda m: _within(m, "genrec.models"), ("genrec.decoding",), "models know nothing of tries or search"),
+    (lambda m: _within(m, "genrec.decoding"), ("genrec.models",), "decoding knows a model only by step_fn"),
+    (
+        lambda m: not _within(m, "genrec.ops") and not _within(m, "genrec.triton_kernels"),
+        ("triton_kernels", "genrec.triton_kernels", "genrec._C"),
+        "only genrec.ops knows the backends",
+    ),
+    (
+        lambda m: not _within(m, "genrec.bench") and not _within(m, "genrec.cli"),
+        ("genrec.bench", "genrec.cli"),
+        "core code does not depend on benchmarks or the CLI",
+    ),
+]
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def violations(root: Path = PACKAGE) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path)
+        seen = set()
+        for name, line in _imports(path):
+            for applies, forbidden, why in RULES:
+                if applies(module) and any(_within(name, f) for f in forbidden) and (line, why) not in seen:
+                    seen.add((line, why))  # one report per statement and rule
+                    found.append(f"{path.relative_to(ROOT)}:{line} imports {name} ({why})")
+    return found
+
+
+def test_no_module_crosses_a_forbidden_line():
+    assert violations() == []
+
+
+def test_the_rules_catch_a_crossing(tmp_path, monkeypatch):
+    """A model importing the beam search, and a core module importing a benchmark, are reported."""
+    fake = tmp_path / "genrec"
+    (fake / "models").mkdir(parents=True)
+    (fake / "eval").mkdir()
+    (fake / "models" / "bad.py").write_text("def f():\n    from genrec.decoding import beam_search\n")
+    (fake / "eval" / "bad.py").write_text("from genrec.bench.results import environment\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = violations(fake)
+    assert len(found) == 2
+    assert found[0].startswith("genrec/eval/bad.py:1 imports genrec.bench") and "benchmarks" in found[0]
+    assert found[1].startswith("genrec/models/bad.py:2 imports genrec.decoding") and "tries" in found[1]
+
+
+@pytest.mark.parametrize(
+    "module", ["genrec.train.loop", "genrec.decoding", "genrec.eval", "genrec.recommend", "genrec.models"]
+)
+def test_training_decoding_and_evaluation_load_neither_polars_nor_faiss(module):
+    code = f"import sys, {module}; print(sorted({{'polars', 'faiss'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", f"importing {module} loads {out.stdout.strip()}"

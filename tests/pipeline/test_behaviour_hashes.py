@@ -46,9 +46,22 @@ SETTINGS = [
 ]
 
 
+def _cpu_model() -> str:
+    """The CPU's vendor and model: MKL takes other kernels on other CPUs with the same instruction set."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    keys = ("vendor_id", "cpu family", "model", "model name")
+    return " / ".join(fields.get(k, "") for k in keys)
+
+
 def fingerprint() -> dict:
     return {
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__.split("+")[0],
         "numpy": np.__version__,

@@ -3,10 +3,13 @@ what it produces (semantic IDs, trained weights, the fusion's tuning table, co-o
 statistics, test metrics and each test user's target rank), recorded in behaviour_hashes.json.
 
 A refactor must leave every hash as it is (issue 16). A change that means to alter behaviour
-re-records them: ``GENREC_RECORD_BEHAVIOUR=1 pytest tests/pipeline/test_behaviour_hashes.py``,
-and its commit says why. Floating-point results depend on the CPU's instruction set and the
-library versions, so the hashes are checked where they were recorded (the fingerprint below)
-and the test skips, naming both, elsewhere.
+re-records them: ``GENREC_RECORD_BEHAVIOUR=1 pytest tests/pipeline/test_behaviour_hashes.py``
+replaces every record with this machine's, and its commit says why. Floating-point results
+depend on the CPU and the library versions, so each record holds the fingerprint of the machine
+it was made on; the hashes are checked on a machine that matches one, and the test skips, naming
+them, elsewhere. ``GENREC_RECORD_BEHAVIOUR=add`` adds (or renews) this machine's record beside the
+others, for a machine that runs the same behaviour: record on it at the commit the others were
+made at.
 """
 
 from __future__ import annotations
@@ -58,14 +61,32 @@ def _cpu_model() -> str:
     return " / ".join(fields.get(k, "") for k in keys)
 
 
+def _cpu_flags() -> str:
+    """A digest of the instruction-set flags the kernel reports: two virtual machines that name the
+    same CPU may expose different extensions, and MKL dispatches on them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "")
+    return _sha(" ".join(sorted(flags.split())).encode())[:16]
+
+
 def fingerprint() -> dict:
     return {
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__.split("+")[0],
         "numpy": np.__version__,
     }
+
+
+def matches(recorded: dict, here: dict) -> bool:
+    """Whether this machine is the one a record was made on (on every key the record holds: the
+    first record predates the flags digest)."""
+    return all(here.get(key) == value for key, value in recorded.items())
 
 
 def _sha(data: bytes) -> str:
@@ -107,18 +128,43 @@ def tiny_hashes(tmp_path_factory, tiny_prepared):
     return run_hashes(root / "run")
 
 
+def _records() -> list[dict]:
+    data = json.loads(RECORD.read_text())
+    return data["records"]
+
+
+def _record(hashes: dict[str, str], mode: str) -> None:
+    here = fingerprint()
+    kept = [r for r in _records() if not matches(r["fingerprint"], here)] if mode == "add" else []
+    records = [*kept, {"fingerprint": here, "hashes": hashes}]
+    RECORD.write_text(json.dumps({"records": records}, indent=2) + "\n")
+
+
 def test_a_tiny_run_produces_the_recorded_outputs_bit_for_bit(tiny_hashes):
-    if os.environ.get("GENREC_RECORD_BEHAVIOUR") == "1":
-        RECORD.write_text(json.dumps({"fingerprint": fingerprint(), "hashes": tiny_hashes}, indent=2) + "\n")
-        pytest.skip(f"recorded {RECORD.name}: commit it and say why behaviour changed")
-    recorded = json.loads(RECORD.read_text())
-    if recorded["fingerprint"] != fingerprint():
-        pytest.skip(f"hashes recorded on {recorded['fingerprint']}, this machine is {fingerprint()}")
-    assert set(tiny_hashes) == set(recorded["hashes"])
-    changed = [name for name in tiny_hashes if tiny_hashes[name] != recorded["hashes"][name]]
+    mode = os.environ.get("GENREC_RECORD_BEHAVIOUR")
+    if mode in ("1", "add"):
+        _record(tiny_hashes, mode)
+        pytest.skip(f"recorded {RECORD.name} ({mode}): commit it and say why")
+    here = fingerprint()
+    record = next((r for r in _records() if matches(r["fingerprint"], here)), None)
+    if record is None:
+        pytest.skip(f"hashes recorded on {[r['fingerprint'] for r in _records()]}, this machine is {here}")
+    assert set(tiny_hashes) == set(record["hashes"])
+    changed = [name for name in tiny_hashes if tiny_hashes[name] != record["hashes"][name]]
     assert not changed, (
         f"changed outputs: {changed} (re-record only where the change means to alter behaviour)"
     )
+
+
+def test_a_record_matches_only_its_machine():
+    """The AMD record (without the flags digest) does not match a machine that differs in any key
+    it holds; a record with the digest needs it to match too."""
+    here = fingerprint()
+    assert matches(here, here)
+    for key in here:
+        other = {**here, key: here[key] + "x"}
+        assert not matches(other, here)
+    assert matches({k: v for k, v in here.items() if k != "cpu_flags"}, here)
 
 
 def test_the_hashes_see_a_one_bit_change(tmp_path):

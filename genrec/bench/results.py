@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from genrec.files import atomic_write_text, default_file_mode, json_text, save_figure
+from genrec.devices import device_name
+from genrec.files import atomic_path, atomic_write_text, json_text, save_figure
 
 
 def git_sha() -> str | None:
@@ -29,13 +28,6 @@ def git_sha() -> str | None:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def device_name(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def environment(device: torch.device | str) -> dict:
@@ -62,12 +54,10 @@ def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict])
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with tempfile.NamedTemporaryFile("w", delete=False, dir=out_dir, suffix=".csv", newline="") as f:
+    with atomic_path(csv_path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.chmod(f.name, default_file_mode())
-    os.replace(f.name, csv_path)
     return {"json": json_path, "csv": csv_path}
 
 

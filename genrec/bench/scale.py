@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genrec.bench.scale_decode import DECODE_STAGES
+from genrec.devices import cpu_model
 from genrec.files import save_figure
 
 STAGES = ("generate", "prepare", "embed", "tokenize", "train", "test")
@@ -287,7 +287,7 @@ def run_scale_benchmark(
     payload = {
         "benchmark": "scale",
         **environment("cpu"),
-        "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+        "device": f"{cpu_model()} ({os.cpu_count()} CPUs)",
         "cpu_count": os.cpu_count(),
         "nice": os.nice(0),
         "config": {

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genrec.devices import cpu_model
 from genrec.files import save_figure
 
 # "before": libgomp's own default spin (what it does when nothing is set), the kernels' OpenMP
@@ -83,7 +83,12 @@ def _median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1
 def _decode(quick: bool, tiger: bool) -> tuple[float, list[float]]:
     import torch
 
-    from genrec.bench.decode import PrecomputedLogits, history_batch, synthetic_catalogue, tiger_model
+    from genrec.bench.decode_fixtures import (
+        PrecomputedLogits,
+        history_batch,
+        synthetic_catalogue,
+        tiger_model,
+    )
     from genrec.decoding import TrieIndex, beam_search
 
     cat = synthetic_catalogue(100_000)
@@ -304,7 +309,7 @@ def run_thread_benchmarks(
     payload = {
         "benchmark": "threads",
         **environment("cpu"),
-        "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+        "device": f"{cpu_model()} ({os.cpu_count()} CPUs)",
         "cpu_count": os.cpu_count(),
         # What "default" meant in the children (the parent's own count may come from its environment).
         "default_threads": sorted({c["threads_used"] for c in cells if c["threads"] == 0}),

@@ -16,6 +16,7 @@ def environment_info() -> dict:
     import torch
 
     import genrec
+    from genrec.devices import cpu_model
     from genrec.ops import Backend
     from genrec.ops._backends import why_unavailable
 
@@ -33,7 +34,7 @@ def environment_info() -> dict:
         "torch_cuda": torch.version.cuda,
         "triton": version("triton"),
         "cuda_available": cuda_ok,
-        "device": torch.cuda.get_device_name() if cuda_ok else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if cuda_ok else cpu_model(),
         "extension_loaded": genrec.extension_loaded(),
         "extension_error": genrec.extension_error(),
         "ops": {},

@@ -29,6 +29,7 @@ import torch
 
 from genrec import cpu_threads
 from genrec.config import Config, cache_relevant, stable_hash
+from genrec.devices import peak_memory, reset_peak_memory
 from genrec.faults import fault_point
 from genrec.files import atomic_write_text, json_text
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
@@ -191,8 +192,6 @@ def _run_pipeline(
         wall["train"] = 0.0
         result.train = {**trained, "cached": True}
     else:
-        from genrec.report.cost import peak_memory, reset_peak_memory
-
         started = time.perf_counter()
         reset_peak_memory(device)
         validate_fn = _validator(config, inputs, codes, device, item_id_model)

@@ -3,62 +3,21 @@
 ``measure_decode`` times a recommender (genrec.eval's protocol) on a seeded sample of a split:
 latency is one user per call (what an online request pays), throughput is users per second at a
 large batch (what offline scoring pays). On CUDA, peak memory is ``torch.cuda.max_memory_allocated``
-since :func:`reset_peak_memory`; on the CPU it is the process's peak resident set size (which
+since ``reset_peak_memory`` (genrec.devices); on the CPU it is the process's peak resident set size (which
 includes the Python interpreter and the data, and never goes down).
 """
 
 from __future__ import annotations
 
-import platform
-import resource
-import sys
 import time
 
 import numpy as np
 import torch
 
+from genrec.devices import device_name, peak_memory, reset_peak_memory, synchronize
 from genrec.files import atomic_write_text
 
 COST_FORMAT_VERSION = 1
-
-
-def device_description(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
-
-
-def reset_peak_memory(device: torch.device | str) -> None:
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device | str) -> dict:
-    """{"bytes": ..., "kind": what was measured}."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda max_memory_allocated"}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return {"bytes": int(rss * scale), "kind": "process peak RSS"}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_decode(
@@ -90,10 +49,10 @@ def measure_decode(
         recommender.recommend([histories[i]], k, users[i : i + 1])
     times = []
     for i in range(len(histories)):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         recommender.recommend([histories[i]], k, users[i : i + 1])
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     ms = np.asarray(times) * 1e3
 
@@ -101,11 +60,11 @@ def measure_decode(
     recommender.recommend(
         data.history_list(batches[0][: min(len(batches[0]), 64)]), k, data.users[batches[0][:64]]
     )
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for rows in batches:
         recommender.recommend(data.history_list(rows), k, data.users[rows])
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {
         "k": k,
@@ -149,7 +108,7 @@ def write_run_cost(
     decode = measure_decode(recommender, dataset, "test", k=k, batch_size=batch_size, device=device)
     payload = {
         "format_version": COST_FORMAT_VERSION,
-        "device": device_description(device),
+        "device": device_name(device),
         "train_seconds": train_seconds,
         "train_peak_memory": train_peak_memory,
         "parameters": parameters,

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from genrec.data import load_prepared
+from genrec.devices import peak_memory
 from genrec.eval import MostPop
 from genrec.report import ReportOptions, build_report
-from genrec.report.cost import peak_memory, write_run_cost
+from genrec.report.cost import write_run_cost
 
 
 class _Counting(MostPop):

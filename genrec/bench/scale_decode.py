@@ -4,10 +4,10 @@ peak memory, genrec.bench.scale.run_measured):
 
 - ``semantic_ids``: N synthetic semantic IDs (3 levels x 256 + the disambiguation token, code cells
   with Zipf popularity: genrec.bench.scale_data.synthetic_semantic_ids), written to WORK/ids.npy;
-- ``trie``: the decoding index of those IDs (genrec.bench.decode.build_index: ``genrec.ops.build_trie``
+- ``trie``: the decoding index of those IDs (genrec.bench.decode_fixtures.build_index: ``genrec.ops.build_trie``
   alone, then ``TrieIndex.from_codes``), saved to WORK/trie.safetensors;
 - ``beam``: one batch of constrained beam search (256 users, beam 20) over the saved index, with
-  random logits as the model (genrec.bench.decode.PrecomputedLogits: the search alone, as the
+  random logits as the model (genrec.bench.decode_fixtures.PrecomputedLogits: the search alone, as the
   model's cost does not grow with the catalogue); first call and the median of a few;
 - ``encode``: a genrec tokenizer (residual k-means, 3 x 256) fitted on a sample of N synthetic
   embeddings (genrec.bench.scale_data.SyntheticEmbeddings), then ``Tokenizer.encode`` of all N in
@@ -33,7 +33,7 @@ DECODE_STAGES = ("semantic_ids", "trie", "beam", "encode")
 BEAM, USERS = 20, 256
 DIM, CHUNK, FIT_ROWS = 192, 262_144, 65_536
 IDS_FILE, TRIE_FILE = "ids.npy", "trie.safetensors"
-STEP_FN = "random logits (genrec.bench.decode.PrecomputedLogits): the search alone, no model"
+STEP_FN = "random logits (genrec.bench.decode_fixtures.PrecomputedLogits): the search alone, no model"
 
 
 def make_semantic_ids(work: Path, items: int, seed: int = 0) -> dict:
@@ -69,7 +69,7 @@ def build_trie(work: Path, seed: int = 0, check_rows: int = 100_000) -> dict:
     """Build the decoding index of WORK/ids.npy, save it, and check a sample of IDs against it."""
     import torch
 
-    from genrec.bench.decode import Catalogue, build_index
+    from genrec.bench.decode_fixtures import Catalogue, build_index
 
     ids, level_sizes = _load_ids(work)
     index, info = build_index(Catalogue(torch.from_numpy(ids), level_sizes), torch.device("cpu"))
@@ -96,7 +96,8 @@ def beam_batch(work: Path, users: int = USERS, beam: int = BEAM, seed: int = 0, 
     every returned item is a catalogue item whose ID the index holds, none twice for a user."""
     import torch
 
-    from genrec.bench.decode import PrecomputedLogits, time_calls
+    from genrec.bench.decode_fixtures import PrecomputedLogits
+    from genrec.bench.timing import time_calls
     from genrec.decoding import TrieIndex, beam_search
     from genrec.ops._backends import resolve_backend
 

@@ -103,7 +103,8 @@ def decode(
     """Constrained beam search: users/s, latency and mask-and-select share, against the baselines."""
     import torch
 
-    from genrec.bench.decode import run_decode_benchmarks, run_gpu_check
+    from genrec.bench.decode import run_decode_benchmarks
+    from genrec.bench.gpu_check import run_gpu_check
 
     console = Console()
     with _torch_threads(threads):

@@ -9,14 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from genrec.bench.decode import (
-    PrecomputedLogits,
-    PythonTrie,
-    default_backends,
-    python_trie_search,
-    run_gpu_check,
-    synthetic_catalogue,
-)
+from genrec.bench.decode import default_backends
+from genrec.bench.decode_baselines import HFGenerateBaseline, PythonTrie, python_trie_search
+from genrec.bench.decode_fixtures import PrecomputedLogits, history_batch, synthetic_catalogue
+from genrec.bench.gpu_check import run_gpu_check
 from genrec.cli import app
 from genrec.decoding import TrieIndex, beam_search
 
@@ -145,8 +141,6 @@ def test_gpu_check_summary_at_toy_size_on_the_cpu(tmp_path, monkeypatch):
 
 def test_hf_generate_baseline_decodes_valid_items():
     pytest.importorskip("transformers")
-    from genrec.bench.decode import HFGenerateBaseline, history_batch
-
     cat = synthetic_catalogue(500, seed=4)
     trie = PythonTrie(cat.codes)
     hf = HFGenerateBaseline(cat, trie, torch.device("cpu"))

@@ -16,12 +16,12 @@ for name in ("polars", "faiss", "transformers", "sentence_transformers"):
 import torch
 from typer.testing import CliRunner
 from genrec.cli import app
-from genrec.bench import decode
+from genrec.bench import decode, decode_baselines, gpu_check
 from genrec.decoding import TrieIndex, beam_search
 
 result = CliRunner().invoke(app, ["bench", "decode", "--help"])
 assert result.exit_code == 0 and "--gpu-check" in result.output, result.output
-assert not decode.hf_available()
+assert not decode_baselines.hf_available() and decode.run_decode_benchmarks and gpu_check.run_gpu_check
 index = TrieIndex.from_codes(torch.tensor([[0, 1], [1, 0], [1, 1]]))
 items, _ = beam_search(lambda prefix, parents: torch.zeros(1, prefix.shape[1], 2), index, 1, 3)
 assert sorted(items[0].tolist()) == [0, 1, 2]

@@ -26,20 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.embed.artifacts import EmbeddingError
+from genrec.embed.behaviour_probe import behaviour_probe
 from genrec.embed.encoder_config import DiffusionConfig, MultimodalConfig
+from genrec.embed.fusion_training import FusionResult
 from genrec.embed.multimodal import (
-    FusionResult,
     MultimodalEncoder,
-    _stderr_log,
-    behaviour_probe,
     encode_multimodal,
     multimodal_fingerprint,
-    multimodal_state,
-    new_item_content,
-    new_item_embeddings,
     settings_of,
-    torch_threads,
+    stderr_log,
 )
+from genrec.embed.multimodal_state import multimodal_state, new_item_content, new_item_embeddings
+from genrec.embed.runtime import torch_threads
 
 
 # ---- the noise schedule ----
@@ -428,7 +426,7 @@ class DiffusionEncoder(MultimodalEncoder):
         return multimodal_fingerprint(self, dataset, self.settings, extra)
 
     def encode(self, dataset) -> np.ndarray:
-        log = _stderr_log(self.config.progress)
+        log = stderr_log(self.config.progress)
         text = self.text_modality(dataset) if "text" in self.settings.modalities else None
         fitted: dict = {}
         embeddings, meta, fusion = encode_diffusion(

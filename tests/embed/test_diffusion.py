@@ -21,7 +21,8 @@ from genrec.embed.diffusion import (
     train_diffusion,
 )
 from genrec.embed.encoder_config import DiffusionConfig
-from genrec.embed.multimodal import fuse, gather_modalities
+from genrec.embed.fusion_training import fuse
+from genrec.embed.gather import gather_modalities
 from tests.embed.multimodal_data import kind_of, small_config, synthetic_text
 
 

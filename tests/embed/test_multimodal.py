@@ -12,10 +12,12 @@ import torch
 from genrec.data import load_prepared, write_cold_start, write_prepared
 from genrec.embed.artifacts import EmbeddingError
 from genrec.embed.attributes import embed_attributes
+from genrec.embed.behaviour_probe import behaviour_probe
 from genrec.embed.collaborative import embed_collaborative
 from genrec.embed.encoder_config import MultimodalConfig
+from genrec.embed.fusion_training import fuse
+from genrec.embed.gather import gather_modalities, text_modality
 from genrec.embed.modality import ModalityFeatures
-from genrec.embed.multimodal import behaviour_probe, fuse, gather_modalities, text_modality
 from tests.embed.multimodal_data import kind_of, small_config, synthetic_text
 
 

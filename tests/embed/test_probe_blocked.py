@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genrec.embed import multimodal as mm
-from genrec.embed.multimodal import BehaviourProbe, behaviour_probe, probe_sample
+from genrec.embed import behaviour_probe as mm
+from genrec.embed.behaviour_probe import BehaviourProbe, behaviour_probe, probe_sample
 
 
 def dense_reference(estimates, probe, behaviour, warm, k=10):
-    """genrec/embed/multimodal.py's behaviour_probe before blocking: one dense similarity matrix."""
+    """genrec.embed.multimodal's behaviour_probe before blocking (now genrec.embed.behaviour_probe): one dense similarity matrix."""
     est = F.normalize(torch.from_numpy(estimates).float(), dim=-1)
     warm_idx = np.flatnonzero(warm)
     bank = torch.from_numpy(behaviour[warm_idx]).float()

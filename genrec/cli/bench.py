@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from genrec.embed.runtime import torch_threads
 
 _BACKGROUND_HELP = (
     "CPU-bound processes to keep running beside the benchmark (a busy machine); recorded in the JSON."
@@ -32,7 +33,7 @@ def kernels(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    with _torch_threads(threads):
+    with torch_threads(threads):
         result = run_kernel_benchmarks(
             out, device, quick=quick, dtypes=tuple(dtype), background=background_load
         )
@@ -107,7 +108,7 @@ def decode(
     from genrec.bench.gpu_check import run_gpu_check
 
     console = Console()
-    with _torch_threads(threads):
+    with torch_threads(threads):
         if gpu_check:
             if not torch.cuda.is_available():
                 raise typer.BadParameter("--gpu-check needs a CUDA GPU")
@@ -557,20 +558,6 @@ def serve(
     for kind, path in result["paths"].items():
         if path is not None:
             console.print(f"{kind}: {path}")
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run with ``n`` torch threads (0: unchanged), restoring the previous count after."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from genrec.decoding.masks import ItemLists, RequestMasks
-from genrec.decoding.search import BeamSearchResult, StepFn, _check_args, decode_loop
+from genrec.decoding.search import BeamSearchResult, StepFn, check_search_args, decode_loop
 from genrec.decoding.trie import TrieIndex
 
 MakeStepFn = Callable[[Mapping[str, torch.Tensor]], StepFn]
@@ -61,7 +61,7 @@ class GraphedBeamSearch:
         warmup: int = 1,
         max_graphs: int = 4,
     ) -> None:
-        _check_args(index, num_users, beam_size, top_k)
+        check_search_args(index, num_users, beam_size, top_k)
         if num_users < 1:
             raise ValueError("num_users must be >= 1")
         self.make_step_fn = make_step_fn

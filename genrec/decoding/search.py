@@ -26,8 +26,8 @@ import torch
 from genrec.decoding.masks import ItemLists, RequestMasks
 from genrec.decoding.trie import TrieIndex
 from genrec.ops import constrained_beam_step
+from genrec.step_fn import StepFn
 
-StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``timer(name)`` returns a context manager around the "model" and "select" parts of each step.
 Timer = Callable[[str], contextlib.AbstractContextManager]
 
@@ -58,7 +58,7 @@ def beam_search(
     ``exclude`` / ``allow``: per-user item lists (genrec.decoding.masks) removing items (e.g.
     the user's history) or restricting the search to them. ``timer`` instruments each step.
     """
-    _check_args(index, num_users, beam_size, top_k)
+    check_search_args(index, num_users, beam_size, top_k)
     masks = RequestMasks.build(index, num_users, exclude=exclude, allow=allow)
     return decode_loop(step_fn, index, num_users, beam_size, top_k or beam_size, backend, masks, timer)
 
@@ -108,7 +108,7 @@ def decode_loop(
     return BeamSearchResult(index.items_of_leaves(states), scores)
 
 
-def _check_args(index: TrieIndex, num_users: int, beam_size: int, top_k: int | None) -> None:
+def check_search_args(index: TrieIndex, num_users: int, beam_size: int, top_k: int | None) -> None:
     if not isinstance(index, TrieIndex):
         raise TypeError(f"index must be a genrec.decoding.TrieIndex, got {type(index).__name__}")
     for name, value in (("num_users", num_users), ("beam_size", beam_size), ("top_k", top_k)):

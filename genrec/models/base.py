@@ -13,13 +13,13 @@ It must be called for t = 0, 1, ..., T-1 in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from genrec.step_fn import StepFn
 
 
 class GenerativeModel(nn.Module):

@@ -20,9 +20,8 @@ from genrec.models.layers import (
     Block,
     Dropout,
     SemanticIdEmbedding,
-    attend_shared_and_own,
+    cached_step_fn,
     init_weights,
-    reorder_beams,
     user_buckets,
 )
 
@@ -148,33 +147,13 @@ class DecoderOnly(GenerativeModel):
         tokens = torch.arange(u + S * T, device=history.device)
         shared_mask = tokens[None, :] <= last[:, None]  # (U, N)
         next_pos = self.item_pos(history_len)  # (U, C): the generated item's position
-        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
-        expected = [0]
-
-        @torch.no_grad()
-        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
-            _, B, t = prefix.shape
-            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
-                raise ValueError(
-                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
-                    f"{self.num_levels}), got {tuple(prefix.shape)}"
-                )
-            expected[0] += 1
-            if t == 0:
-                return first_logits[:, None, :].expand(U, B, -1)
-            x = self.codes.level(t - 1, prefix[:, :, t - 1]) + next_pos[:, None, :]  # (U, B, C)
-            for i, block in enumerate(self.blocks):
-                attn = block.self_attn
-                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
-                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
-                if t > 1:
-                    ck, cv = cache[i]
-                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t, dh)
-                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
-                cache[i] = (k, v)
-                y = attend_shared_and_own(q, shared_kv[i], shared_mask, (k, v))  # (U, B, H, dh)
-                x = x + attn.step_out(y)
-                x = x + block.ff(block.ln_ff(x))
-            return self.codes.logits(t, self.ln(x)).float()  # (U, B, V_t)
-
-        return step
+        return cached_step_fn(
+            users=U,
+            num_levels=self.num_levels,
+            blocks=self.blocks,
+            embed=lambda t, prefix: self.codes.level(t - 1, prefix[:, :, t - 1]) + next_pos[:, None, :],
+            logits=lambda t, x: self.codes.logits(t, self.ln(x)).float(),
+            first_logits=first_logits,
+            shared=shared_kv,
+            shared_mask=shared_mask,
+        )

@@ -27,9 +27,8 @@ from genrec.models.layers import (
     Block,
     Dropout,
     SemanticIdEmbedding,
-    attend_shared_and_own,
+    cached_step_fn,
     init_weights,
-    reorder_beams,
     user_buckets,
 )
 from genrec.models.sasrec import softmax_cross_entropy
@@ -454,35 +453,16 @@ class ItemDecoder(GenerativeModel):
                 shared.append(kv)  # each (U, H, 1, dh)
             first_logits = self.codes.logits(0, self.depth_ln(z[:, 0])).float()  # (U, V_0)
         shared_mask = torch.ones(U, 1, dtype=torch.bool, device=history.device)
-        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.depth_blocks)
-        expected = [0]
-
-        @torch.no_grad()
-        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
-            _, B, t = prefix.shape
-            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
-                raise ValueError(
-                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
-                    f"{self.num_levels}), got {tuple(prefix.shape)}"
-                )
-            expected[0] += 1
-            if t == 0:
-                return first_logits[:, None, :].expand(U, B, -1)
-            x = self.codes.level(t - 1, prefix[:, :, t - 1]) + self.depth_pos.weight[t]  # (U, B, C)
-            for i, block in enumerate(self.depth_blocks):
-                attn = block.self_attn
-                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
-                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
-                if t > 1:
-                    ck, cv = cache[i]
-                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t, dh)
-                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
-                cache[i] = (k, v)
-                x = x + attn.step_out(attend_shared_and_own(q, shared[i], shared_mask, (k, v)))
-                x = x + block.ff(block.ln_ff(x))
-            return self.codes.logits(t, self.depth_ln(x)).float()  # (U, B, V_t)
-
-        return step
+        return cached_step_fn(
+            users=U,
+            num_levels=self.num_levels,
+            blocks=self.depth_blocks,
+            embed=lambda t, prefix: self.codes.level(t - 1, prefix[:, :, t - 1]) + self.depth_pos.weight[t],
+            logits=lambda t, x: self.codes.logits(t, self.depth_ln(x)).float(),
+            first_logits=first_logits,
+            shared=shared,
+            shared_mask=shared_mask,
+        )
 
 
 def _head(batch: Mapping[str, torch.Tensor], W: int) -> torch.Tensor | None:

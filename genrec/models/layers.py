@@ -10,12 +10,14 @@ full forward passes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genrec.ops import dropout_multiplier
+from genrec.step_fn import StepFn
 
 
 class Dropout(nn.Module):
@@ -168,6 +170,72 @@ def reorder_beams(cache: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
     """Select each beam's parent along dim 1: cache (U, B_prev, ...), parents (U, B) -> (U, B, ...)."""
     users = torch.arange(cache.shape[0], device=cache.device)[:, None]
     return cache[users, parents]
+
+
+def cached_step_fn(
+    *,
+    users: int,
+    num_levels: int,
+    blocks: Sequence[nn.Module],
+    embed: Callable[[int, torch.Tensor], torch.Tensor],
+    logits: Callable[[int, torch.Tensor], torch.Tensor],
+    first_logits: torch.Tensor | None = None,
+    shared: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    shared_mask: torch.Tensor | None = None,
+    cross: Callable[[int, nn.Module, torch.Tensor], torch.Tensor] | None = None,
+) -> StepFn:
+    """The decoding contract's step function over pre-norm ``blocks`` with a per-beam cache: what
+    the three generative models share; each supplies its prefill through these arguments.
+
+    ``embed(t, prefix)`` -> (U, B, C): the input of step t (the token chosen at step t - 1, or a
+    start token, plus its position); ``logits(t, x)`` -> (U, B, V_t) from the last block's
+    output. ``first_logits`` (U, V_0): step 0 answered by the prefill (the decoder-only models,
+    whose history's last state predicts the first token), so the beams' own tokens start at
+    step 1. ``shared`` per block (k, v) (U, H, N, dh), valid where ``shared_mask`` (U, N): a
+    prefix every beam of a user attends to (the history), never copied per beam; without it the
+    beams attend to their own tokens alone. ``cross(i, block, x)`` -> the residual of block i's
+    cross-attention (TIGER's encoder memory). Each step appends one key/value per beam and
+    reorders the cache through ``parents``; steps must come in order, once each.
+    """
+    own_from = 0 if first_logits is None else 1
+    cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(blocks)
+    expected = [0]
+
+    @torch.no_grad()
+    def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        _, B, t = prefix.shape
+        if prefix.shape[0] != users or t != expected[0] or t >= num_levels:
+            raise ValueError(
+                f"step_fn expects prefix [{users}, beams, {expected[0]}] (steps in order, t < "
+                f"{num_levels}), got {tuple(prefix.shape)}"
+            )
+        expected[0] += 1
+        if first_logits is not None and t == 0:
+            return first_logits[:, None, :].expand(users, B, -1)
+        x = embed(t, prefix)  # (U, B, C)
+        for i, block in enumerate(blocks):
+            attn = block.self_attn
+            q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
+            k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
+            if t > own_from:
+                ck, cv = cache[i]
+                k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, own tokens, dh)
+                v = torch.cat([reorder_beams(cv, parents), v], dim=3)
+            cache[i] = (k, v)
+            if shared is None:
+                H, dh, n = q.shape[2], q.shape[3], k.shape[3]
+                y = F.scaled_dot_product_attention(
+                    q.reshape(users * B, H, 1, dh), k.reshape(users * B, H, n, dh), v.reshape(users * B, H, n, dh)
+                ).view(users, B, H, dh)
+            else:
+                y = attend_shared_and_own(q, shared[i], shared_mask, (k, v))  # (U, B, H, dh)
+            x = x + attn.step_out(y)
+            if cross is not None:
+                x = x + cross(i, block, x)
+            x = x + block.ff(block.ln_ff(x))
+        return logits(t, x)
+
+    return step
 
 
 class Block(nn.Module):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import GenerativeModel, StepFn, cross_entropy_sum
@@ -23,8 +22,8 @@ from genrec.models.layers import (
     Block,
     Dropout,
     SemanticIdEmbedding,
+    cached_step_fn,
     init_weights,
-    reorder_beams,
     user_buckets,
 )
 
@@ -157,37 +156,20 @@ class Tiger(GenerativeModel):
             memory_kv = [block.cross_attn.memory_kv(memory) for block in self.decoder]
         mem_mask = valid[:, None, None, :]  # (U, 1, 1, S)
         U = memory.shape[0]
-        cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.decoder)
-        expected = [0]
 
-        @torch.no_grad()
-        def step(prefix: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
-            _, B, t = prefix.shape
-            if prefix.shape[0] != U or t != expected[0] or t >= self.num_levels:
-                raise ValueError(
-                    f"step_fn expects prefix [{U}, beams, {expected[0]}] (steps in order, t < "
-                    f"{self.num_levels}), got {tuple(prefix.shape)}"
-                )
-            expected[0] += 1
-            # (U, B, C): BOS first, then the token chosen at the previous step
-            x = self.bos.expand(U, B, -1) if t == 0 else self.codes.level(t - 1, prefix[:, :, t - 1])
-            x = x + self.dec_pos.weight[t]
-            for i, block in enumerate(self.decoder):
-                attn = block.self_attn
-                q, k, v = attn.step_qkv(block.ln_self(x))  # each (U, B, H, dh)
-                k, v = k[:, :, :, None], v[:, :, :, None]  # (U, B, H, 1, dh)
-                if t > 0:
-                    ck, cv = cache[i]
-                    k = torch.cat([reorder_beams(ck, parents), k], dim=3)  # (U, B, H, t+1, dh)
-                    v = torch.cat([reorder_beams(cv, parents), v], dim=3)
-                cache[i] = (k, v)
-                H, dh = q.shape[2], q.shape[3]
-                y = F.scaled_dot_product_attention(
-                    q.reshape(U * B, H, 1, dh), k.reshape(U * B, H, t + 1, dh), v.reshape(U * B, H, t + 1, dh)
-                )
-                x = x + attn.step_out(y.view(U, B, H, dh))
-                x = x + block.cross_attn.step_cross(block.ln_cross(x), memory_kv[i], mem_mask)
-                x = x + block.ff(block.ln_ff(x))
-            return self.codes.logits(t, self.dec_ln(x)).float()  # (U, B, V_t)
+        def embed(t: int, prefix: torch.Tensor) -> torch.Tensor:
+            # BOS first, then the token chosen at the previous step
+            x = self.bos.expand(U, prefix.shape[1], -1) if t == 0 else self.codes.level(t - 1, prefix[:, :, t - 1])
+            return x + self.dec_pos.weight[t]
 
-        return step
+        def cross(i: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return block.cross_attn.step_cross(block.ln_cross(x), memory_kv[i], mem_mask)
+
+        return cached_step_fn(
+            users=U,
+            num_levels=self.num_levels,
+            blocks=self.decoder,
+            embed=embed,
+            logits=lambda t, x: self.codes.logits(t, self.dec_ln(x)).float(),
+            cross=cross,
+        )

@@ -31,7 +31,7 @@ from genrec.models.layers import (
     init_weights,
     user_buckets,
 )
-from genrec.models.sasrec import softmax_cross_entropy
+from genrec.models.losses import softmax_cross_entropy
 
 
 class ItemDecoder(GenerativeModel):

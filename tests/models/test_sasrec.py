@@ -177,7 +177,7 @@ def test_built_from_a_config():
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_chunked_cross_entropy_matches_the_plain_one(label_smoothing):
-    from genrec.models.sasrec import softmax_cross_entropy
+    from genrec.models.losses import softmax_cross_entropy
 
     g = torch.Generator().manual_seed(3)
     h = torch.randn(37, 8, dtype=torch.float64, generator=g, requires_grad=True)

@@ -386,7 +386,7 @@ def open_tested_run(
     from genrec.data import load_prepared
     from genrec.eval.by_item_id import ItemIdMapped, item_index_map
     from genrec.recommend import RunError, load_run
-    from genrec.train.loop import autocast_dtype
+    from genrec.train.recipe import autocast_dtype
 
     run_dir = Path(run_dir)
     if items_by_id and dataset_dir is None:

@@ -122,7 +122,7 @@ def _train(quick: bool) -> tuple[float, list[float]]:
     from genrec.config import load_config
     from genrec.models import build_model
     from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-    from genrec.train.loop import _LossModule, make_optimizer
+    from genrec.train.recipe import LossModule, make_optimizer
 
     path = Path(genrec.__file__).resolve().parents[1] / "configs" / "tiger_beauty.toml"
     if not path.is_file():
@@ -142,13 +142,13 @@ def _train(quick: bool) -> tuple[float, list[float]]:
     examples = build_examples(ends - lengths, ends - 2, t.max_history, model.example_kind)
     maker = BatchMaker(examples, flat, codes, torch.device("cpu"))
     batches = epoch_batches(examples, t.batch_size, 0, 0, t.length_grouping)
-    loss = _LossModule(model, t.label_smoothing)
+    loss = LossModule(model, t.label_smoothing)
     params = list(model.parameters())
     model.train()
     counter = iter(range(10**9))
 
     def step():
-        cpu_threads.tick()  # as genrec.train.loop does before each step
+        cpu_threads.tick()  # as genrec.train.trainer does before each step
         total = loss(maker(batches[next(counter) % len(batches)]))
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)

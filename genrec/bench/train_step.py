@@ -34,7 +34,7 @@ from genrec.models import build_model
 from genrec.models.layers import Dropout
 from genrec.ops import dropout_multiplier
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-from genrec.train.loop import _LossModule, make_optimizer, uses_sparse_item_table
+from genrec.train.recipe import LossModule, make_optimizer, uses_sparse_item_table
 
 DROPOUTS = ("genrec", "torch")
 USERS = 50_000
@@ -73,7 +73,7 @@ class _Trainer:
         examples = build_examples(ends - lengths, ends, self.t.max_history, self.model.example_kind)
         self.maker = BatchMaker(examples, flat, codes, device)
         self.batches = epoch_batches(examples, self.t.batch_size, seed, 0, self.t.length_grouping)
-        self.loss = _LossModule(self.model, self.t.label_smoothing)
+        self.loss = LossModule(self.model, self.t.label_smoothing)
         self.params = list(self.model.parameters())
         self.next = 0
         self.model.train()

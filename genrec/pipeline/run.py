@@ -43,7 +43,9 @@ from genrec.pipeline.stages import (
 )
 from genrec.recommend import RUN_FORMAT_VERSION, RecordedRanking, RunError, recommender_for
 from genrec.train import distributed
-from genrec.train.loop import TrainInputs, autocast_dtype, fit, training_signature
+from genrec.train.inputs import TrainInputs
+from genrec.train.recipe import autocast_dtype, build_training_model, training_signature
+from genrec.train.trainer import fit
 
 STAGES = ("prepare", "embed", "tokenize", "train", "test")
 HEADLINE = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -185,8 +187,6 @@ def _run_pipeline(
     if trained.get("signature_hash") == stable_hash(signature) and (run_dir / "model.safetensors").is_file():
         say(f"  train: cached (run folder {run_dir} already holds this training)")
         from genrec.train.checkpoint import load_model_weights
-        from genrec.train.loop import build_training_model
-
         model = build_training_model(config, inputs).to(device)
         load_model_weights(run_dir / "model.safetensors", model)
         wall["train"] = 0.0

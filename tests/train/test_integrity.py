@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from genrec.files import atomic_write_text, json_text
 from genrec.train import checkpoint as ckpt
-from genrec.train.loop import TrainingDiverged, fit
+from genrec.train.trainer import TrainingDiverged, fit
 from tests.train.helpers import tiny_config
 from tests.train.tiny_run import inputs_for_world, validator
 

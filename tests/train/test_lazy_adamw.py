@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from genrec.config import load_config
 from genrec.models import build_model
 from genrec.train.lazy_adamw import LazyAdamW
-from genrec.train.loop import make_optimizer, uses_sparse_item_table
+from genrec.train.recipe import make_optimizer, uses_sparse_item_table
 
 HP = {"lr": 0.01, "betas": (0.9, 0.98), "eps": 1e-8}
 
@@ -123,7 +123,7 @@ def test_auto_turns_on_for_a_large_catalogue_on_a_cpu_only(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     config, model = _item_model()
     assert not uses_sparse_item_table(config, model, cpu)  # 50 items: the dense recipe
-    monkeypatch.setattr("genrec.train.loop.SPARSE_ITEM_TABLE_FROM", 50)
+    monkeypatch.setattr("genrec.train.recipe.SPARSE_ITEM_TABLE_FROM", 50)
     assert uses_sparse_item_table(config, model, cpu)
     assert not uses_sparse_item_table(config, model, cuda)
     off, model = _item_model("train.sparse_item_table=off")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genrec.train.checkpoint import CheckpointError, latest_checkpoint, read_state
-from genrec.train.loop import fit
+from genrec.train.trainer import fit
 from tests.train.helpers import tiny_config
 from tests.train.tiny_run import inputs_for_world, validator
 

@@ -14,7 +14,8 @@ import torch
 
 from genrec.recommend import Recommender
 from genrec.train import distributed
-from genrec.train.loop import TrainInputs, fit
+from genrec.train.inputs import TrainInputs
+from genrec.train.trainer import fit
 from tests.train.helpers import exhaustive_search, synthetic_world, tiny_config
 
 

@@ -1,7 +1,7 @@
 """Batch inference: the top K of every user of a run's dataset (or of a list of users) into one
 Parquet file, in resumable batches (``genrec recommend --run R --users all --out recs.parquet``).
 
-The lists are the test stage's: the run's recommender (genrec.recommend.load_run) with the test's
+The lists are the test stage's: the run's recommender (genrec.serve.run.load_run) with the test's
 batch size and precision, each user's test history (all but the last item) cut to the run's
 ``train.max_history``, and lists as long as the test asks for (max of ``eval.ks``) cut to K. With
 the test's batch size and all users, each batch is exactly one of the test's batches, so items
@@ -15,7 +15,7 @@ rename, and the staging folder is removed.
 
 Output rows (one per user and rank; slots a list leaves empty are not written): ``user_idx``,
 ``user_id``, ``rank`` (1 = best), ``item_idx``, ``item_id``, ``score`` (float32, the recommender's
-score: see genrec.recommend and genrec.fusion).
+score: see genrec.serve and genrec.fusion).
 
 numpy and pyarrow only (no polars, no faiss): this runs on the GPU machine.
 """
@@ -378,14 +378,15 @@ def open_tested_run(
     dataset_dir: str | Path | None = None,
     items_by_id: bool = False,
 ) -> OpenedRun:
-    """genrec.recommend.load_run, set up as genrec.pipeline.run's test stage sets up its recommender
+    """genrec.serve.run.load_run, set up as genrec.pipeline.run's test stage sets up its recommender
     (eval.batch_users unless ``batch_users``, the training precision's autocast), with the run's
     dataset (checked against the fingerprint run.json records). With ``items_by_id``,
     ``dataset_dir`` may be another dataset: its items are matched to the run's by id
     (genrec.eval.by_item_id) and the recommender speaks its item indices."""
     from genrec.data import load_prepared
     from genrec.eval.by_item_id import ItemIdMapped, item_index_map
-    from genrec.recommend import RunError, load_run
+    from genrec.run_format import RunError
+    from genrec.serve.run import load_run
     from genrec.train.recipe import autocast_dtype
 
     run_dir = Path(run_dir)

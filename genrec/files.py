@@ -1,8 +1,8 @@
 """Writing and fingerprinting files, shared by every stage: atomic writes (a temporary file
 beside the target, renamed into place, so a reader never sees half a file), strict JSON, the
-permissions a plainly created file gets, and one streamed sha256. Standard library only (the
-figure writer imports matplotlib when called), so the serving path on a machine without polars
-or faiss can use it, and core modules need not import genrec.bench for it."""
+permissions a plainly created file gets, one streamed sha256 and an array's. The standard library
+and numpy only (the figure writer imports matplotlib when called), so the serving path on a
+machine without polars or faiss can use it, and core modules need not import genrec.bench for it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 BLOCK = 1 << 22  # 4 MiB reads: flat memory for a multi-gigabyte embedding or checkpoint file
 
@@ -27,6 +29,14 @@ def file_sha256(path: str | Path, *, missing_ok: bool = False) -> str | None:
     with open(path, "rb") as f:
         while block := f.read(BLOCK):
             h.update(block)
+    return h.hexdigest()
+
+
+def array_sha256(array) -> str:
+    """sha256 of a numpy array's dtype, shape and bytes: names its exact content in manifests."""
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
+    h.update(array.view(np.uint8).reshape(-1).data)
     return h.hexdigest()
 
 

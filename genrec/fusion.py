@@ -38,7 +38,7 @@ import torch
 
 from genrec.fusion_votes import BatchVotes
 
-#: The rankings a fused recommender can record beside its final list (genrec.recommend):
+#: The rankings a fused recommender can record beside its final list (genrec.serve.beam):
 #: the beam search alone (by log P(ID)); the beam's items re-ranked with the item head; the final
 #: list without its cold candidates (what cold handling adds is the difference); the final.
 COMPONENTS = ("beam", "beam+head", "no-cold", "fused")
@@ -205,7 +205,7 @@ class Fusion:
     ) -> Candidates:
         """The candidates of a batch. ``cold_search(m)``, where the model has cold items and the fusion
         asks for cold candidates, returns the (items, scores) [U, m] of a beam search restricted to
-        them (genrec.recommend.Recommender passes it). With ``best``, only the ``top(self.weights,
+        them (genrec.serve.beam.BeamSearchRecommender passes it). With ``best``, only the ``top(self.weights,
         best)`` of the result will be read: a candidate that cannot reach it is not teacher-forced
         and keeps seq = -inf (the top ``best`` items and scores are those of the full candidates, to
         the rounding of the depth decoder's matmuls, which varies with how many rows they take)."""

@@ -1,5 +1,6 @@
 """Top-K items by inner product: faiss where installed (exact, or an approximate index for large
-catalogues), a chunked PyTorch matmul + top-k otherwise, and a recommender built on it.
+catalogues), a chunked PyTorch matmul + top-k otherwise (the recommender on it:
+genrec.serve.inner_product).
 
 >>> index = InnerProductIndex(item_vectors)               # [num_items, D]; exact by default
 >>> scores, items = index.search(user_vectors, k=10)      # numpy [U, 10] each, best first
@@ -17,7 +18,6 @@ score -inf, as genrec.eval's recommender protocol expects.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -196,148 +196,3 @@ class InnerProductIndex:
             self._faiss.hnsw.efSearch = max(self.ef_search, k)
         s, i = self._faiss.search(np.ascontiguousarray(q, dtype=np.float32), k)
         return s.astype(np.float32), i.astype(np.int64)
-
-
-def _flatten(histories: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-    lengths = np.array([len(h) for h in histories], dtype=np.int64)
-    parts = [np.asarray(h, dtype=np.int64) for h in histories]
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return flat.astype(np.int64), ends - lengths, ends
-
-
-class RetrievalRecommender:
-    """Top-k by inner product between a model's history vectors and its item vectors.
-
-    ``model`` provides ``user_vectors(history [U, S], history_len [U]) -> [U, D]`` (the history
-    left-aligned, item indices, padding anywhere after ``history_len``), ``item_vectors() -> [N, D]``
-    and ``max_history``. The index is built from the item vectors on first use and rebuilt by
-    :meth:`refresh` (training changes them). Follows genrec.eval's recommender protocol and the
-    API of genrec.recommend.Recommender (``topk``, ``topk_ranges``, ``ranking_sums``).
-
-    ``exclude_seen`` leaves every item of a user's (whole) history out of its list: the index is
-    asked for enough extra items to fill k after dropping them. None follows the model's
-    ``exclude_seen`` attribute (False when it has none).
-    """
-
-    def __init__(
-        self,
-        model,
-        *,
-        batch_users: int = 1024,
-        device: torch.device | str | None = None,
-        kind: str = "exact",
-        backend: str = "auto",
-        amp_dtype: torch.dtype | None = None,
-        exclude_seen: bool | None = None,
-        **index_options,
-    ) -> None:
-        self.model = model
-        self.exclude_seen = bool(
-            getattr(model, "exclude_seen", False) if exclude_seen is None else exclude_seen
-        )
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.batch_users = int(batch_users)
-        self.kind, self.backend, self.index_options = kind, backend, index_options
-        self.amp_dtype = amp_dtype
-        self.name = type(model).__name__.lower()
-        self._index: InnerProductIndex | None = None
-
-    @property
-    def num_items(self) -> int:
-        return int(self.model.num_items)
-
-    @property
-    def index(self) -> InnerProductIndex:
-        if self._index is None:
-            self.refresh()
-        return self._index
-
-    def refresh(self) -> None:
-        """Rebuild the index from the model's current item vectors."""
-        with torch.no_grad():
-            vectors = self.model.item_vectors().detach().float()
-        self._index = InnerProductIndex(vectors, kind=self.kind, backend=self.backend, **self.index_options)
-
-    def config(self) -> dict:
-        return {"model": self.name, "retrieval": self.index.describe(), "exclude_seen": self.exclude_seen}
-
-    def recommend(self, histories, k: int, users: np.ndarray | None = None) -> np.ndarray:
-        """genrec.eval's protocol: item indices [len(histories), k], best first."""
-        return self.topk(histories, k, users)[0]
-
-    def topk(self, histories, k: int, users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(items int64 [U, k], scores float32 [U, k]: inner products)."""
-        flat, starts, ends = _flatten(histories)
-        return self.topk_ranges(flat, starts, ends, k, users)
-
-    def topk_ranges(
-        self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int, users: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`topk` for histories given as ``flat[starts[i]:ends[i]]``."""
-        flat = np.asarray(flat, dtype=np.int64)
-        if len(flat) and (flat.min() < 0 or flat.max() >= self.num_items):
-            raise ValueError(f"histories hold item indices outside 0..{self.num_items - 1}")
-        starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
-        n = len(starts)
-        items = np.full((n, k), -1, dtype=np.int64)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        if n == 0:
-            return items, scores
-        index = self.index
-        flat_t = torch.as_tensor(flat, device=self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for lo in range(0, n, self.batch_users):
-                hi = min(n, lo + self.batch_users)
-                history, length = self._batch(flat_t, starts[lo:hi], ends[lo:hi])
-                with (
-                    torch.no_grad(),
-                    torch.autocast(
-                        self.device.type,
-                        dtype=self.amp_dtype or torch.float32,
-                        enabled=self.amp_dtype is not None,
-                    ),
-                ):
-                    queries = self.model.user_vectors(history, length)
-                if not self.exclude_seen:
-                    scores[lo:hi], items[lo:hi] = index.search(queries.float(), k)
-                    continue
-                seen = [np.unique(flat[s:e]) for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)]
-                fetch = min(self.num_items, k + max(len(s) for s in seen))
-                got_scores, got_items = index.search(queries.float(), fetch)
-                for r, (row_items, row_scores, row_seen) in enumerate(
-                    zip(got_items, got_scores, seen, strict=True)
-                ):
-                    keep = (row_items >= 0) & ~np.isin(row_items, row_seen)
-                    kept = row_items[keep][:k]
-                    items[lo + r, : len(kept)] = kept
-                    scores[lo + r, : len(kept)] = row_scores[keep][:k]
-        finally:
-            self.model.train(was_training)
-        return items, scores
-
-    def _batch(self, flat_t: torch.Tensor, starts: np.ndarray, ends: np.ndarray):
-        """The most recent ``max_history`` items of each history, left-aligned, [U, S] and lengths [U]."""
-        lengths = np.minimum(ends - starts, self.model.max_history)
-        width = max(1, int(lengths.max()))
-        lengths_t = torch.as_tensor(lengths, device=self.device)
-        first = torch.as_tensor(ends - lengths, device=self.device)
-        cols = torch.arange(width, device=self.device)
-        valid = cols[None, :] < lengths_t[:, None]
-        pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
-        history = flat_t[pos] * valid if len(flat_t) else torch.zeros_like(pos)
-        return history, lengths_t
-
-    def ranking_sums(self, flat, starts, ends, targets, users=None, k: int = 10) -> dict[str, float]:
-        """Summed NDCG@k and Recall@k of held-out ``targets`` (one per row), and the row count."""
-        items, _ = self.topk_ranges(flat, starts, ends, k, users)
-        hit = items == np.asarray(targets)[:, None]
-        rank = np.argmax(hit, axis=1)
-        found = hit.any(axis=1)
-        return {
-            f"ndcg@{k}": float(np.sum(found / np.log2(rank + 2.0))),
-            f"recall@{k}": float(found.sum()),
-            "count": float(len(targets)),
-        }

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from genrec import retrieval as R
-from genrec.retrieval import InnerProductIndex, RetrievalError, RetrievalRecommender
+from genrec.retrieval import InnerProductIndex, RetrievalError
+from genrec.serve.inner_product import InnerProductRecommender
 
 needs_faiss = pytest.mark.skipif(not R.faiss_available(), reason="faiss is not installed")
 
@@ -100,7 +101,7 @@ class _BagOfItems(torch.nn.Module):
 def test_recommender_ranks_by_the_models_scores_and_keeps_recent_items():
     torch.manual_seed(0)
     model = _BagOfItems(40)
-    rec = RetrievalRecommender(model, backend="torch", batch_users=3)
+    rec = InnerProductRecommender(model, backend="torch", batch_users=3)
     histories = [np.array([1, 2, 3, 4, 5, 6]), np.array([7]), np.array([9, 9, 10])]
     got = rec.recommend(histories, 6, np.arange(3))
     weights = model.emb.weight.detach().numpy()
@@ -123,7 +124,7 @@ def test_exclude_seen_drops_the_whole_history_and_refills_to_k(backend):
     torch.manual_seed(1)
     model = _BagOfItems(30)
     model.exclude_seen = True  # the model's own setting is followed
-    rec = RetrievalRecommender(model, backend=backend)
+    rec = InnerProductRecommender(model, backend=backend)
     histories = [np.array([3, 4, 5, 6, 7, 8]), np.array([1, 1, 2])]
     got, scores = rec.topk(histories, 8)
     weights = model.emb.weight.detach().numpy()
@@ -132,8 +133,8 @@ def test_exclude_seen_drops_the_whole_history_and_refills_to_k(backend):
         expected = [i for i in ranked if i not in set(h.tolist())][:8]  # items 3 and 4 are excluded too
         np.testing.assert_array_equal(row, expected)
     assert np.isfinite(scores).all()
-    assert RetrievalRecommender(model, backend=backend, exclude_seen=False).config()["exclude_seen"] is False
+    assert InnerProductRecommender(model, backend=backend, exclude_seen=False).config()["exclude_seen"] is False
     # Fewer unseen items than k: the rest is padding.
     small = _BagOfItems(5)
-    items, _ = RetrievalRecommender(small, exclude_seen=True, backend=backend).topk([np.array([0, 1, 2])], 4)
+    items, _ = InnerProductRecommender(small, exclude_seen=True, backend=backend).topk([np.array([0, 1, 2])], 4)
     assert sorted(items[0, :2].tolist()) == [3, 4] and (items[0, 2:] == -1).all()

@@ -50,7 +50,8 @@ def run_cold_ablation(
     of each epsilon (for genrec report's paired tests) under ``out_dir``."""
     from genrec.data import load_prepared
     from genrec.eval import evaluate
-    from genrec.recommend import RunError, load_run
+    from genrec.run_format import RunError
+    from genrec.serve.run import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     info = json.loads((run_dir / "run.json").read_text())

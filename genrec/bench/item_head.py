@@ -52,7 +52,7 @@ def measure_one(
 
     from genrec.fusion import Fusion, FusionWeights
     from genrec.models import ItemDecoder
-    from genrec.recommend import Recommender
+    from genrec.serve.beam import BeamSearchRecommender
 
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def measure_one(
         item_negatives=1024,
     ).eval()
     model.head_chunk = num_items if mode == "whole" else (chunk or ItemDecoder.head_chunk)
-    rec = Recommender(
+    rec = BeamSearchRecommender(
         model,
         codes,
         beam_size=50,

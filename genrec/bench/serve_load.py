@@ -47,7 +47,7 @@ def histories_of(run_dir: Path, count: int, seed: int, max_history: int | None =
 
     from genrec.batch_recommend import run_dataset
     from genrec.data import load_prepared
-    from genrec.recommend import RunError
+    from genrec.run_format import RunError
 
     info = json.loads((run_dir / "run.json").read_text())
     dataset = run_dataset(run_dir, info, None, load_prepared, RunError)  # checked against the run

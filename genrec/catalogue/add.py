@@ -4,7 +4,7 @@ The new items (rows with an id, a title and the attributes the run's encoders re
 interactions) are embedded with the run's saved encoders, given semantic IDs by its saved
 tokenizer (a disambiguation token no other item with the same codes uses), appended to the
 model's per-item tables (marked as never trained), and written with the rest of the run into a
-new run folder, which ``genrec.recommend.load_run`` opens like any other: the decoding index is
+new run folder, which ``genrec.serve.run.load_run`` opens like any other: the decoding index is
 built from the extended semantic IDs, so the new items can be recommended.
 
 Nothing is written until every check passed and everything was computed; the new folder is
@@ -85,7 +85,7 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     info, config, codes, level_sizes = _read_run(run_dir)
     _, state, tensors = load_run_encoders(run_dir)
     if not (run_dir / "items.parquet").is_file():
-        from genrec.recommend import RunError
+        from genrec.run_format import RunError
 
         raise RunError(f"{run_dir / 'items.parquet'} is missing: the run folder is incomplete")
     run_items = pq.read_table(run_dir / "items.parquet")
@@ -157,34 +157,18 @@ def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
 
 
 def _read_run(run_dir: Path):
-    """run.json, the config, the semantic IDs (checked against run.json) and level sizes."""
-    from genrec.config import Config
-    from genrec.embed.artifacts import array_sha256
-    from genrec.models import ITEM_ID_KINDS
-    from genrec.recommend import RunError, read_run_tokenizer
+    """run.json, the config, the semantic IDs (checked against run.json) and level sizes; a run
+    whose items are their own IDs cannot take new items."""
+    from genrec.models import model_class
+    from genrec.run_format import read_finished_run
 
-    path = run_dir / "run.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e})") from None
-    config = Config.from_dict(info["config"], where=str(path))
-    if config.model.kind in ITEM_ID_KINDS:
+    run = read_finished_run(run_dir)
+    if model_class(run.config.model).serving != "beam_search":
         raise NewItemsError(
-            f"{run_dir} is a {config.model.kind} run: its items are their own IDs, learned in training; "
+            f"{run_dir} is a {run.config.model.kind} run: its items are their own IDs, learned in training; "
             "only semantic-ID models can take new items"
         )
-    codes, level_sizes = read_run_tokenizer(run_dir)
-    recorded = (info.get("inputs") or {}).get("semantic_ids")
-    if recorded is not None and array_sha256(np.ascontiguousarray(codes)) != recorded:
-        raise RunError(
-            f"{run_dir / 'tokenizer' / 'semantic_ids.npy'} is not the file this run was trained on; restore it"
-        )
-    if level_sizes != info.get("level_sizes"):
-        raise RunError(
-            f"{run_dir / 'tokenizer'} has level sizes {level_sizes}, run.json {info.get('level_sizes')}"
-        )
-    return info, config, codes, level_sizes
+    return run.info, run.config, run.codes, run.level_sizes
 
 
 def _source_sha256(items) -> str | None:
@@ -204,7 +188,7 @@ def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, 
     try:
         similarity = load_similarity(run_dir / SIMILARITY_FILE, N)
     except (FileNotFoundError, ValueError) as e:
-        from genrec.recommend import RunError
+        from genrec.run_format import RunError
 
         raise RunError(str(e)) from None
     if similarity.source == "content":
@@ -243,7 +227,7 @@ def _write_run(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from genrec.embed.artifacts import array_sha256
+    from genrec.files import array_sha256
     from genrec.train.checkpoint import save_model
 
     staged = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -321,7 +305,7 @@ def _copy_run(run_dir: Path, staged: Path) -> None:
         if any(part.startswith(".") for part in rel.parts) or rel.parts[0] in SKIPPED:
             continue
         if path.is_symlink():
-            from genrec.recommend import RunError
+            from genrec.run_format import RunError
 
             raise RunError(f"{path} is a symbolic link; a run folder holds only files genrec wrote")
         if rel.as_posix() in REWRITTEN:

@@ -356,7 +356,7 @@ def cold(
 ) -> None:
     """Cold and warm-target accuracy of a cold-start run's test lists against the cap epsilon."""
     from genrec.bench.cold import EPSILONS, run_cold_ablation
-    from genrec.recommend import RunError
+    from genrec.run_format import RunError
 
     console = Console()
     bad = [e for e in epsilon if not 0 <= e <= 1]

@@ -305,7 +305,7 @@ def _eval_run(
 
     from genrec.batch_recommend import BatchRecommendError, open_tested_run
     from genrec.eval import evaluate
-    from genrec.recommend import RunError
+    from genrec.run_format import RunError
     from genrec.train.checkpoint import CheckpointError
     from genrec.train.distributed import resolve_device
 

@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recommend the k most likely next items after --history, with titles and scores; or, with
         --users and --out, the top k of many users into a parquet file (resumable batches)."""
-        from genrec.recommend import RunError, load_run
+        from genrec.run_format import RunError
+        from genrec.serve.run import load_run
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()
@@ -128,7 +129,7 @@ def register(app: typer.Typer) -> None:
         """Add items to a trained run without retraining: embed them with the run's encoders, give them
         semantic IDs with its tokenizer, and write the updated run to --out (genrec recommend --run OUT)."""
         from genrec.catalogue import add_items as add
-        from genrec.recommend import RunError
+        from genrec.run_format import RunError
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()
@@ -167,7 +168,7 @@ def register(app: typer.Typer) -> None:
 def _batch(console, run, users, out, k, batch_users, device, beam, dataset, restart, progress) -> None:
     """genrec recommend --users: genrec.batch_recommend, with a clear message for what is refused."""
     from genrec.batch_recommend import BatchRecommendError, recommend_to_parquet
-    from genrec.recommend import RunError
+    from genrec.run_format import RunError
     from genrec.train.checkpoint import CheckpointError
 
     try:

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Serve recommendations over HTTP: POST /recommend (a history), POST /recommend/user (a known
         user), GET /health; the OpenAPI spec at /openapi.json, its docs at /docs."""
         from genrec.batch_recommend import BatchRecommendError
-        from genrec.recommend import RunError
+        from genrec.run_format import RunError
         from genrec.train.checkpoint import CheckpointError
 
         console = Console(stderr=True)

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from genrec.data.errors import DataError
         from genrec.pipeline import STAGES, run_pipeline
         from genrec.pipeline.run_folder import check_seeds_folder
-        from genrec.recommend import RunError
+        from genrec.run_format import RunError
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.files import atomic_path
+from genrec.files import array_sha256, atomic_path
 
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "embed.json"
@@ -30,14 +30,6 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
 def atomic_save_json(path: str | Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def array_sha256(array: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and bytes: names its exact content in downstream manifests."""
-    array = np.ascontiguousarray(array)
-    h = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
-    h.update(array.view(np.uint8).reshape(-1).data)
-    return h.hexdigest()
 
 
 def item_ids_sha256(item_ids: list[str]) -> str:

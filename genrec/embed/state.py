@@ -28,13 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.embed.artifacts import (
-    EmbeddingError,
-    array_sha256,
-    atomic_path,
-    atomic_save_json,
-)
-from genrec.files import file_sha256
+from genrec.embed.artifacts import EmbeddingError, atomic_save_json
+from genrec.files import array_sha256, atomic_path, file_sha256
 
 FORMAT_VERSION = 1
 STATE_FILE = "encoder_state.json"

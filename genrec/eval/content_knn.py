@@ -27,11 +27,11 @@ from genrec.embed.artifacts import (
     EMBEDDINGS_FILE,
     META_FILE,
     EmbeddingError,
-    array_sha256,
     check_embeddings,
     item_ids_sha256,
     load_embeddings,
 )
+from genrec.files import array_sha256
 
 # Encoders whose output depends on item content only. Any other encoder (multimodal, diffusion,
 # ...) learns from a dataset's training interactions, so its embeddings must come from this very

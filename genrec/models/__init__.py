@@ -18,9 +18,18 @@ from genrec.models.sasrec import SASRec, identity_codes
 from genrec.models.tiger import Tiger
 
 MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
-#: Kinds whose items are their own one-token IDs (genrec.models.sasrec.identity_codes) and that
-#: recommend by inner product (genrec.retrieval): no embed or tokenize stage, no beam search.
-ITEM_ID_KINDS = ("sasrec",)
+
+
+def model_class(config) -> type[GenerativeModel]:
+    """The class ``config`` (a :class:`genrec.config.ModelConfig`) builds: what a stage asks before
+    the model exists (``serving``: whether it needs semantic IDs and a beam search)."""
+    if config.kind == "sasrec":
+        return SASRec
+    if config.kind == "tiger":
+        return Tiger
+    if config.kind == "decoder_only":
+        return ItemDecoder if config.history_tokens == "items" else DecoderOnly
+    raise ValueError(f"model.kind {config.kind!r} is not one of {', '.join(MODEL_KINDS)}")
 
 
 def build_model(
@@ -92,7 +101,6 @@ def build_model(
 
 
 __all__ = [
-    "ITEM_ID_KINDS",
     "MODEL_KINDS",
     "DecoderOnly",
     "GenerativeModel",
@@ -103,5 +111,6 @@ __all__ = [
     "build_model",
     "identity_codes",
     "last_items",
+    "model_class",
     "user_buckets",
 ]

@@ -28,6 +28,10 @@ class GenerativeModel(nn.Module):
     #: how training examples are laid out: "prefix" (one history and one target per example)
     #: or "window" (a run of consecutive items; every item after the first is a target).
     example_kind: str = "prefix"
+    #: how the model recommends (genrec.serve.run.recommender_for): "beam_search" (it generates
+    #: semantic IDs, decoded over the catalogue's trie) or "inner_product" (its items are their own
+    #: one-token IDs, learned in training: no embed or tokenize stage, no beam search).
+    serving: str = "beam_search"
 
     def __init__(
         self,

@@ -278,7 +278,7 @@ class ItemDecoder(GenerativeModel):
     def item_log_probs(self, batch: Mapping[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
         """log P(item | history) [U, K] of candidate ``items`` [U, K] under the auxiliary item head:
         a softmax over the whole catalogue of the history state's inner products with the item
-        embeddings. Used to re-rank the beam search's items (genrec.recommend.Recommender)."""
+        embeddings. Used to re-rank the beam search's items (genrec.serve.beam.BeamSearchRecommender)."""
         if not self.item_loss:
             raise ValueError("item_log_probs needs a model trained with item_loss > 0 (model.item_loss)")
         with torch.no_grad():

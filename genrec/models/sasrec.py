@@ -44,6 +44,7 @@ def identity_codes(num_items: int) -> np.ndarray:
 
 class SASRec(GenerativeModel):
     example_kind = "window"
+    serving = "inner_product"
     #: Batches with more logits than this compute the cross-entropy in chunks (see softmax_cross_entropy).
     max_logits = MAX_LOGITS
 
@@ -68,7 +69,7 @@ class SASRec(GenerativeModel):
         """``head_dim`` 0 means d_model / num_heads; ``d_ff`` 0 means d_model (the original's
         point-wise feed-forward width); ``negatives`` is used by the "bce" loss only.
         ``exclude_seen``: recommend only items outside the user's history (read by
-        genrec.retrieval.RetrievalRecommender; the scores themselves are unchanged)."""
+        genrec.retrieval.InnerProductRecommender; the scores themselves are unchanged)."""
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         if loss not in LOSSES:

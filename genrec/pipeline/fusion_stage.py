@@ -23,7 +23,8 @@ from genrec.fusion import (
     uses_cooccurrence,
 )
 from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
-from genrec.recommend import COOCCURRENCE_FILE, recommender_for
+from genrec.run_format import COOCCURRENCE_FILE
+from genrec.serve.run import recommender_for
 
 TUNING_FILE = "fusion_tuning.json"
 
@@ -68,7 +69,7 @@ def _text_spec(embed_dir: Path) -> dict | None:
 
 
 def similarity_fingerprint(similarity: ProfileSimilarity | None) -> str | None:
-    from genrec.embed.artifacts import array_sha256
+    from genrec.files import array_sha256
 
     return None if similarity is None else array_sha256(similarity.rows.numpy())
 

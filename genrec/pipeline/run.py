@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from genrec import cpu_threads
+from genrec.catalogue import save_run_encoders
 from genrec.config import Config, cache_relevant, stable_hash
+from genrec.data import load_prepared
 from genrec.devices import peak_memory, reset_peak_memory
+from genrec.embed.artifacts import load_embeddings
 from genrec.faults import fault_point
-from genrec.files import atomic_write_text, json_text
+from genrec.files import array_sha256
+from genrec.models import identity_codes, model_class
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
 from genrec.pipeline.fusion_stage import prepare_fusion, prepare_similarity, similarity_fingerprint
 from genrec.pipeline.stages import (
@@ -41,8 +43,13 @@ from genrec.pipeline.stages import (
     stage_settings_for_display,
     tokenize_stage,
 )
-from genrec.recommend import RUN_FORMAT_VERSION, RecordedRanking, RunError, recommender_for
+from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+from genrec.run_format import read_run_json, update_run_json, write_json, write_run_inputs
+from genrec.serve.beam import RecordedRanking
+from genrec.serve.run import recommender_for
+from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
 from genrec.train import distributed
+from genrec.train.checkpoint import load_model_weights
 from genrec.train.inputs import TrainInputs
 from genrec.train.recipe import autocast_dtype, build_training_model, training_signature
 from genrec.train.trainer import fit
@@ -59,10 +66,6 @@ class PipelineResult:
     train: dict = field(default_factory=dict)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json_text(data, indent=2, default=str) + "\n")
-
-
 def _data_stages(
     config: Config, cache: StageCache, until: str, item_id_model: bool, say
 ) -> dict[str, StageOutput]:
@@ -72,8 +75,6 @@ def _data_stages(
     _report(out["prepare"], say)
     if until == "prepare" or item_id_model:
         return out
-    from genrec.data import load_prepared
-
     dataset = load_prepared(out["prepare"].path)
     say("[bold]embed[/]")
     out["embed"] = embed_stage(config, dataset, cache)
@@ -126,90 +127,118 @@ def run_pipeline(
         return _run_pipeline(config, run_dir, device, resume, until, console, progress)
 
 
+@dataclass
+class _Run:
+    """One ``genrec train`` invocation: its settings, this process's place in it, and what it has
+    measured so far (``result``, ``wall``: seconds per stage)."""
+
+    config: Config
+    run_dir: Path
+    device: torch.device
+    info: distributed.DistInfo
+    resume: bool
+    console: object
+    progress: bool
+    cache: StageCache
+    result: PipelineResult
+    wall: dict[str, float] = field(default_factory=dict)
+
+    def say(self, *args, **kwargs) -> None:
+        if self.info.is_main:
+            self.console.print(*args, **kwargs)
+
+    @property
+    def item_id_model(self) -> bool:
+        """Items are their own IDs (no embed or tokenize stage, no beam search)."""
+        return model_class(self.config.model).serving != "beam_search"
+
+
 def _run_pipeline(
     config: Config, run_dir: Path, device, resume: bool, until: str, console, progress: bool
 ) -> PipelineResult:
-    from genrec.data import load_prepared
-    from genrec.models import ITEM_ID_KINDS
-
     info = distributed.setup(device)
-    say = console.print if info.is_main else (lambda *a, **k: None)
     if config.run.threads:
         cpu_threads.use_fixed(config.run.threads)  # else genrec.cpu_threads adapts it to free cores
     cache = StageCache(config.run.cache_dir or default_cache_root())
-    item_id_model = config.model.kind in ITEM_ID_KINDS
-    result = PipelineResult(run_dir)
-    wall: dict[str, float] = {}
-
-    # Stages before training run on the main process; the others then find them in the cache.
-    started = time.perf_counter()
-    outputs = _data_stages(config, cache, until, item_id_model, say) if info.is_main else None
-    distributed.barrier(info)
-    if not info.is_main:
-        outputs = _data_stages(config, cache, until, item_id_model, say)
-    for name, out in outputs.items():
-        wall[name] = out.seconds
-        result.stages[name] = out.summary()
+    run = _Run(config, run_dir, device, info, resume, console, progress, cache, PipelineResult(run_dir))
+    outputs = _data_stages_on_every_rank(run, until)
     if until in ("prepare", "embed", "tokenize"):
-        say(f"stopped after {until} (--until); stage cache: {cache.root}")
-        return result
+        run.say(f"stopped after {until} (--until); stage cache: {cache.root}")
+        return run.result
+    dataset, inputs, tok_dir, embed_dir = _training_inputs(run, outputs)
+    if info.is_main:
+        _write_run_inputs(run_dir, config, dataset, inputs.codes, tok_dir, inputs.fingerprints, embed_dir)
+    distributed.barrier(info)
+    model = _train_stage(run, inputs)
+    if until == "test":
+        _test_stage(run, dataset, model, inputs.codes, outputs)
+    distributed.cleanup(info)
+    return run.result
 
+
+def _data_stages_on_every_rank(run: _Run, until: str) -> dict[str, StageOutput]:
+    """The stages before training: the main process runs them, the others then find them cached."""
+    say = run.say
+    outputs = _data_stages(run.config, run.cache, until, run.item_id_model, say) if run.info.is_main else None
+    distributed.barrier(run.info)
+    if not run.info.is_main:
+        outputs = _data_stages(run.config, run.cache, until, run.item_id_model, say)
+    for name, out in outputs.items():
+        run.wall[name] = out.seconds
+        run.result.stages[name] = out.summary()
+    return outputs
+
+
+def _training_inputs(run: _Run, outputs: dict[str, StageOutput]):
+    """(dataset, TrainInputs, tokenizer folder, embed folder) from the stages' outputs."""
     dataset = load_prepared(outputs["prepare"].path)
-    if item_id_model:
-        from genrec.models import identity_codes
-
+    if run.item_id_model:
         codes, level_sizes, tok_dir = identity_codes(dataset.num_items), [dataset.num_items], None
         embed_dir = None
     else:
-        from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
-
         tok_dir = outputs["tokenize"].path
         embed_dir = outputs["embed"].path
         codes = load_semantic_ids(tok_dir)
         level_sizes = [int(v) for v in read_tokenizer_info(tok_dir)["level_sizes"]]
     fingerprints = {"dataset": dataset.fingerprint, "semantic_ids": semantic_ids_hash(codes)}
     item_content = None
-    if config.model.content_vectors:  # the model's content vectors read the embed stage's output
-        from genrec.embed.artifacts import array_sha256, load_embeddings
-
+    if run.config.model.content_vectors:  # the model's content vectors read the embed stage's output
         item_content, _ = load_embeddings(outputs["embed"].path, num_items=dataset.num_items)
         fingerprints["item_content"] = array_sha256(item_content)
     inputs = TrainInputs.from_dataset(dataset, codes, level_sizes, fingerprints, item_content)
-    if info.is_main:
-        _prepare_run_dir(run_dir, config, dataset, codes, tok_dir, fingerprints, resume, embed_dir)
-    distributed.barrier(info)
+    return dataset, inputs, tok_dir, embed_dir
 
-    # ---- train ----
-    say("[bold]train[/]")
-    signature = training_signature(config, inputs)
-    run_info = _read_run_json(run_dir)
-    trained = run_info.get("train", {})
-    if trained.get("signature_hash") == stable_hash(signature) and (run_dir / "model.safetensors").is_file():
-        say(f"  train: cached (run folder {run_dir} already holds this training)")
-        from genrec.train.checkpoint import load_model_weights
+
+def _train_stage(run: _Run, inputs: TrainInputs):
+    """The trained model: the run folder's when it already holds this training, else trained now."""
+    config, run_dir, device = run.config, run.run_dir, run.device
+    run.say("[bold]train[/]")
+    signature_hash = stable_hash(training_signature(config, inputs))
+    trained = read_run_json(run_dir).get("train", {})
+    if trained.get("signature_hash") == signature_hash and (run_dir / "model.safetensors").is_file():
+        run.say(f"  train: cached (run folder {run_dir} already holds this training)")
         model = build_training_model(config, inputs).to(device)
         load_model_weights(run_dir / "model.safetensors", model)
-        wall["train"] = 0.0
-        result.train = {**trained, "cached": True}
+        run.wall["train"] = 0.0
+        run.result.train = {**trained, "cached": True}
     else:
         started = time.perf_counter()
         reset_peak_memory(device)
-        validate_fn = _validator(config, inputs, codes, device, item_id_model)
         trained_result = fit(
             config,
             inputs,
             run_dir,
             device=device,
-            dist_info=info,
-            resume=resume,
-            validate_fn=validate_fn,
-            console=console if info.is_main else None,
-            progress=progress,
+            dist_info=run.info,
+            resume=run.resume,
+            validate_fn=_validator(config, inputs, inputs.codes, device, run.item_id_model),
+            console=run.console if run.info.is_main else None,
+            progress=run.progress,
         )
         model = trained_result.model
-        wall["train"] = time.perf_counter() - started
-        result.train = {
-            "signature_hash": stable_hash(signature),
+        run.wall["train"] = time.perf_counter() - started
+        run.result.train = {
+            "signature_hash": signature_hash,
             "steps": trained_result.steps,
             "epochs": round(trained_result.epochs_completed, 2),
             "best": trained_result.best,
@@ -218,104 +247,55 @@ def _run_pipeline(
             "peak_memory": peak_memory(device),  # read by the cost measurement after the test
             "cached": False,
         }
-        if info.is_main:
-            _update_run_json(run_dir, {"train": result.train})
+        if run.info.is_main:
+            update_run_json(run_dir, {"train": run.result.train})
             fault_point("train-recorded")
-    result.stages["train"] = {**result.train, "seconds": round(wall["train"], 2)}
-    if until == "train":
-        distributed.cleanup(info)
-        return result
+    run.result.stages["train"] = {**run.result.train, "seconds": round(run.wall["train"], 2)}
+    return model
 
-    # ---- test ----
-    # Under torchrun every rank scores a share of the test users' batches (genrec.eval.sharding);
-    # rank 0 prepares the fusion beforehand and writes every file.
-    say("[bold]test[/]")
+
+def _test_stage(run: _Run, dataset, model, codes, outputs: dict[str, StageOutput]) -> None:
+    """Test metrics, the summary files and the final table. Under torchrun every rank scores a share
+    of the test users' batches (genrec.eval.sharding); rank 0 prepares the fusion beforehand and
+    writes every file."""
+    config, run_dir, info = run.config, run.run_dir, run.info
+    run.say("[bold]test[/]")
     started = time.perf_counter()
     similarity = None
     if info.is_main:
-        similarity = prepare_similarity(config, dataset, outputs.get("embed"), cache, run_dir)
+        similarity = prepare_similarity(config, dataset, outputs.get("embed"), run.cache, run_dir)
     distributed.barrier(info)
     if not info.is_main and config.model.profile_embeddings:
-        from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
-
         similarity = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
-    result.metrics, cached = _test(config, dataset, model, codes, device, run_dir, progress, similarity, info)
-    wall["test"] = 0.0 if cached else time.perf_counter() - started
-    result.stages["test"] = {"cached": cached, "seconds": round(wall["test"], 2)}
-    say("  test: cached" if cached else f"  test: done in {wall['test']:.1f}s")
-    if info.is_main:
-        _finish(config, run_dir, result, wall, device)
-        print_summary(result, console)
-    distributed.cleanup(info)
-    return result
-
-
-def _prepare_run_dir(
-    run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, resume: bool, embed_dir=None
-):
-    """Copy what the run depends on into it, after checking the folder holds no other run's work."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = _read_run_json(run_dir)
-    old = previous.get("inputs", {})
-    for key, now in fingerprints.items():
-        if key in old and old[key] != now:
-            what = "semantic IDs (another tokenizer)" if key == "semantic_ids" else "dataset"
-            raise RunError(
-                f"{run_dir} was trained on a different {what}: {key} {old[key][:16]}..., this config gives "
-                f"{now[:16]}...; train into a new --run-dir (or delete {run_dir})"
-            )
-    tok_out = run_dir / "tokenizer"
-    tok_out.mkdir(exist_ok=True)
-    if tok_dir is not None:
-        for name in ("semantic_ids.npy", "tokenizer.json", "metrics.json"):
-            if (tok_dir / name).is_file():
-                shutil.copyfile(tok_dir / name, tok_out / f".{name}.tmp")
-                (tok_out / f".{name}.tmp").replace(tok_out / name)
-                fault_point(f"run-dir-{name}")
-    else:  # item-ID models: the identity "tokenizer"
-        np.save(tok_out / "semantic_ids.npy", codes)
-        _write_json(tok_out / "tokenizer.json", {"method": "identity", "level_sizes": [len(codes)]})
-    from genrec.catalogue import save_run_encoders
-
-    encoders = save_run_encoders(run_dir, embed_dir, tok_dir)  # what `genrec add-items` needs later
-    import pyarrow.parquet as pq
-
-    columns = [c for c in ("item_idx", "item_id", "title") if c in dataset.item_table().column_names]
-    pq.write_table(dataset.item_table(columns=columns), run_dir / ".items.parquet.tmp")
-    (run_dir / ".items.parquet.tmp").replace(run_dir / "items.parquet")
-    fault_point("run-dir-items")
-    _write_json(run_dir / "config.json", config.to_dict())
-    fault_point("run-dir-config")
-    _update_run_json(
-        run_dir,
-        {
-            "format_version": RUN_FORMAT_VERSION,
-            "config": config.to_dict(),
-            "level_sizes": [int(v) for v in (codes.max(0) + 1)] if tok_dir is None else _level_sizes(tok_dir),
-            "inputs": fingerprints,
-            "dataset": {"name": dataset.name, "path": str(dataset.path), "num_items": dataset.num_items},
-            "stage_settings": stage_settings_for_display(config),
-            "new_items": {"supported": encoders.supported, "reason": encoders.reason},
-        },
+    run.result.metrics, cached = _test(
+        config, dataset, model, codes, run.device, run_dir, run.progress, similarity, info
     )
+    run.wall["test"] = 0.0 if cached else time.perf_counter() - started
+    run.result.stages["test"] = {"cached": cached, "seconds": round(run.wall["test"], 2)}
+    run.say("  test: cached" if cached else f"  test: done in {run.wall['test']:.1f}s")
+    if info.is_main:
+        _finish(config, run_dir, run.result, run.wall, run.device)
+        print_summary(run.result, run.console)
 
 
-def _level_sizes(tok_dir: Path) -> list[int]:
-    return [int(v) for v in json.loads((tok_dir / "tokenizer.json").read_text())["level_sizes"]]
+def _write_run_inputs(run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, embed_dir) -> None:
+    """What the run depends on, into its folder (genrec.run_format), with the encoders' state that
+    ``genrec add-items`` needs later (genrec.catalogue)."""
 
+    def save_encoders() -> dict:
+        encoders = save_run_encoders(run_dir, embed_dir, tok_dir)
+        return {"supported": encoders.supported, "reason": encoders.reason}
 
-def _read_run_json(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: damaged ({e}); delete it to start the run folder over") from None
-
-
-def _update_run_json(run_dir: Path, values: dict) -> None:
-    _write_json(run_dir / "run.json", {**_read_run_json(run_dir), **values})
+    write_run_inputs(
+        run_dir,
+        config,
+        dataset,
+        codes,
+        tok_dir,
+        fingerprints,
+        stage_settings=stage_settings_for_display(config),
+        save_encoders=save_encoders,
+    )
 
 
 def _validator(config: Config, inputs: TrainInputs, codes, device, item_id_model: bool):
@@ -357,7 +337,7 @@ def _test(
     rank 0 alone tunes the fusion and writes."""
     from genrec.eval import evaluate
     from genrec.heap import keep_freed_memory
-    from genrec.recommend import load_fusion
+    from genrec.serve.run import load_fusion
 
     # The batches below free and allocate the same large tensors over and over (genrec.heap).
     keep_freed_memory()
@@ -368,7 +348,7 @@ def _test(
     weights_hash = hashlib.sha256(weights.read_bytes()).hexdigest()
     amp = autocast_dtype(config, device)
     # The fusion's weights are chosen on validation before the test (genrec.fusion), by rank 0;
-    # the other ranks then read them from the run folder, as genrec.recommend.load_run does.
+    # the other ranks then read them from the run folder, as genrec.serve.run.load_run does.
     if main:
         fusion, fusion_record = prepare_fusion(
             config,
@@ -379,15 +359,15 @@ def _test(
             amp,
             run_dir,
             weights_hash,
-            _read_run_json(run_dir).get("fusion", {}),
+            read_run_json(run_dir).get("fusion", {}),
             similarity,
         )
         if fusion_record:
-            _update_run_json(run_dir, {"fusion": fusion_record})
+            update_run_json(run_dir, {"fusion": fusion_record})
     if shard is not None:
         distributed.barrier(shard)
     if not main:
-        fusion_record = _read_run_json(run_dir).get("fusion", {})
+        fusion_record = read_run_json(run_dir).get("fusion", {})
         fusion = load_fusion(run_dir, config.model, fusion_record, len(codes))
     key = stable_hash(
         {
@@ -400,7 +380,7 @@ def _test(
         }
     )
     metrics_path = run_dir / "metrics.json"
-    previous = _read_run_json(run_dir).get("test", {})
+    previous = read_run_json(run_dir).get("test", {})
     # The test counts as done only when run.json records it, which happens after its last file.
     finals = (metrics_path, run_dir / "test_eval.json", run_dir / "cost.json")
     if previous.get("key") == key and all(p.is_file() for p in finals):
@@ -443,11 +423,11 @@ def _test(
         )
         evaluated.save(run_dir / "test_eval.json")
         fault_point("test-eval-saved")
-        _write_json(metrics_path, metrics)
+        write_json(metrics_path, metrics)
         fault_point("test-metrics-saved")
         _measure_cost(config, dataset, model, rec, device, run_dir)
         fault_point("test-cost-saved")
-        _update_run_json(run_dir, {"test": {"key": key}})
+        update_run_json(run_dir, {"test": {"key": key}})
         fault_point("test-recorded")
     if shard is not None:
         distributed.barrier(shard)  # the files are written before any rank moves on
@@ -488,7 +468,7 @@ def _measure_cost(config, dataset, model, rec, device, run_dir: Path) -> None:
     """cost.json: decode latency and throughput, peak memory and device, for genrec report."""
     from genrec.report.cost import count_parameters, write_run_cost
 
-    trained = _read_run_json(run_dir).get("train", {})
+    trained = read_run_json(run_dir).get("train", {})
     write_run_cost(
         run_dir,
         recommender=rec,
@@ -518,11 +498,11 @@ def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, d
         "stage_seconds": {k: round(v, 1) for k, v in wall.items()},
         "config_hash": stable_hash(cache_relevant(config)),
     }
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     fault_point("summary-saved")
     if device.type == "cuda":
-        _write_json(run_dir / "gpu_summary.json", summary)
-    _update_run_json(run_dir, {"stages": result.stages, "summary": summary})
+        write_json(run_dir / "gpu_summary.json", summary)
+    update_run_json(run_dir, {"stages": result.stages, "summary": summary})
 
 
 def print_summary(result: PipelineResult, console) -> None:

@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from genrec.recommend import RunError
+from genrec.run_format import RunError
 
 MARKER = ".genrec-run"
 RUN_JSON = "run.json"

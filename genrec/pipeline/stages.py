@@ -161,7 +161,8 @@ def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
 
 
 def _embeddings_hash(path: Path) -> str:
-    from genrec.embed.artifacts import array_sha256, read_meta
+    from genrec.embed.artifacts import read_meta
+    from genrec.files import array_sha256
 
     meta = read_meta(path) if path.is_dir() else {}
     if "embeddings_sha256" in meta:
@@ -226,7 +227,7 @@ def _tok_info(info: dict) -> dict:
 
 
 def semantic_ids_hash(ids: np.ndarray) -> str:
-    from genrec.embed.artifacts import array_sha256
+    from genrec.files import array_sha256
 
     return array_sha256(np.ascontiguousarray(ids, dtype=np.int64))
 

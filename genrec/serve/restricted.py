@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from genrec.fusion import Fusion
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 
 
 class _FilteredFusion(Fusion):
@@ -73,7 +73,7 @@ def _row_keys(lists: Sequence[np.ndarray | None], num_items: int) -> torch.Tenso
 
 
 def _merge(given: torch.Tensor | None, extra: Sequence[np.ndarray | None], intersect: bool):
-    """Per-row item lists: the search's own (a tensor [U, M] padded with -1 that Recommender passes:
+    """Per-row item lists: the search's own (a tensor [U, M] padded with -1 that BeamSearchRecommender passes:
     the history, or the cold items) combined with the request's: their union (exclusions) or, for
     allow lists, their intersection. None where a row has neither."""
     if given is None:
@@ -105,7 +105,7 @@ def _masked_search(search, exclude_rows, allow_rows):
 
 
 def restricted_topk(
-    base: Recommender,
+    base: BeamSearchRecommender,
     histories: Sequence[np.ndarray],
     k: int,
     users: np.ndarray | None,

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from genrec.files import file_sha256
-from genrec.recommend import Recommendation, Recommender, RunRecommender, load_run
+from genrec.serve.beam import BeamSearchRecommender
 from genrec.serve.restricted import restricted_topk
+from genrec.serve.run import Recommendation, RunRecommender, load_run
 
 NAMES_SHOWN = 10  # unknown ids named in an error message
 
@@ -104,7 +105,7 @@ class RecommendService:
         if users:
             from genrec.batch_recommend import BatchRecommendError, run_dataset
             from genrec.data import load_prepared
-            from genrec.recommend import RunError
+            from genrec.run_format import RunError
 
             try:
                 dataset = run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
@@ -175,7 +176,7 @@ class RecommendService:
                 f"(its beam size and catalogue size)",
             )
         lists = {"exclude": exclude, "allow": allow}
-        if any(v is not None for v in lists.values()) and not isinstance(self.run.recommender, Recommender):
+        if any(v is not None for v in lists.values()) and not isinstance(self.run.recommender, BeamSearchRecommender):
             raise RequestError(
                 422, "exclude and allow lists need a generative run (this run ranks by inner product)"
             )

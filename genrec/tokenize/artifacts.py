@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import genrec
-from genrec.embed.artifacts import array_sha256, atomic_save_json, atomic_save_npy
-from genrec.files import atomic_path
+from genrec.embed.artifacts import atomic_save_json, atomic_save_npy
+from genrec.files import array_sha256, atomic_path
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.normalize import Normalizer
 from genrec.tokenize.rqvae import RQVAE

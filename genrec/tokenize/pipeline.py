@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genrec.embed.artifacts import array_sha256, item_ids_sha256, load_embeddings
+from genrec.embed.artifacts import item_ids_sha256, load_embeddings
+from genrec.files import array_sha256
 from genrec.tokenize.artifacts import write_tokenizer
 from genrec.tokenize.config import TokenizeConfig
 from genrec.tokenize.tokenizer import TokenizerResult, tokenize

@@ -96,7 +96,7 @@ class TrainState:
 class Trainer:
     """One training run. ``validate_fn(model, users, history_starts, history_ends, targets)`` ->
     dict with ``ndcg@10`` and ``recall@10`` summed over this process's share of validation rows
-    (with ``count``); by default the constrained beam search of :mod:`genrec.recommend`."""
+    (with ``count``); by default the constrained beam search of :mod:`genrec.serve.beam`."""
 
     def __init__(
         self,

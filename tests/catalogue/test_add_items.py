@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from genrec.catalogue import NewItemsError, add_items, save_run_encoders
 from genrec.cli import app
-from genrec.recommend import load_run
+from genrec.serve.run import load_run
 from genrec.tokenize.artifacts import load_tokenizer
 from genrec.train.checkpoint import read_tensors
 from tests.catalogue.conftest import NEW_ROWS, NUM_ITEMS, folder_digest, like, write_items
@@ -54,7 +54,7 @@ def test_new_items_get_unique_ids_from_the_runs_tokenizer(catalogue_run, added):
         assert row[-1] == min(set(range(len(same) + 1)) - set(same.tolist()))
     tok = json.loads((result.run_dir / "tokenizer" / "tokenizer.json").read_text())
     info = json.loads((result.run_dir / "run.json").read_text())
-    from genrec.embed.artifacts import array_sha256
+    from genrec.files import array_sha256
 
     assert tok["num_items"] == N + n and tok["semantic_ids_sha256"] == array_sha256(new)
     assert info["inputs"]["semantic_ids"] == array_sha256(new) and info["level_sizes"] == level_sizes

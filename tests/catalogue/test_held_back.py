@@ -53,7 +53,7 @@ def _eval(run, data, output, *ks: int):
 def test_added_items_are_scored_with_the_test_histories_of_the_source(held_back_world, tmp_path):
     from genrec.data import load_prepared
     from genrec.eval.evaluator import load_per_user
-    from genrec.recommend import load_run
+    from genrec.serve.run import load_run
 
     _root, held, _, run2 = held_back_world
     evaluation = held / HELD_BACK_DIR / "eval"

@@ -19,7 +19,7 @@ from genrec.batch_recommend import BatchRecommendError, recommend_to_parquet, st
 from genrec.cli import app
 from genrec.data import load_prepared
 from genrec.eval import load_per_user
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from tests.cli.tiny_runs import BATCH, ITEM_DECODER, train_tiny_run
 from tests.one_thread import one_thread  # noqa: F401  (tiny models: one CPU thread)
 from tests.pipeline.conftest import tiny_prepared  # noqa: F401  (fixture)
@@ -176,13 +176,13 @@ def test_a_killed_job_resumes_without_decoding_finished_batches(fused_run, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*")} == stamps
 
     decoded: list[int] = []  # users the recommender decodes while resuming
-    real = Recommender.topk
+    real = BeamSearchRecommender.topk
 
     def counting(self, histories, k, users=None):
         decoded.append(len(histories))
         return real(self, histories, k, users)
 
-    monkeypatch.setattr(Recommender, "topk", counting)
+    monkeypatch.setattr(BeamSearchRecommender, "topk", counting)
 
     def still_there(b):
         assert {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*") if p.name in stamps} == stamps

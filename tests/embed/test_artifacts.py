@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from genrec.embed import EmbeddingError, check_embeddings, load_embeddings, write_embeddings
-from genrec.embed.artifacts import array_sha256, item_ids_sha256
-from genrec.files import atomic_path
+from genrec.embed.artifacts import item_ids_sha256
+from genrec.files import array_sha256, atomic_path
 
 
 def test_check_embeddings_accepts_and_converts():

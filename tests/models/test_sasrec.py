@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genrec.models.sasrec import SASRec, identity_codes
-from genrec.retrieval import RetrievalRecommender
+from genrec.serve.inner_product import InnerProductRecommender
 
 NUM_ITEMS = 12
 
@@ -113,7 +113,7 @@ def test_retrieval_and_decoding_contract_agree_with_scores():
         np.array([7]),
         np.array([0, 11, 10, 9, 8, 7, 6, 5]),
     ]  # the last is cut to 6
-    rec = RetrievalRecommender(model, backend="torch")
+    rec = InnerProductRecommender(model, backend="torch")
     items, scores = rec.topk(histories, 5)
     padded = torch.tensor([[1, 2, 3, 0, 0, 0], [7, 0, 0, 0, 0, 0], [10, 9, 8, 7, 6, 5]])
     lengths = torch.tensor([3, 1, 6])
@@ -166,7 +166,7 @@ def test_built_from_a_config():
         3,
         True,
     )
-    assert RetrievalRecommender(model).exclude_seen
+    assert InnerProductRecommender(model).exclude_seen
     with pytest.raises(ValueError, match="one-token ID"):
         build_model(config.model, [4, 4, 4], 6)  # semantic IDs are not what SASRec reads
     # exclude_seen holds for generative models too: their beam search masks the history.

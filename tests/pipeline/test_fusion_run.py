@@ -10,7 +10,7 @@ import numpy as np
 from genrec.config import load_config
 from genrec.data import load_prepared
 from genrec.pipeline import run_pipeline
-from genrec.recommend import load_run
+from genrec.serve.run import load_run
 from tests.pipeline.conftest import tiny_overrides
 
 FUSED = [

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from genrec.cli import app
 from genrec.config import load_config
 from genrec.pipeline import run_pipeline
-from genrec.recommend import RunError, load_run
+from genrec.run_format import RunError
+from genrec.serve.run import load_run
 from tests.pipeline.conftest import tiny_overrides
 
 

@@ -15,7 +15,7 @@ from genrec.cli import app
 from genrec.config import load_config
 from genrec.pipeline import run_pipeline
 from genrec.pipeline.run_folder import MARKER, RunFolderLock, check_run_folder
-from genrec.recommend import RunError
+from genrec.run_format import RunError
 from tests.pipeline.conftest import tiny_overrides
 
 # Holds the run folder's lock the way genrec train does (flock on RUN/.genrec-run, PID inside).

@@ -7,7 +7,7 @@ import torch
 
 from genrec.config import ModelConfig
 from genrec.models import build_model
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from tests.train.helpers import exhaustive_search
 
 
@@ -18,7 +18,7 @@ def test_recommender_decodes_when_a_level_leaves_codes_unused():
     codes = np.array([[0, 0, 0], [1, 2, 0], [2, 1, 0], [0, 1, 0]])  # vocabulary 4 per level, code 3 never used
     torch.manual_seed(0)
     model = build_model(config, [4, 4, 1], 5, len(codes)).eval()
-    rec = Recommender(model, codes, beam_size=4, device="cpu")
+    rec = BeamSearchRecommender(model, codes, beam_size=4, device="cpu")
     history = [np.array([0, 1])]
     items, scores = rec.topk(history, 4, np.array([0]))
     # A beam as wide as the catalogue ranks every item: the plain search over the model's full

@@ -78,11 +78,11 @@ def test_report_puts_sasrec_beside_a_baseline(sasrec_seeds, toy, tmp_path):
 
 
 def test_a_sasrec_run_recommends_by_inner_product(sasrec_seeds):
-    from genrec.recommend import load_run
-    from genrec.retrieval import RetrievalRecommender
+    from genrec.serve.inner_product import InnerProductRecommender
+    from genrec.serve.run import load_run
 
     rec = load_run(sasrec_seeds / "seed-0", device="cpu")
-    assert isinstance(rec.recommender, RetrievalRecommender)
+    assert isinstance(rec.recommender, InnerProductRecommender)
     history = [0, 1, 2]
     out = rec.recommend_indices([history], k=5)[0]
     assert len(out) == 5 and len({r.item_idx for r in out}) == 5

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genrec.cli import app as cli
-from genrec.recommend import load_run
+from genrec.serve.run import load_run
 
 
 def as_lists(recs) -> list[dict]:

@@ -16,7 +16,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"No module named {name!r} (blocked by the test)")
         return None
 sys.meta_path.insert(0, Block())
-import genrec, genrec.recommend, genrec.batch_recommend, genrec.serve.service, genrec.serve.batching
+import genrec, genrec.serve.run, genrec.batch_recommend, genrec.serve.service, genrec.serve.batching
 from genrec.cli import app
 assert not {"fastapi", "uvicorn"} & {m.split(".")[0] for m in sys.modules}
 app(sys.argv[1:])

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from genrec.cli import app
 from genrec.embed import write_embeddings
-from genrec.embed.artifacts import array_sha256, item_ids_sha256
+from genrec.embed.artifacts import item_ids_sha256
+from genrec.files import array_sha256
 from genrec.tokenize import load_semantic_ids, load_tokenizer, read_tokenizer_info
 from tests.embed.helpers import make_prepared
 from tests.tokenize.helpers import hierarchical_clusters

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from genrec.fusion import Candidates, Fusion, FusionWeights, ranking_hits, tune_cold
 from genrec.models import ItemDecoder
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from tests.train.helpers import synthetic_world
 
 N = 24
@@ -254,7 +254,7 @@ def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():
     fusion = Fusion(
         FusionWeights(head_weight=1.0, cold_bias=100.0, cold_epsilon=0.2), None, 2, cold_candidates=3
     )
-    rec = Recommender(model, codes, beam_size=6, fusion=fusion, record_components=True)
+    rec = BeamSearchRecommender(model, codes, beam_size=6, fusion=fusion, record_components=True)
     rec.collect_candidates = []
     items, _ = rec.topk(histories, 10)
     cand = rec.collect_candidates[0]
@@ -282,7 +282,7 @@ def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():
 def test_the_restricted_beam_only_returns_cold_items():
     _, _, codes, level_sizes = synthetic_world(num_items=N)
     model = content_decoder(level_sizes)
-    rec = Recommender(model, codes, beam_size=6, fusion=Fusion(FusionWeights(), None, 0, cold_candidates=4))
+    rec = BeamSearchRecommender(model, codes, beam_size=6, fusion=Fusion(FusionWeights(), None, 0, cold_candidates=4))
     histories = [np.array([0, 1, 2]), np.array([5])]
     batch = rec._batch(torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None)
     got = rec._cold_search(batch, 4, {})
@@ -305,7 +305,7 @@ def test_the_chunked_item_head_scan_equals_the_whole_catalogue(seed, chunk, excl
     model = content_decoder(level_sizes, seed=seed % 7)
     rng = np.random.default_rng(seed)
     histories = [rng.integers(0, N, size=rng.integers(1, 6)) for _ in range(5)]
-    rec = Recommender(model, codes, beam_size=4)
+    rec = BeamSearchRecommender(model, codes, beam_size=4)
     batch = rec._batch(torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None)
     full = model.item_head_log_probs(batch)
     masked = full.clone()
@@ -354,7 +354,7 @@ def test_a_catalogue_larger_than_the_head_chunk_gives_the_same_lists():
         fusion = Fusion(
             FusionWeights(head_weight=2.0, cold_bias=1.0, cold_epsilon=0.3), None, 4, cold_candidates=3
         )
-        rec = Recommender(model, codes, beam_size=6, exclude_history=True, fusion=fusion)
+        rec = BeamSearchRecommender(model, codes, beam_size=6, exclude_history=True, fusion=fusion)
         lists.append(rec.topk(histories, 8))
     np.testing.assert_array_equal(lists[0][0], lists[1][0])
     np.testing.assert_allclose(lists[0][1], lists[1][1], atol=1e-5)
@@ -385,7 +385,7 @@ def test_without_a_head_weight_the_scan_skips_its_normalizer_and_the_lists_stay(
     for chunk, head_weight in ((N, 0.0), (5, 0.0), (5, 1e-30)):  # whole, chunked raw, chunked normalised
         model = _warm_decoder(level_sizes)
         model.head_chunk = chunk
-        rec = Recommender(model, codes, beam_size=6, exclude_history=True,
+        rec = BeamSearchRecommender(model, codes, beam_size=6, exclude_history=True,
                           fusion=Fusion(FusionWeights(head_weight=head_weight), None, 4))  # fmt: skip
         lists.append(rec.topk(histories, 8))
     assert normalized == [
@@ -401,7 +401,7 @@ def test_the_history_states_are_computed_once_per_batch_and_never_stale():
     _, _, codes, level_sizes = synthetic_world(num_items=N)
     model = _warm_decoder(level_sizes)
     histories = [np.array([0, 1, 2]), np.array([5])]
-    batch = Recommender(model, codes, beam_size=4)._batch(
+    batch = BeamSearchRecommender(model, codes, beam_size=4)._batch(
         torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None
     )
     calls = []

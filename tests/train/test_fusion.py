@@ -18,7 +18,7 @@ from genrec.fusion import (
     tune_fusion,
 )
 from genrec.fusion_votes import BatchVotes
-from genrec.recommend import Recommender, RecordedRanking
+from genrec.serve.beam import BeamSearchRecommender, RecordedRanking
 from tests.train.helpers import synthetic_world
 from tests.train.test_recommender import item_decoder
 
@@ -38,8 +38,8 @@ def world(seed=1, users=6):
 
 def test_id_log_probs_are_the_beam_scores():
     model, codes, histories, _ = world()
-    items, scores = Recommender(model, codes, beam_size=N).topk(histories, k=N)
-    rec = Recommender(model, codes, beam_size=N)
+    items, scores = BeamSearchRecommender(model, codes, beam_size=N).topk(histories, k=N)
+    rec = BeamSearchRecommender(model, codes, beam_size=N)
     flat = np.concatenate(histories)
     ends = np.cumsum([len(h) for h in histories])
     batch = rec._batch(torch.as_tensor(flat), ends - [len(h) for h in histories], ends, None)
@@ -51,14 +51,14 @@ def test_fused_list_is_the_best_k_of_all_candidates_by_the_combined_score():
     model, codes, histories, cooc = world()
     w = FusionWeights(head_weight=1.5, cooc_weight=0.8, eps=1e-2)
     beam = 6
-    rec = Recommender(
+    rec = BeamSearchRecommender(
         model, codes, beam_size=beam, exclude_history=True, fusion=Fusion(w, cooc, candidates=5)
     )
     items, scores = rec.topk(histories, k=8)
     # By hand: the beam's items, the head's 5 best and co-occurrence's 5 best outside the history,
     # each scored seq + w_h * head + w_c * log(eps + votes) over the whole catalogue.
-    beam_items, _ = Recommender(model, codes, beam_size=beam, exclude_history=True).topk(histories, k=beam)
-    full_scores = Recommender(model, codes, beam_size=N).topk(histories, k=N)
+    beam_items, _ = BeamSearchRecommender(model, codes, beam_size=beam, exclude_history=True).topk(histories, k=beam)
+    full_scores = BeamSearchRecommender(model, codes, beam_size=N).topk(histories, k=N)
     dense = cooc.scores(histories)
     for u, h in enumerate(histories):
         seq = dict(zip(full_scores[0][u].tolist(), full_scores[1][u].tolist(), strict=True))
@@ -79,7 +79,7 @@ def test_fused_list_is_the_best_k_of_all_candidates_by_the_combined_score():
 
 def test_components_are_recorded_and_replayed():
     model, codes, histories, cooc = world(users=7)
-    rec = Recommender(
+    rec = BeamSearchRecommender(
         model,
         codes,
         beam_size=8,
@@ -88,8 +88,8 @@ def test_components_are_recorded_and_replayed():
         record_components=True,
     )
     final = rec.topk(histories, k=5)[0]
-    beam_only = Recommender(model, codes, beam_size=8).topk(histories, k=5)[0]
-    head_only = Recommender(model, codes, beam_size=8, rerank_weight=2.0).topk(histories, k=5)[0]
+    beam_only = BeamSearchRecommender(model, codes, beam_size=8).topk(histories, k=5)[0]
+    head_only = BeamSearchRecommender(model, codes, beam_size=8, rerank_weight=2.0).topk(histories, k=5)[0]
     assert np.array_equal(np.concatenate(rec.recorded["beam"]), beam_only)
     assert np.array_equal(np.concatenate(rec.recorded["beam+head"]), head_only)
     assert np.array_equal(np.concatenate(rec.recorded["fused"]), final)

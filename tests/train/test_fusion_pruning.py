@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrec.fusion import Fusion, FusionWeights
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from tests.train.test_fusion import world
 
 
 def _recommender(model, codes, fusion, beam, exclude, collect):
-    rec = Recommender(
+    rec = BeamSearchRecommender(
         model,
         codes,
         beam_size=beam,
@@ -89,7 +89,7 @@ def test_candidates_below_the_top_k_are_left_out_of_teacher_forcing():
     model, codes, histories, cooc = world(seed=5, users=8)
     # A strong co-occurrence weight: items nobody voted for score far below the voted ones.
     fusion = Fusion(FusionWeights(0.0, 16.0, 1e-4), cooc, 8)
-    rec = Recommender(model, codes, beam_size=4, fusion=fusion)
+    rec = BeamSearchRecommender(model, codes, beam_size=4, fusion=fusion)
     flat = np.concatenate(histories)
     ends = np.cumsum([len(h) for h in histories])
     batch = rec._batch(torch.as_tensor(flat), ends - [len(h) for h in histories], ends, None)

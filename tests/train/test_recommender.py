@@ -1,4 +1,4 @@
-"""Recommender: the model's beam search over the real trie, batched, with the history excluded on request."""
+"""BeamSearchRecommender: the model's beam search over the real trie, batched, with the history excluded on request."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from genrec.models import Tiger
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from tests.train.helpers import synthetic_world
 
 
@@ -29,14 +29,14 @@ def test_excluded_history_never_comes_back_and_the_rest_all_do():
     _, _, codes, level_sizes = synthetic_world(num_items=24)
     model = tiny_model(level_sizes)
     histories = [np.array([3, 4, 5]), np.array([0]), np.array([7, 7, 9, 23, 1])]
-    rec = Recommender(model, codes, beam_size=24, batch_users=2, exclude_history=True)
+    rec = BeamSearchRecommender(model, codes, beam_size=24, batch_users=2, exclude_history=True)
     items, scores = rec.topk(histories, k=24)
     for row, history in zip(items, histories, strict=True):
         allowed = set(range(24)) - set(history.tolist())
         got = [int(i) for i in row if i >= 0]
         assert set(got) == allowed and len(got) == len(allowed)  # a beam as large as the catalogue finds all
         assert (row[len(allowed) :] == -1).all()
-    plain = Recommender(model, codes, beam_size=24, exclude_history=False).topk(histories, k=24)[0]
+    plain = BeamSearchRecommender(model, codes, beam_size=24, exclude_history=False).topk(histories, k=24)[0]
     assert all(
         set(history.tolist()) <= set(row.tolist()) for row, history in zip(plain, histories, strict=True)
     )
@@ -44,7 +44,7 @@ def test_excluded_history_never_comes_back_and_the_rest_all_do():
     full = {
         int(i): s
         for i, s in zip(
-            plain[0], Recommender(model, codes, beam_size=24).topk(histories, 24)[1][0], strict=True
+            plain[0], BeamSearchRecommender(model, codes, beam_size=24).topk(histories, 24)[1][0], strict=True
         )
     }
     for i, s in zip(items[0], scores[0], strict=True):
@@ -57,10 +57,10 @@ def test_batches_give_the_same_lists_as_one_call():
     model = tiny_model(level_sizes)
     rng = np.random.default_rng(0)
     histories = [rng.integers(0, 24, size=rng.integers(1, 12)) for _ in range(9)]
-    one = Recommender(model, codes, beam_size=10, batch_users=64).topk(histories, k=5)
-    many = Recommender(model, codes, beam_size=10, batch_users=4).topk(histories, k=5)
+    one = BeamSearchRecommender(model, codes, beam_size=10, batch_users=64).topk(histories, k=5)
+    many = BeamSearchRecommender(model, codes, beam_size=10, batch_users=4).topk(histories, k=5)
     assert np.array_equal(one[0], many[0]) and np.allclose(one[1], many[1], atol=1e-5)
-    assert Recommender(model, codes, beam_size=10).invalid_rate == 0.0
+    assert BeamSearchRecommender(model, codes, beam_size=10).invalid_rate == 0.0
 
 
 def item_decoder(level_sizes, num_items, item_loss=1.0):
@@ -89,11 +89,11 @@ def test_rerank_orders_the_beam_items_by_the_combined_score():
     rng = np.random.default_rng(1)
     histories = [rng.integers(0, 24, size=rng.integers(1, 6)) for _ in range(5)]
     weight = 0.7
-    beam_items, beam_scores = Recommender(model, codes, beam_size=24).topk(histories, k=24)
-    items, scores = Recommender(model, codes, beam_size=24, rerank_weight=weight).topk(histories, k=10)
+    beam_items, beam_scores = BeamSearchRecommender(model, codes, beam_size=24).topk(histories, k=24)
+    items, scores = BeamSearchRecommender(model, codes, beam_size=24, rerank_weight=weight).topk(histories, k=10)
     # By hand: the item head's log-softmax over the catalogue after each history's last state.
     for u, history in enumerate(histories):
-        batch = Recommender(model, codes, beam_size=24)._batch(
+        batch = BeamSearchRecommender(model, codes, beam_size=24)._batch(
             torch.as_tensor(history), np.array([0]), np.array([len(history)]), None
         )
         with torch.no_grad():
@@ -112,8 +112,8 @@ def test_rerank_needs_an_item_head():
 
     _, _, codes, level_sizes = synthetic_world(num_items=24)
     with pytest.raises(ValueError, match="item head"):
-        Recommender(tiny_model(level_sizes), codes, beam_size=8, rerank_weight=1.0)
+        BeamSearchRecommender(tiny_model(level_sizes), codes, beam_size=8, rerank_weight=1.0)
     model = item_decoder(level_sizes, 24, item_loss=0.0)
-    rec = Recommender(model, codes, beam_size=8, rerank_weight=1.0)
+    rec = BeamSearchRecommender(model, codes, beam_size=8, rerank_weight=1.0)
     with pytest.raises(ValueError, match="item_loss"):
         rec.topk([np.array([1, 2])], k=5)

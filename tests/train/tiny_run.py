@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genrec.recommend import Recommender
+from genrec.serve.beam import BeamSearchRecommender
 from genrec.train import distributed
 from genrec.train.inputs import TrainInputs
 from genrec.train.trainer import fit
@@ -40,7 +40,7 @@ def validator(inputs: TrainInputs, beam: int):
     codes_t = torch.as_tensor(inputs.codes)
 
     def validate(model, users, starts, ends, targets):
-        rec = Recommender(model, inputs.codes, beam_size=beam, index=codes_t, search=exhaustive_search)
+        rec = BeamSearchRecommender(model, inputs.codes, beam_size=beam, index=codes_t, search=exhaustive_search)
         return rec.ranking_sums(inputs.flat_items, starts, ends, targets, users)
 
     return validate

@@ -7,62 +7,56 @@ read as TOML (numbers, booleans, strings, lists) and a bare word is a string. Ev
 type-checked against its field, and an unknown key is an error that names the key and the valid
 ones.
 
-``stage_settings(config, stage)`` gives the settings that decide a pipeline stage's output and
-``stable_hash`` hashes them (with the stage's inputs) into the key of the stage cache; fields
-marked ``cache=False`` (logging, batch sizes of pure inference, paths of reused artifacts) are
-left out so changing them never invalidates a cached stage.
+Every section is read by genrec.settings (one loader, one ``--set`` parser, one error style for
+the whole config, its ``[embed]`` and ``[tokenize]`` tables included); each pipeline stage hashes
+``hashed_settings`` of its section (fields made with ``runtime``: logging, devices, batch sizes of
+pure inference, paths of reused artifacts, are left out, so changing them never invalidates a
+cached stage) and reports what it hashed.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
-import hashlib
-import json
 import math
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genrec.embed.config import EmbedConfig
+from genrec.settings import (
+    ConfigError,
+    apply_assignments,
+    build,
+    merge,
+    require,
+    runtime,
+)
 from genrec.tokenize.config import TokenizeConfig
-
-
-class ConfigError(ValueError):
-    """A config file, profile or override is wrong; the message names the key and the fix."""
-
-
-def _nohash(default=dataclasses.MISSING, **kw):
-    """A field that does not change a stage's result (left out of the cache key)."""
-    return field(default=default, metadata={"cache": False}, **kw)
 
 
 @dataclass
 class RunConfig:
     """Where a run lives and how it is seeded."""
 
-    name: str = _nohash("")
+    name: str = runtime("")
     """Shown in logs and summaries; defaults to the config file's name."""
     seed: int = 0
     """Seeds model initialisation, data order and dropout."""
-    device: str = _nohash("auto")
+    device: str = runtime("auto")
     """"auto" (CUDA when available), "cpu" or "cuda[:i]"."""
-    cache_dir: str = _nohash("")
+    cache_dir: str = runtime("")
     """Root of the stage cache; "" = $GENREC_CACHE_DIR, else ~/.cache/genrec/stages."""
-    threads: int = _nohash(0)
+    threads: int = runtime(0)
     """CPU threads for torch (0 = torch's default)."""
 
     def validate(self) -> None:
-        _require(self.threads >= 0, "run.threads", self.threads, ">= 0")
-        _require(
+        require(self.threads >= 0, "run.threads", self.threads, ">= 0")
+        require(
             0 <= self.seed < 2**32, "run.seed", self.seed, "in 0..2**32-1 (numpy and torch both take it)"
         )
-        _require(
+        require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
             "run.device",
             self.device,
@@ -80,13 +74,13 @@ class DataConfig:
     """A raw-data folder to prepare instead of the registered dataset's folder."""
     format: str = ""
     """The format of ``source`` (`genrec data prepare --format`); default: the registered dataset's."""
-    prepared: str = _nohash("")
+    prepared: str = runtime("")
     """An already prepared dataset folder: skips the prepare stage (its manifest is hashed instead)."""
-    embeddings: str = _nohash("")
+    embeddings: str = runtime("")
     """An embeddings folder (embeddings.npy + embed.json) of this dataset: skips the embed stage."""
-    tokenizer: str = _nohash("")
+    tokenizer: str = runtime("")
     """A tokenizer folder (semantic_ids.npy + tokenizer.json) of this dataset: skips the tokenize stage."""
-    download: bool = _nohash(True)
+    download: bool = runtime(True)
     """Download a registered dataset into $GENREC_DATA_DIR when its raw files are not there yet."""
     min_user_interactions: int = -1
     """k-core threshold for users; -1 keeps the format's default."""
@@ -100,7 +94,7 @@ class DataConfig:
     """Seeds which items go cold."""
 
     def validate(self) -> None:
-        _require(0 <= self.cold_start < 1, "data.cold_start", self.cold_start, "in [0, 1)")
+        require(0 <= self.cold_start < 1, "data.cold_start", self.cold_start, "in [0, 1)")
 
 
 @dataclass
@@ -201,89 +195,89 @@ class ModelConfig:
     def validate(self) -> None:
         from genrec.models import MODEL_KINDS
 
-        _require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
+        require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
         for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
-            _require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
-        _require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
-        _require(self.depth_layers >= 1, "model.depth_layers", self.depth_layers, ">= 1")
-        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
-        _require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
-        _require(
+            require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
+        require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
+        require(self.depth_layers >= 1, "model.depth_layers", self.depth_layers, ">= 1")
+        require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
+        require(
             self.history_tokens in ("levels", "items"),
             "model.history_tokens",
             self.history_tokens,
             "levels or items",
         )
-        _require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
-        _require(self.loss in ("ce", "bce"), "model.loss", self.loss, '"ce" or "bce"')
-        _require(
+        require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
+        require(self.loss in ("ce", "bce"), "model.loss", self.loss, '"ce" or "bce"')
+        require(
             self.loss == "ce" or self.kind == "sasrec",
             "model.loss",
             self.loss,
             '"ce" for generative models (sampled "bce" is a sasrec option)',
         )
-        _require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
-        _require(
+        require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
+        require(
             self.item_loss == 0
             or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
             "model.item_loss",
             self.item_loss,
             '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
         )
-        _require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
-        _require(
+        require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
+        require(
             not self.content_vectors
             or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
             "model.content_vectors",
             self.content_vectors,
             'false unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
         )
-        _require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
-        _require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")
-        _require(
+        require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
+        require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")
+        require(
             self.cold_candidates == 0 or (self.content_vectors and self.item_loss > 0),
             "model.cold_candidates",
             self.cold_candidates,
             "0 unless content_vectors = true and item_loss > 0 (cold items are scored by the item head)",
         )
-        _require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
-        _require(
+        require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
+        require(
             self.cold_objective in ("ndcg", "cold_recall"),
             "model.cold_objective",
             self.cold_objective,
             'one of "ndcg", "cold_recall"',
         )
-        _require(
+        require(
             self.profile_embeddings in ("", "text", "content"),
             "model.profile_embeddings",
             self.profile_embeddings,
             'one of "", "text", "content"',
         )
-        _require(
+        require(
             not self.profile_embeddings or (self.item_loss > 0 and self.kind != "sasrec"),
             "model.profile_embeddings",
             self.profile_embeddings,
             "set only for generative models with an item head (item_loss > 0): it is a fusion term",
         )
-        _require(
+        require(
             self.rerank_weight == 0 or self.item_loss > 0,
             "model.rerank_weight",
             self.rerank_weight,
             "0 unless model.item_loss > 0 (the item head it re-ranks with)",
         )
-        _require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
-        _require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
+        require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
+        require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
         fused = self.cooccurrence_weight > 0 or self.fusion_candidates > 0 or self.tune_fusion
-        _require(
+        require(
             not fused or self.item_loss > 0,
             "model.cooccurrence_weight / fusion_candidates / tune_fusion",
             "set",
             "off unless model.item_loss > 0 (fusion ranks with the item head)",
         )
-        _require(self.cooccurrence_weight >= 0, "model.cooccurrence_weight", self.cooccurrence_weight, ">= 0")
-        _require(self.cooccurrence_eps > 0, "model.cooccurrence_eps", self.cooccurrence_eps, "> 0")
-        _require(self.fusion_candidates >= 0, "model.fusion_candidates", self.fusion_candidates, ">= 0")
-        _require(self.tune_users >= 0, "model.tune_users", self.tune_users, ">= 0")
+        require(self.cooccurrence_weight >= 0, "model.cooccurrence_weight", self.cooccurrence_weight, ">= 0")
+        require(self.cooccurrence_eps > 0, "model.cooccurrence_eps", self.cooccurrence_eps, "> 0")
+        require(self.fusion_candidates >= 0, "model.fusion_candidates", self.fusion_candidates, ">= 0")
+        require(self.tune_users >= 0, "model.tune_users", self.tune_users, ">= 0")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -340,70 +334,70 @@ class TrainConfig:
     """An NDCG@10 gain must exceed this to count as better."""
     time_budget_s: float = 0.0
     """Stop training (then test the best checkpoint) after this many seconds; 0 = no limit."""
-    checkpoint_every: int = _nohash(0)
+    checkpoint_every: int = runtime(0)
     """Steps between resumable checkpoints; 0 = at every validation."""
-    log_every: int = _nohash(50)
+    log_every: int = runtime(50)
     """Steps between loss/learning-rate log lines."""
-    eval_batch_users: int = _nohash(1024)
+    eval_batch_users: int = runtime(1024)
     """Users per validation decode batch."""
 
     def validate(self) -> None:
         for name in ("max_history", "batch_size", "epochs", "val_beam", "eval_batch_users", "log_every"):
-            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
+            require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
         for name in ("max_steps", "warmup_steps", "eval_every", "val_users", "patience", "checkpoint_every"):
-            _require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0")
-        _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite number > 0")
-        _require(
+            require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0")
+        require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite number > 0")
+        require(
             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "train.weight_decay",
             self.weight_decay,
             "a finite number >= 0",
         )
-        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
-        _require(
+        require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        require(
             self.schedule in SCHEDULES, "train.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}"
         )
-        _require(
+        require(
             self.precision in PRECISIONS, "train.precision", self.precision, f"one of {', '.join(PRECISIONS)}"
         )
-        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "in [0, 1)")
-        _require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
-        _require(
+        require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "in [0, 1)")
+        require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
+        require(
             self.sparse_item_table in SPARSE_ITEM_TABLE,
             "train.sparse_item_table",
             self.sparse_item_table,
             f"one of {', '.join(SPARSE_ITEM_TABLE)}",
         )
-        _require(self.time_budget_s >= 0, "train.time_budget_s", self.time_budget_s, ">= 0")
+        require(self.time_budget_s >= 0, "train.time_budget_s", self.time_budget_s, ">= 0")
         for name in ("beta1", "beta2"):
-            _require(0 <= getattr(self, name) < 1, f"train.{name}", getattr(self, name), "in [0, 1)")
+            require(0 <= getattr(self, name) < 1, f"train.{name}", getattr(self, name), "in [0, 1)")
 
 
 @dataclass
 class EvalConfig:
     """The final test: constrained beam search over the catalogue, scored by genrec.eval."""
 
-    beam_size: int = _nohash(20)
+    beam_size: int = runtime(20)
     """Beams of the test decode (the top-k list is its best k)."""
     ks: list[int] = field(default_factory=lambda: [5, 10, 20], metadata={"cache": False})
     """Cut-offs of the reported metrics; k may not exceed beam_size."""
-    batch_users: int = _nohash(1024)
+    batch_users: int = runtime(1024)
     """Users per decode batch."""
-    users: int = _nohash(0)
+    users: int = runtime(0)
     """Test on a seeded sample (run.seed) of this many users, 0 = every user: a quicker test of a
     large dataset (the per-user files then hold the sample's rows)."""
-    retrieval: str = _nohash("exact")
+    retrieval: str = runtime("exact")
     """sasrec: top-K by inner product, "exact", "hnsw" or "ivf" (approximate, faiss) or "auto"
     (approximate above a million items); faiss when installed, else an exact PyTorch matmul + top-k."""
 
     def validate(self) -> None:
         from genrec.retrieval import KINDS
 
-        _require(self.retrieval in KINDS, "eval.retrieval", self.retrieval, f"one of {', '.join(KINDS)}")
-        _require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")
-        _require(self.batch_users >= 1, "eval.batch_users", self.batch_users, ">= 1")
-        _require(self.users >= 0, "eval.users", self.users, ">= 0 (0: every user)")
-        _require(
+        require(self.retrieval in KINDS, "eval.retrieval", self.retrieval, f"one of {', '.join(KINDS)}")
+        require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")
+        require(self.batch_users >= 1, "eval.batch_users", self.batch_users, ">= 1")
+        require(self.users >= 0, "eval.users", self.users, ">= 0 (0: every user)")
+        require(
             bool(self.ks) and all(1 <= k <= self.beam_size for k in self.ks),
             "eval.ks",
             self.ks,
@@ -440,12 +434,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> Config:
-        return _build(cls, data, "", where).validate()
-
-
-def _require(ok: bool, key: str, value: Any, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} is invalid: it must be {what}")
+        return build(cls, data, "", where).validate()
 
 
 # ---- loading ----
@@ -477,98 +466,13 @@ def load_config(
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"{where} has no profile {profile!r} (profiles there: {known})")
-        table = _merge(table, profiles[profile])
+        table = merge(table, profiles[profile])
         where += f" [profile {profile}]"
-    for assignment in overrides:
-        table = _apply_override(table, assignment)
-    config = _build(Config, table, "", where)
+    table = apply_assignments(table, overrides)
+    config = build(Config, table, "", where)
     if not config.run.name and path is not None:
         config.run.name = Path(path).stem
     return config.validate()
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _apply_override(table: dict, assignment: str) -> dict:
-    key, sep, raw = assignment.partition("=")
-    key = key.strip()
-    if not sep or "." not in key:
-        raise ConfigError(f"--set {assignment!r} must look like section.key=value, e.g. train.lr=0.001")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()  # a bare word: a string
-    *parents, leaf = key.split(".")
-    nested: dict = {leaf: value}
-    for p in reversed(parents):
-        nested = {p: nested}
-    return _merge(table, nested)
-
-
-def _build(cls: type, table: Any, prefix: str, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a TOML table, checking names and types of every key."""
-    name = prefix.rstrip(".") or "the top level"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: {name} must be a table, got {table!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in table:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {prefix + close[0]!r}?" if close else "."
-            raise ConfigError(
-                f"{where}: unknown key {prefix + key!r}{hint} Valid keys of "
-                f"{'[' + prefix.rstrip('.') + ']' if prefix else 'the config'}: {', '.join(fields)}"
-            )
-    values = {}
-    for key, value in table.items():
-        values[key] = _coerce(value, hints[key], prefix + key, where)
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".", where)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-            try:
-                return _coerce(value, option, key, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if hint is Any:
-        return value
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    else:
-        ok = isinstance(value, hint)
-    if not ok:
-        raise ConfigError(f"{where}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
-    return value
 
 
 # ---- stage keys ----
@@ -586,22 +490,3 @@ FUSION_FIELDS = (
     "cold_objective",
     "profile_embeddings",
 )
-
-
-def cache_relevant(obj: Any) -> Any:
-    """The fields of a config section that decide results (fields marked cache=False dropped)."""
-    if dataclasses.is_dataclass(obj):
-        return {
-            f.name: cache_relevant(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.metadata.get("cache", True)
-        }
-    if isinstance(obj, list | tuple):
-        return [cache_relevant(v) for v in obj]
-    return obj
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """sha256 (hex, truncated) of ``obj`` as canonical JSON: equal settings, equal hash, anywhere."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -95,8 +95,9 @@ def run_encoder_ablation(
     """Run each variant of ``config_path`` (+ profile, overrides) and write encoders.json/.csv/.md."""
     import torch
 
-    from genrec.config import ConfigError, load_config
+    from genrec.config import load_config
     from genrec.pipeline.run import run_pipeline
+    from genrec.settings import ConfigError
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

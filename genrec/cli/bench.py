@@ -317,9 +317,9 @@ def encoders(
 ) -> None:
     """Item-encoder ablation: text vs multimodal vs multimodal + diffusion, each trained and tested."""
     from genrec.bench.encoders import VARIANTS, run_encoder_ablation
-    from genrec.config import ConfigError
     from genrec.data import DataError
     from genrec.embed import EmbeddingError
+    from genrec.settings import ConfigError
 
     console = Console()
     try:

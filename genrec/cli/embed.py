@@ -80,9 +80,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Embed every item of a prepared dataset; row i of embeddings.npy is item index i."""
-        from genrec.config import ConfigError
         from genrec.data import DataError
         from genrec.embed import EmbeddingError, embed_items
+        from genrec.settings import ConfigError
 
         flags = dict(
             encoder=encoder,

@@ -42,11 +42,12 @@ def register(app: typer.Typer) -> None:
         Under ``torchrun --nproc_per_node N -m genrec.cli train ...`` training runs on N processes
         (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) with the same global batch.
         """
-        from genrec.config import ConfigError, load_config
+        from genrec.config import load_config
         from genrec.data.errors import DataError
         from genrec.pipeline import STAGES, run_pipeline
         from genrec.pipeline.run_folder import check_seeds_folder
         from genrec.run_format import RunError
+        from genrec.settings import ConfigError
         from genrec.train.checkpoint import CheckpointError
 
         console = Console()

@@ -420,9 +420,9 @@ class DiffusionEncoder(MultimodalEncoder):
         return {**super().describe(), "diffusion_settings": dataclasses.asdict(self.diffusion_settings)}
 
     def fingerprint(self, dataset) -> str:
-        from genrec.config import cache_relevant
+        from genrec.settings import hashed_settings
 
-        extra = {"encoder": "diffusion", "diffusion": cache_relevant(self.diffusion_settings)}
+        extra = {"encoder": "diffusion", "diffusion": hashed_settings(self.diffusion_settings)}
         return multimodal_fingerprint(self, dataset, self.settings, extra)
 
     def encode(self, dataset) -> np.ndarray:

@@ -7,26 +7,16 @@ In a run config they are ``[embed.multimodal]`` (with ``[embed.multimodal.image]
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
+
+from genrec.settings import build, require, runtime
 
 MODALITIES = ("text", "image", "attributes", "collaborative")
 CONTENT_MODALITIES = ("text", "image", "attributes")
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("eps", "x0", "v")
 STARTS = ("noise", "zero", "estimate")
-
-
-def _nohash(default=dataclasses.MISSING, **kw):
-    """A setting that does not change the embeddings (left out of cache keys)."""
-    return field(default=default, metadata={"cache": False}, **kw)
-
-
-def _require(ok: bool, key: str, value: Any, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{key} = {value!r} is invalid: it must be {what}")
 
 
 @dataclass
@@ -41,16 +31,16 @@ class ImageSettings:
     """Instead of ``column``: a folder of ``<item_id>.<ext>`` image files."""
     on_unreadable: str = "error"
     """"error" stops at a missing or undecodable file (naming it); "missing" treats the item as image-less."""
-    batch_size: int = _nohash(32)
+    batch_size: int = runtime(32)
 
     def validate(self, prefix: str) -> None:
-        _require(
+        require(
             self.on_unreadable in ("error", "missing"),
             f"{prefix}.on_unreadable",
             self.on_unreadable,
             "'error' or 'missing'",
         )
-        _require(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, ">= 1")
+        require(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, ">= 1")
 
 
 @dataclass
@@ -63,9 +53,9 @@ class AttributeSettings:
     """Values on fewer items than this are dropped."""
 
     def validate(self, prefix: str) -> None:
-        _require(bool(self.columns), f"{prefix}.columns", self.columns, "non-empty")
-        _require(self.dim >= 1, f"{prefix}.dim", self.dim, ">= 1")
-        _require(self.min_count >= 1, f"{prefix}.min_count", self.min_count, ">= 1")
+        require(bool(self.columns), f"{prefix}.columns", self.columns, "non-empty")
+        require(self.dim >= 1, f"{prefix}.dim", self.dim, ">= 1")
+        require(self.min_count >= 1, f"{prefix}.min_count", self.min_count, ">= 1")
 
 
 @dataclass
@@ -80,10 +70,10 @@ class CollaborativeSettings:
     context_power: float = 0.75
 
     def validate(self, prefix: str) -> None:
-        _require(self.dim >= 1, f"{prefix}.dim", self.dim, ">= 1")
-        _require(self.window >= 1, f"{prefix}.window", self.window, ">= 1")
-        _require(self.shift > 0, f"{prefix}.shift", self.shift, "> 0")
-        _require(0 < self.context_power <= 1, f"{prefix}.context_power", self.context_power, "in (0, 1]")
+        require(self.dim >= 1, f"{prefix}.dim", self.dim, ">= 1")
+        require(self.window >= 1, f"{prefix}.window", self.window, ">= 1")
+        require(self.shift > 0, f"{prefix}.shift", self.shift, "> 0")
+        require(0 < self.context_power <= 1, f"{prefix}.context_power", self.context_power, "in (0, 1]")
 
 
 @dataclass
@@ -121,8 +111,8 @@ class MultimodalConfig:
     content_weight: float = 1.0
     behaviour_weight: float = 1.0
     seed: int = 0
-    device: str = _nohash("cpu")
-    threads: int = _nohash(1)
+    device: str = runtime("cpu")
+    threads: int = runtime(1)
     """CPU threads while training (these networks are small: more threads mostly add waiting); 0 = torch's setting."""
     image: ImageSettings = field(default_factory=ImageSettings)
     attributes: AttributeSettings = field(default_factory=AttributeSettings)
@@ -130,33 +120,33 @@ class MultimodalConfig:
 
     def validate(self, prefix: str = "embed.multimodal") -> MultimodalConfig:
         unknown = [m for m in self.modalities if m not in MODALITIES]
-        _require(not unknown, f"{prefix}.modalities", self.modalities, f"a subset of {', '.join(MODALITIES)}")
-        _require(
+        require(not unknown, f"{prefix}.modalities", self.modalities, f"a subset of {', '.join(MODALITIES)}")
+        require(
             any(m in CONTENT_MODALITIES for m in self.modalities),
             f"{prefix}.modalities",
             self.modalities,
             f"including at least one content modality ({', '.join(CONTENT_MODALITIES)})",
         )
-        _require(
+        require(
             len(set(self.modalities)) == len(self.modalities),
             f"{prefix}.modalities",
             self.modalities,
             "without repeats",
         )
         for name in ("dim", "hidden", "epochs", "epoch_items", "batch_size"):
-            _require(getattr(self, name) >= 1, f"{prefix}.{name}", getattr(self, name), ">= 1")
-        _require(self.batch_size >= 2, f"{prefix}.batch_size", self.batch_size, ">= 2 (in-batch negatives)")
-        _require(self.patience >= 0, f"{prefix}.patience", self.patience, ">= 0")
-        _require(self.threads >= 0, f"{prefix}.threads", self.threads, ">= 0")
+            require(getattr(self, name) >= 1, f"{prefix}.{name}", getattr(self, name), ">= 1")
+        require(self.batch_size >= 2, f"{prefix}.batch_size", self.batch_size, ">= 2 (in-batch negatives)")
+        require(self.patience >= 0, f"{prefix}.patience", self.patience, ">= 0")
+        require(self.threads >= 0, f"{prefix}.threads", self.threads, ">= 0")
         for name in ("dropout", "modality_dropout"):
-            _require(0 <= getattr(self, name) < 1, f"{prefix}.{name}", getattr(self, name), "in [0, 1)")
-        _require(0 <= self.holdout < 0.5, f"{prefix}.holdout", self.holdout, "in [0, 0.5)")
-        _require(self.temperature > 0, f"{prefix}.temperature", self.temperature, "> 0")
-        _require(self.lr > 0, f"{prefix}.lr", self.lr, "> 0")
-        _require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
+            require(0 <= getattr(self, name) < 1, f"{prefix}.{name}", getattr(self, name), "in [0, 1)")
+        require(0 <= self.holdout < 0.5, f"{prefix}.holdout", self.holdout, "in [0, 0.5)")
+        require(self.temperature > 0, f"{prefix}.temperature", self.temperature, "> 0")
+        require(self.lr > 0, f"{prefix}.lr", self.lr, "> 0")
+        require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
         for name in ("content_weight", "behaviour_weight"):
-            _require(getattr(self, name) >= 0, f"{prefix}.{name}", getattr(self, name), ">= 0")
-        _require(
+            require(getattr(self, name) >= 0, f"{prefix}.{name}", getattr(self, name), ">= 0")
+        require(
             self.content_weight > 0 or self.behaviour_weight > 0,
             f"{prefix}.content_weight",
             self.content_weight,
@@ -173,7 +163,7 @@ class MultimodalConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "embed.multimodal") -> MultimodalConfig:
-        return build(cls, data, where).validate(where)
+        return build(cls, data, where + ".", f"[{where}]").validate(where)
 
 
 @dataclass
@@ -216,77 +206,41 @@ class DiffusionConfig:
     strength: float = 0.5
     """With start = "estimate": how far back into the noise the estimate is pushed (0 keeps it, 1 = noise)."""
     seed: int = 0
-    device: str = _nohash("cpu")
-    threads: int = _nohash(1)
+    device: str = runtime("cpu")
+    threads: int = runtime(1)
     """CPU threads while training and sampling; 0 = torch's setting."""
 
     def validate(self, prefix: str = "embed.diffusion") -> DiffusionConfig:
-        _require(
+        require(
             self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}"
         )
-        _require(
+        require(
             self.prediction in PREDICTIONS,
             f"{prefix}.prediction",
             self.prediction,
             f"one of {', '.join(PREDICTIONS)}",
         )
-        _require(self.timesteps >= 2, f"{prefix}.timesteps", self.timesteps, ">= 2")
-        _require(
+        require(self.timesteps >= 2, f"{prefix}.timesteps", self.timesteps, ">= 2")
+        require(
             1 <= self.sample_steps <= self.timesteps,
             f"{prefix}.sample_steps",
             self.sample_steps,
             f"in 1..timesteps ({self.timesteps})",
         )
         for name in ("hidden", "layers", "steps", "batch_size", "samples"):
-            _require(getattr(self, name) >= 1, f"{prefix}.{name}", getattr(self, name), ">= 1")
-        _require(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, ">= 0")
-        _require(self.threads >= 0, f"{prefix}.threads", self.threads, ">= 0")
-        _require(self.start in STARTS, f"{prefix}.start", self.start, f"one of {', '.join(STARTS)}")
-        _require(0 < self.strength <= 1, f"{prefix}.strength", self.strength, "in (0, 1]")
-        _require(0 <= self.ema < 1, f"{prefix}.ema", self.ema, "in [0, 1)")
-        _require(0 <= self.cond_dropout < 1, f"{prefix}.cond_dropout", self.cond_dropout, "in [0, 1)")
-        _require(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "in [0, 1)")
-        _require(self.guidance >= 0, f"{prefix}.guidance", self.guidance, ">= 0")
-        _require(self.lr > 0, f"{prefix}.lr", self.lr, "> 0")
-        _require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
+            require(getattr(self, name) >= 1, f"{prefix}.{name}", getattr(self, name), ">= 1")
+        require(self.warmup_steps >= 0, f"{prefix}.warmup_steps", self.warmup_steps, ">= 0")
+        require(self.threads >= 0, f"{prefix}.threads", self.threads, ">= 0")
+        require(self.start in STARTS, f"{prefix}.start", self.start, f"one of {', '.join(STARTS)}")
+        require(0 < self.strength <= 1, f"{prefix}.strength", self.strength, "in (0, 1]")
+        require(0 <= self.ema < 1, f"{prefix}.ema", self.ema, "in [0, 1)")
+        require(0 <= self.cond_dropout < 1, f"{prefix}.cond_dropout", self.cond_dropout, "in [0, 1)")
+        require(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "in [0, 1)")
+        require(self.guidance >= 0, f"{prefix}.guidance", self.guidance, ">= 0")
+        require(self.lr > 0, f"{prefix}.lr", self.lr, "> 0")
+        require(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
         return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "embed.diffusion") -> DiffusionConfig:
-        return build(cls, data, where).validate(where)
-
-
-def build(cls: type, data: Any, where: str) -> Any:
-    """``cls`` from a TOML table: unknown keys and wrong types are errors naming the key."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a table, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in data.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown key {where}.{key}{hint} (valid: {', '.join(fields)})")
-        default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            values[key] = build(type(default), value, f"{where}.{key}")
-        else:
-            values[key] = _check_type(value, default, f"{where}.{key}")
-    return cls(**values)
-
-
-def _check_type(value: Any, default: Any, key: str) -> Any:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, list):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ValueError(f"{key} must be {type(default).__name__}, got {value!r}")
-    return value
+        return build(cls, data, where + ".", f"[{where}]").validate(where)

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from genrec.config import cache_relevant
 from genrec.embed.artifacts import EmbeddingError
 from genrec.embed.encoder_config import MultimodalConfig
 from genrec.embed.fusion_training import FusionResult, fuse
@@ -47,6 +46,7 @@ from genrec.embed.multimodal_state import (
 from genrec.embed.registry import ItemEncoder
 from genrec.embed.text import TextEncoder
 from genrec.files import file_sha256
+from genrec.settings import hashed_settings
 
 
 def encode_multimodal(
@@ -112,7 +112,7 @@ def multimodal_fingerprint(encoder, dataset, settings: MultimodalConfig, extra: 
     split (the dataset's manifest), image files (path, size, mtime) and every cache-relevant setting."""
     parts: dict = {
         "version": ENCODER_VERSION,
-        "settings": cache_relevant(settings),
+        "settings": hashed_settings(settings),
         "dataset_manifest": dataset.fingerprint,
         "items_parquet": file_sha256(Path(dataset.path) / "items.parquet"),
         **(extra or {}),

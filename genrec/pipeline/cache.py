@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.faults import fault_point
@@ -42,6 +42,7 @@ class StageOutput:
     cached: bool
     seconds: float
     info: dict
+    settings: dict = field(default_factory=dict)  # what the key hashes (besides the inputs)
 
     def summary(self) -> dict:
         return {
@@ -75,7 +76,7 @@ class StageCache:
         found = self.lookup(stage, key)
         if found is not None:
             meta = json.loads((found / MARKER).read_text())
-            return StageOutput(stage, key, found, True, 0.0, meta.get("info", {}))
+            return StageOutput(stage, key, found, True, 0.0, meta.get("info", {}), settings)
         final = self.entry(stage, key)
         tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,7 +99,7 @@ class StageCache:
             if final.exists():  # an incomplete leftover, or a concurrent build that won the race
                 if (final / MARKER).is_file():
                     shutil.rmtree(tmp, ignore_errors=True)
-                    return StageOutput(stage, key, final, True, seconds, info)
+                    return StageOutput(stage, key, final, True, seconds, info, settings)
                 shutil.rmtree(final)
             fault_point(f"{stage}-marked")
             os.replace(tmp, final)
@@ -106,4 +107,4 @@ class StageCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return StageOutput(stage, key, final, False, seconds, info)
+        return StageOutput(stage, key, final, False, seconds, info, settings)

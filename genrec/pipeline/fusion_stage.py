@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.config import Config, stable_hash
+from genrec.config import Config
 from genrec.eval.baselines import CoOccurrence
 from genrec.files import atomic_write_text
 from genrec.fusion import (
@@ -25,6 +25,7 @@ from genrec.fusion import (
 from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
 from genrec.run_format import COOCCURRENCE_FILE
 from genrec.serve.run import recommender_for
+from genrec.settings import stable_hash
 
 TUNING_FILE = "fusion_tuning.json"
 

@@ -27,7 +27,7 @@ import torch
 
 from genrec import cpu_threads
 from genrec.catalogue import save_run_encoders
-from genrec.config import Config, cache_relevant, stable_hash
+from genrec.config import Config
 from genrec.data import load_prepared
 from genrec.devices import peak_memory, reset_peak_memory
 from genrec.embed.artifacts import load_embeddings
@@ -40,13 +40,13 @@ from genrec.pipeline.stages import (
     embed_stage,
     prepare_stage,
     semantic_ids_hash,
-    stage_settings_for_display,
     tokenize_stage,
 )
 from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
 from genrec.run_format import read_run_json, update_run_json, write_json, write_run_inputs
 from genrec.serve.beam import RecordedRanking
 from genrec.serve.run import recommender_for
+from genrec.settings import hashed_settings, stable_hash
 from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
 from genrec.train import distributed
 from genrec.train.checkpoint import load_model_weights
@@ -167,7 +167,8 @@ def _run_pipeline(
         return run.result
     dataset, inputs, tok_dir, embed_dir = _training_inputs(run, outputs)
     if info.is_main:
-        _write_run_inputs(run_dir, config, dataset, inputs.codes, tok_dir, inputs.fingerprints, embed_dir)
+        stage_settings = {name: out.settings for name, out in outputs.items()}
+        _write_run_inputs(run, dataset, inputs, tok_dir, embed_dir, stage_settings)
     distributed.barrier(info)
     model = _train_stage(run, inputs)
     if until == "test":
@@ -278,22 +279,22 @@ def _test_stage(run: _Run, dataset, model, codes, outputs: dict[str, StageOutput
         print_summary(run.result, run.console)
 
 
-def _write_run_inputs(run_dir: Path, config: Config, dataset, codes, tok_dir, fingerprints: dict, embed_dir) -> None:
-    """What the run depends on, into its folder (genrec.run_format), with the encoders' state that
-    ``genrec add-items`` needs later (genrec.catalogue)."""
+def _write_run_inputs(run: _Run, dataset, inputs: TrainInputs, tok_dir, embed_dir, stage_settings: dict) -> None:
+    """What the run depends on, into its folder (genrec.run_format): with each stage's settings as
+    the stage hashed them, and the encoders' state ``genrec add-items`` needs later (genrec.catalogue)."""
 
     def save_encoders() -> dict:
-        encoders = save_run_encoders(run_dir, embed_dir, tok_dir)
+        encoders = save_run_encoders(run.run_dir, embed_dir, tok_dir)
         return {"supported": encoders.supported, "reason": encoders.reason}
 
     write_run_inputs(
-        run_dir,
-        config,
+        run.run_dir,
+        run.config,
         dataset,
-        codes,
+        inputs.codes,
         tok_dir,
-        fingerprints,
-        stage_settings=stage_settings_for_display(config),
+        inputs.fingerprints,
+        stage_settings=stage_settings,
         save_encoders=save_encoders,
     )
 
@@ -496,7 +497,7 @@ def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, d
         "stopped_because": result.train.get("stopped_because"),
         "best_validation": result.train.get("best"),
         "stage_seconds": {k: round(v, 1) for k, v in wall.items()},
-        "config_hash": stable_hash(cache_relevant(config)),
+        "config_hash": stable_hash(hashed_settings(config)),
     }
     write_json(run_dir / "summary.json", summary)
     fault_point("summary-saved")

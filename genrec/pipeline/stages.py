@@ -8,29 +8,19 @@ copied to another machine is found there too. Folders given in the config (``dat
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 
-from genrec.config import Config, ConfigError, cache_relevant, stable_hash
+from genrec.config import Config
 from genrec.files import file_sha256
 from genrec.pipeline.cache import StageCache, StageOutput
+from genrec.settings import ConfigError, hashed_settings, stable_hash
 
 # Bump when a stage's output for the same settings changes meaning.
 # embed 2: the output also holds the encoder state that embeds items added after training.
 STAGE_VERSIONS = {"prepare": 1, "cold_start": 1, "embed": 2, "tokenize": 1}
-# Settings of the other areas' config sections that change how fast, not what, a stage computes.
-EMBED_RUNTIME_FIELDS = ("batch_size", "device", "cache", "cache_dir", "progress")
-TOKENIZE_RUNTIME_FIELDS = ("device", "progress", "encode_backend")
-
-
-def _settings(section, runtime_fields: tuple[str, ...]) -> dict:
-    values = cache_relevant(section)
-    return {k: v for k, v in values.items() if k not in runtime_fields}
-
-
 def _file_digests(source: Path) -> dict[str, str]:
     """sha256 of every file under ``source`` (or of ``source`` itself), keyed by relative path."""
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
@@ -91,8 +81,9 @@ def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
             "num_items": dataset.num_items,
         }
         return StageOutput(
-            "prepare", dataset.fingerprint[:16], Path(d.prepared), True, time.perf_counter() - started, info
-        )
+            "prepare", dataset.fingerprint[:16], Path(d.prepared), True, time.perf_counter() - started, info,
+            {"given": str(d.prepared)},
+        )  # fmt: skip
 
     from genrec.data import dataset_dir, get_dataset
 
@@ -144,10 +135,11 @@ def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
         )
         info = {"given": True, "dimension": int(array.shape[1]), "encoder": meta.get("encoder")}
         return StageOutput(
-            "embed", _embeddings_hash(path)[:16], path, True, time.perf_counter() - started, info
-        )
+            "embed", _embeddings_hash(path)[:16], path, True, time.perf_counter() - started, info,
+            {"given": str(path)},
+        )  # fmt: skip
 
-    settings = _settings(config.embed, EMBED_RUNTIME_FIELDS)
+    settings = hashed_settings(config.embed)
     inputs = {"dataset": dataset.fingerprint}
     key = stable_hash({"stage": "embed", "v": STAGE_VERSIONS["embed"], **settings, **inputs})
 
@@ -207,9 +199,10 @@ def tokenize_stage(config: Config, dataset, embeddings: StageOutput, cache: Stag
             True,
             time.perf_counter() - started,
             _tok_info(info),
+            {"given": str(path)},
         )
 
-    settings = _settings(config.tokenize, TOKENIZE_RUNTIME_FIELDS)
+    settings = hashed_settings(config.tokenize)
     inputs = {"embeddings": _embeddings_hash(embeddings.path), "dataset": dataset.fingerprint}
     key = stable_hash({"stage": "tokenize", "v": STAGE_VERSIONS["tokenize"], **settings, **inputs})
 
@@ -230,12 +223,3 @@ def semantic_ids_hash(ids: np.ndarray) -> str:
     from genrec.files import array_sha256
 
     return array_sha256(np.ascontiguousarray(ids, dtype=np.int64))
-
-
-def stage_settings_for_display(config: Config) -> dict:
-    """Each stage's hashed settings (what decides whether it is reused), for run.json."""
-    return {
-        "prepare": dataclasses.asdict(config.data),
-        "embed": _settings(config.embed, EMBED_RUNTIME_FIELDS),
-        "tokenize": _settings(config.tokenize, TOKENIZE_RUNTIME_FIELDS),
-    }

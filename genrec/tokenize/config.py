@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from genrec.settings import apply_assignments, build, require, runtime
+
 METHODS = ("rqvae", "rqkmeans")
 GRADIENTS = ("rotation", "ste")
+DISAMBIGUATIONS = ("popularity", "index")
+NORMALIZE = ("l2", "standardize", "none")
 
 
 @dataclass
@@ -70,7 +73,7 @@ class TokenizeConfig:
     seed: int = 0
     normalize: str = "l2"
     """Input scaling: "l2" (unit-length rows), "standardize" (zero mean, unit variance per dimension) or "none"."""
-    device: str = "auto"
+    device: str = runtime("auto")
     """"auto" (CUDA when available), "cpu" or "cuda[:i]"."""
     kmeans_backend: str = "auto"
     """"auto" (faiss when installed, else PyTorch), "faiss" or "torch"; faiss and PyTorch give different IDs."""
@@ -80,124 +83,49 @@ class TokenizeConfig:
     """CPU threads for training and k-means. The network is small, so one thread is about as fast
     as several on an idle machine and much faster on a busy one; the IDs then also do not depend
     on the machine's core count. 0 keeps torch's default."""
-    encode_backend: str = "auto"
+    encode_backend: str = runtime("auto")
     """Backend of ``genrec.ops.rq_encode`` for every nearest-codeword search."""
-    progress: bool = field(default=True, metadata={"cache": False})
+    progress: bool = runtime(True)
     """Show a progress bar (does not change the result, so stage caches ignore it)."""
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
     rqkmeans: RQKMeansConfig = field(default_factory=RQKMeansConfig)
 
     def validate(self) -> TokenizeConfig:
-        """Raise ValueError naming the field when a setting is out of range; returns self."""
-        if self.method not in METHODS:
-            raise ValueError(f"tokenize.method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.disambiguation not in ("popularity", "index"):
-            raise ValueError(
-                f"tokenize.disambiguation must be popularity or index, got {self.disambiguation!r}"
-            )
-        if self.levels < 1:
-            raise ValueError(f"tokenize.levels must be >= 1, got {self.levels}")
-        if self.codebook_size < 2:
-            raise ValueError(f"tokenize.codebook_size must be >= 2, got {self.codebook_size}")
-        if self.threads < 0:
-            raise ValueError(f"tokenize.threads must be >= 0 (0 = torch's default), got {self.threads}")
-        if self.normalize not in ("l2", "standardize", "none"):
-            raise ValueError(f"tokenize.normalize must be l2, standardize or none, got {self.normalize!r}")
+        """Raise ConfigError naming the field when a setting is out of range; returns self."""
+        require(self.method in METHODS, "tokenize.method", self.method, f"one of {', '.join(METHODS)}")
+        require(
+            self.disambiguation in DISAMBIGUATIONS,
+            "tokenize.disambiguation",
+            self.disambiguation,
+            f"one of {', '.join(DISAMBIGUATIONS)}",
+        )
+        require(self.levels >= 1, "tokenize.levels", self.levels, ">= 1")
+        require(self.codebook_size >= 2, "tokenize.codebook_size", self.codebook_size, ">= 2")
+        require(self.threads >= 0, "tokenize.threads", self.threads, ">= 0 (0 = torch's default)")
+        require(self.normalize in NORMALIZE, "tokenize.normalize", self.normalize, f"one of {', '.join(NORMALIZE)}")
+        require(self.kmeans_iters >= 1, "tokenize.kmeans_iters", self.kmeans_iters, ">= 1")
         r = self.rqvae
-        if r.gradient not in GRADIENTS:
-            raise ValueError(
-                f"tokenize.rqvae.gradient must be one of {', '.join(GRADIENTS)}, got {r.gradient!r}"
-            )
+        require(r.gradient in GRADIENTS, "tokenize.rqvae.gradient", r.gradient, f"one of {', '.join(GRADIENTS)}")
         for name in ("epochs", "batch_size", "latent_dim", "kmeans_init_size", "restart_interval"):
-            if getattr(r, name) < 1:
-                raise ValueError(f"tokenize.rqvae.{name} must be >= 1, got {getattr(r, name)}")
-        if not r.hidden_dims or any(h < 1 for h in r.hidden_dims):
-            raise ValueError(f"tokenize.rqvae.hidden_dims must be positive widths, got {r.hidden_dims}")
-        if not 0 <= r.dropout < 1:
-            raise ValueError(f"tokenize.rqvae.dropout must be in [0, 1), got {r.dropout}")
-        if not 0 <= r.warmup < 1:
-            raise ValueError(f"tokenize.rqvae.warmup must be in [0, 1), got {r.warmup}")
-        if r.learning_rate <= 0:
-            raise ValueError(f"tokenize.rqvae.learning_rate must be > 0, got {r.learning_rate}")
-        if self.rqkmeans.iters < 1 or self.kmeans_iters < 1:
-            raise ValueError("tokenize.rqkmeans.iters and tokenize.kmeans_iters must be >= 1")
+            require(getattr(r, name) >= 1, f"tokenize.rqvae.{name}", getattr(r, name), ">= 1")
+        ok = bool(r.hidden_dims) and all(h >= 1 for h in r.hidden_dims)
+        require(ok, "tokenize.rqvae.hidden_dims", r.hidden_dims, "a list of positive widths")
+        require(0 <= r.dropout < 1, "tokenize.rqvae.dropout", r.dropout, "in [0, 1)")
+        require(0 <= r.warmup < 1, "tokenize.rqvae.warmup", r.warmup, "in [0, 1)")
+        require(r.learning_rate > 0, "tokenize.rqvae.learning_rate", r.learning_rate, "> 0")
+        require(self.rqkmeans.iters >= 1, "tokenize.rqkmeans.iters", self.rqkmeans.iters, ">= 1")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TokenizeConfig:
-        """Build from a ``[tokenize]`` table; unknown keys are an error naming the key."""
-        return _from_dict(cls, data, "tokenize")
+    def from_dict(cls, data: dict[str, Any], where: str = "[tokenize]") -> TokenizeConfig:
+        """Build from a ``[tokenize]`` table (genrec.settings: unknown keys and wrong types are errors)."""
+        return build(cls, data, "tokenize.", where)
 
     def with_overrides(self, assignments: list[str]) -> TokenizeConfig:
-        """A copy with ``key=value`` settings applied, e.g. ``rqvae.epochs=50`` or ``method="rqkmeans"``.
-
-        Values are read as TOML (numbers, booleans, strings, lists); a bare word is taken as a string.
-        """
-        data = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"setting {assignment!r} must look like key=value, e.g. rqvae.epochs=50")
-            *parents, leaf = key.strip().removeprefix("tokenize.").split(".")
-            table = data
-            for p in parents:
-                if not isinstance(table.get(p), dict):
-                    raise ValueError(f"setting {key!r}: tokenize has no table {p!r}")
-                table = table[p]
-            if leaf not in table:
-                raise ValueError(
-                    f"setting {key!r}: unknown field {leaf!r}; known: {', '.join(sorted(table))}"
-                )
-            table[leaf] = _parse_value(raw.strip())
-        return TokenizeConfig.from_dict(data)
-
-
-def _parse_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"[{where}] must be a table, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"[{where}]: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    values = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if callable(fields[name].default_factory) else None
-        if dataclasses.is_dataclass(default):
-            values[name] = _from_dict(type(default), value, f"{where}.{name}")
-        else:
-            values[name] = _check_type(value, fields[name], cls, where)
-    return cls(**values)
-
-
-def _check_type(value: Any, f: dataclasses.Field, cls: type, where: str) -> Any:
-    """Coerce ints to floats where a float is expected; reject values of the wrong kind."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, list):
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
-    else:
-        ok = True
-    if not ok:
-        raise ValueError(
-            f"[{where}] field {f.name!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})"
-        )
-    return value
+        """A copy with ``--set`` assignments applied, e.g. ``rqvae.epochs=50`` or ``method="rqkmeans"``
+        (``tokenize.`` in front is optional), read as genrec.settings reads every ``--set``."""
+        table = apply_assignments({"tokenize": self.to_dict()}, assignments, prefix="tokenize")
+        return build(TokenizeConfig, table["tokenize"], "tokenize.", "--set")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genrec.config import FUSION_FIELDS, SPARSE_ITEM_TABLE_FROM, Config, cache_relevant
+from genrec.config import FUSION_FIELDS, SPARSE_ITEM_TABLE_FROM, Config
 from genrec.models import GenerativeModel, build_model
+from genrec.settings import hashed_settings
 from genrec.train.distributed import DistInfo
 from genrec.train.inputs import TrainInputs
 from genrec.train.lazy_adamw import LazyAdamW
@@ -47,8 +48,8 @@ def build_training_model(config: Config, inputs: TrainInputs) -> GenerativeModel
 def training_signature(config: Config, inputs: TrainInputs) -> dict:
     """What decides a training run's result: resuming demands the same signature."""
     return {
-        "model": {k: v for k, v in cache_relevant(config.model).items() if k not in FUSION_FIELDS},
-        "train": cache_relevant(config.train),
+        "model": {k: v for k, v in hashed_settings(config.model).items() if k not in FUSION_FIELDS},
+        "train": hashed_settings(config.train),
         "seed": config.run.seed,
         "inputs": inputs.fingerprints,
         "level_sizes": inputs.level_sizes,

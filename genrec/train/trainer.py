@@ -25,9 +25,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genrec import cpu_threads
-from genrec.config import Config, stable_hash
+from genrec.config import Config
 from genrec.faults import fault_point
 from genrec.models import GenerativeModel
+from genrec.settings import stable_hash
 from genrec.train import checkpoint as ckpt
 from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches, shard

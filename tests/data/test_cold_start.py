@@ -146,9 +146,10 @@ def test_scheme_round_trips_through_its_description():
 
 
 def test_pipeline_applies_the_protocol_as_a_cached_stage(source, tmp_path):
-    from genrec.config import ConfigError, load_config
+    from genrec.config import load_config
     from genrec.pipeline.cache import StageCache
     from genrec.pipeline.stages import prepare_stage
+    from genrec.settings import ConfigError
 
     cache = StageCache(tmp_path / "cache")
     overrides = [f"data.prepared='{source.path}'", "data.cold_start=0.2", "data.cold_start_seed=3"]

@@ -92,7 +92,7 @@ def test_ablation_runs_every_variant_and_reports_cold_targets(clustered_path, te
 
 
 def test_ablation_needs_the_cold_start_protocol(tmp_path):
-    from genrec.config import ConfigError
+    from genrec.settings import ConfigError
 
     with pytest.raises(ConfigError, match=r"data\.cold_start"):
         run_encoder_ablation(

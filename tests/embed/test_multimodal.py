@@ -209,7 +209,7 @@ def test_config_errors_name_the_key():
         MultimodalConfig(modalities=["text", "smell"]).validate()
     with pytest.raises(ValueError, match="content modality"):
         MultimodalConfig(modalities=["collaborative"]).validate()
-    with pytest.raises(ValueError, match="did you mean 'epochs'"):
+    with pytest.raises(ValueError, match=r"did you mean 'embed\.multimodal\.epochs'"):
         MultimodalConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match=r"embed\.multimodal\.attributes\.dim must be int"):
         MultimodalConfig.from_dict({"attributes": {"dim": "wide"}})

@@ -145,8 +145,9 @@ def test_rejects_bad_settings_and_inputs():
 
 
 def test_built_from_a_config():
-    from genrec.config import ConfigError, load_config
+    from genrec.config import load_config
     from genrec.models import build_model
+    from genrec.settings import ConfigError
 
     overrides = [
         "model.kind=sasrec",

@@ -115,9 +115,9 @@ def test_cli_reports_config_errors(tmp_path):
 
 def test_a_registered_dataset_missing_locally_is_downloaded_or_named(tmp_path, monkeypatch):
     """No network here: the download is replaced, and its failure must say what to do."""
-    from genrec.config import ConfigError
     from genrec.data.errors import DownloadError
     from genrec.pipeline import stages
+    from genrec.settings import ConfigError
 
     monkeypatch.setenv("GENREC_DATA_DIR", str(tmp_path / "data"))
     asked = []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genrec.config import ConfigError, load_config
+from genrec.config import load_config
 from genrec.eval.evaluator import load_per_user, sample_rows
 from genrec.pipeline import run_pipeline
+from genrec.settings import ConfigError
 from tests.pipeline.conftest import tiny_overrides
 
 

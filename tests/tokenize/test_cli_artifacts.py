@@ -126,8 +126,10 @@ def test_embeddings_of_another_dataset_are_refused(tmp_path, dataset):
 def test_bad_settings_are_named(tmp_path, dataset):
     data, emb, _ = dataset
     base = ["--data", data, "--embeddings", emb, "--out", tmp_path / "t", *FAST]
-    assert "unknown field 'epoch'" in run(*base, "--set", "rqvae.epoch=3").output
-    assert "tokenize.method must be one of" in run(*base, "--method", "vq").output
+    assert "unknown key 'tokenize.rqvae.epoch'; did you mean 'tokenize.rqvae.epochs'?" in " ".join(
+        run(*base, "--set", "rqvae.epoch=3").output.split()
+    )
+    assert "tokenize.method = 'vq' is invalid: it must be one of" in run(*base, "--method", "vq").output
     assert "tokenize.rqvae.gradient" in run(*base, "--set", "rqvae.gradient=straight").output
     overflow = run(*base, "--levels", "1", "--codebook-size", "2", "--method", "rqkmeans")
     assert overflow.exit_code == 1 and "codebook_size=2" in overflow.output

@@ -58,15 +58,15 @@ def test_validate_names_the_field(change, message):
 
 
 def test_unknown_and_mistyped_keys():
-    with pytest.raises(ValueError, match=r"\[tokenize\]: unknown field\(s\) level"):
+    with pytest.raises(ValueError, match=r"\[tokenize\]: unknown key 'tokenize\.level'; did you mean 'tokenize\.levels'"):
         TokenizeConfig.from_dict({"level": 3})
-    with pytest.raises(ValueError, match=r"\[tokenize.rqvae\]: unknown field\(s\) lr"):
+    with pytest.raises(ValueError, match=r"unknown key 'tokenize\.rqvae\.lr'\. Valid keys of \[tokenize\.rqvae\]"):
         TokenizeConfig.from_dict({"rqvae": {"lr": 3}})
-    with pytest.raises(ValueError, match="'epochs' must be int"):
+    with pytest.raises(ValueError, match=r"tokenize\.rqvae\.epochs must be int, got 'many'"):
         TokenizeConfig.from_dict({"rqvae": {"epochs": "many"}})
-    with pytest.raises(ValueError, match="'progress' must be bool"):
+    with pytest.raises(ValueError, match=r"tokenize\.progress must be bool, got 1"):
         TokenizeConfig.from_dict({"progress": 1})
     with pytest.raises(ValueError, match="key=value"):
         TokenizeConfig().with_overrides(["epochs"])
-    with pytest.raises(ValueError, match="no table 'rqvea'"):
+    with pytest.raises(ValueError, match=r"unknown key 'tokenize\.rqvea'; did you mean 'tokenize\.rqvae'"):
         TokenizeConfig().with_overrides(["rqvea.epochs=3"])

@@ -1,6 +1,6 @@
 """The decoding stages of ``genrec bench scale`` (``--decode-sizes``): what serving a catalogue of
 N items costs beyond the pipeline, each stage one child process the sweep measures (wall time and
-peak memory, genrec.bench.scale.run_measured):
+peak memory, genrec.bench.measured_process.run_measured):
 
 - ``semantic_ids``: N synthetic semantic IDs (3 levels x 256 + the disambiguation token, code cells
   with Zipf popularity: genrec.bench.scale_data.synthetic_semantic_ids), written to WORK/ids.npy;

@@ -48,7 +48,7 @@ class ItemEncoder(ABC):
 _ENCODERS: dict[str, str | type[ItemEncoder]] = {
     "text": "genrec.embed.text:TextEncoder",
     "multimodal": "genrec.embed.multimodal:MultimodalEncoder",
-    "diffusion": "genrec.embed.diffusion:DiffusionEncoder",
+    "diffusion": "genrec.embed.diffusion_encoder:DiffusionEncoder",
 }
 
 

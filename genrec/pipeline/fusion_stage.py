@@ -12,16 +12,8 @@ import numpy as np
 from genrec.config import Config
 from genrec.eval.baselines import CoOccurrence
 from genrec.files import atomic_write_text
-from genrec.fusion import (
-    WARM_FLOOR,
-    Fusion,
-    FusionWeights,
-    config_weights,
-    save_cooccurrence,
-    tune_cold,
-    tune_fusion,
-    uses_cooccurrence,
-)
+from genrec.fusion import Fusion, FusionWeights, config_weights, save_cooccurrence, uses_cooccurrence
+from genrec.fusion_tuning import WARM_FLOOR, tune_cold, tune_fusion
 from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
 from genrec.run_format import COOCCURRENCE_FILE
 from genrec.serve.run import recommender_for

@@ -17,7 +17,6 @@ RUN/summary.json       headline numbers and wall-clock per stage (gpu_summary.js
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,35 +34,25 @@ from genrec.faults import fault_point
 from genrec.files import array_sha256
 from genrec.models import identity_codes, model_class
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
-from genrec.pipeline.fusion_stage import prepare_fusion, prepare_similarity, similarity_fingerprint
+from genrec.pipeline.fusion_stage import prepare_similarity
 from genrec.pipeline.stages import (
     embed_stage,
     prepare_stage,
     semantic_ids_hash,
     tokenize_stage,
 )
+from genrec.pipeline.summary import STAGES, PipelineResult, finish_run, print_summary
+from genrec.pipeline.test_stage import run_test
 from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
-from genrec.run_format import read_run_json, update_run_json, write_json, write_run_inputs
-from genrec.serve.beam import RecordedRanking
+from genrec.run_format import read_run_json, update_run_json, write_run_inputs
 from genrec.serve.run import recommender_for
-from genrec.settings import hashed_settings, stable_hash
+from genrec.settings import stable_hash
 from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
 from genrec.train import distributed
 from genrec.train.checkpoint import load_model_weights
 from genrec.train.inputs import TrainInputs
 from genrec.train.recipe import autocast_dtype, build_training_model, training_signature
 from genrec.train.trainer import fit
-
-STAGES = ("prepare", "embed", "tokenize", "train", "test")
-HEADLINE = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-
-
-@dataclass
-class PipelineResult:
-    run_dir: Path
-    stages: dict[str, dict] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
 
 
 def _data_stages(
@@ -268,14 +257,14 @@ def _test_stage(run: _Run, dataset, model, codes, outputs: dict[str, StageOutput
     distributed.barrier(info)
     if not info.is_main and config.model.profile_embeddings:
         similarity = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
-    run.result.metrics, cached = _test(
+    run.result.metrics, cached = run_test(
         config, dataset, model, codes, run.device, run_dir, run.progress, similarity, info
     )
     run.wall["test"] = 0.0 if cached else time.perf_counter() - started
     run.result.stages["test"] = {"cached": cached, "seconds": round(run.wall["test"], 2)}
     run.say("  test: cached" if cached else f"  test: done in {run.wall['test']:.1f}s")
     if info.is_main:
-        _finish(config, run_dir, run.result, run.wall, run.device)
+        finish_run(config, run_dir, run.result, run.wall, run.device)
         print_summary(run.result, run.console)
 
 
@@ -320,228 +309,3 @@ def _validator(config: Config, inputs: TrainInputs, codes, device, item_id_model
         return holder["rec"].ranking_sums(inputs.flat_items, starts, ends, targets, users)
 
     return validate
-
-
-def _test(
-    config,
-    dataset,
-    model,
-    codes,
-    device,
-    run_dir: Path,
-    progress: bool,
-    similarity=None,
-    shard: distributed.DistInfo | None = None,
-):
-    """Test metrics through genrec.eval (reused when the weights and test settings are unchanged).
-    With a torchrun ``shard`` each rank scores its share of the batches and gets the whole result;
-    rank 0 alone tunes the fusion and writes."""
-    from genrec.eval import evaluate
-    from genrec.heap import keep_freed_memory
-    from genrec.serve.run import load_fusion
-
-    # The batches below free and allocate the same large tensors over and over (genrec.heap).
-    keep_freed_memory()
-    main = shard is None or shard.is_main
-    weights = run_dir / "model.safetensors"
-    import hashlib
-
-    weights_hash = hashlib.sha256(weights.read_bytes()).hexdigest()
-    amp = autocast_dtype(config, device)
-    # The fusion's weights are chosen on validation before the test (genrec.fusion), by rank 0;
-    # the other ranks then read them from the run folder, as genrec.serve.run.load_run does.
-    if main:
-        fusion, fusion_record = prepare_fusion(
-            config,
-            dataset,
-            model,
-            codes,
-            device,
-            amp,
-            run_dir,
-            weights_hash,
-            read_run_json(run_dir).get("fusion", {}),
-            similarity,
-        )
-        if fusion_record:
-            update_run_json(run_dir, {"fusion": fusion_record})
-    if shard is not None:
-        distributed.barrier(shard)
-    if not main:
-        fusion_record = read_run_json(run_dir).get("fusion", {})
-        fusion = load_fusion(run_dir, config.model, fusion_record, len(codes))
-    key = stable_hash(
-        {
-            "weights": weights_hash,
-            "eval": config.eval.__dict__,
-            "dataset": dataset.fingerprint,
-            "fusion": [fusion_record.get("weights"), config.model.fusion_candidates]
-            + ([config.model.cold_candidates] if config.model.cold_candidates else [])
-            + ([similarity_fingerprint(similarity)] if similarity is not None else []),
-        }
-    )
-    metrics_path = run_dir / "metrics.json"
-    previous = read_run_json(run_dir).get("test", {})
-    # The test counts as done only when run.json records it, which happens after its last file.
-    finals = (metrics_path, run_dir / "test_eval.json", run_dir / "cost.json")
-    if previous.get("key") == key and all(p.is_file() for p in finals):
-        return json.loads(metrics_path.read_text()), True
-    rec = recommender_for(
-        model,
-        codes,
-        config.model,
-        beam_size=config.eval.beam_size,
-        retrieval=config.eval.retrieval,
-        fusion=fusion,
-        record_components=fusion is not None,
-        batch_users=config.eval.batch_users,
-        device=device,
-        amp_dtype=amp,
-    )
-    model.eval()
-    from genrec.eval.evaluator import sample_rows
-
-    test_options = dict(
-        ks=tuple(config.eval.ks),
-        batch_size=config.eval.batch_users,
-        max_history=config.train.max_history,
-        rows=sample_rows(len(dataset.split("test")), config.eval.users, config.run.seed),
-    )
-    sharded = shard if shard is not None and shard.world_size > 1 else None
-    evaluated = evaluate(rec, dataset, "test", progress=progress, shard=sharded, **test_options)
-    component_metrics = _component_metrics(rec, dataset, run_dir, test_options, sharded)
-    metrics = {k: v for k, v in evaluated.metrics.items()}
-    metrics.update(component_metrics)
-    if "invalid_rate" not in metrics:
-        metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
-    if main:
-        evaluated.info.update(
-            {
-                "run": str(run_dir),
-                "beam_size": config.eval.beam_size,
-                "exclude_seen": config.model.exclude_seen,
-            }
-        )
-        evaluated.save(run_dir / "test_eval.json")
-        fault_point("test-eval-saved")
-        write_json(metrics_path, metrics)
-        fault_point("test-metrics-saved")
-        _measure_cost(config, dataset, model, rec, device, run_dir)
-        fault_point("test-cost-saved")
-        update_run_json(run_dir, {"test": {"key": key}})
-        fault_point("test-recorded")
-    if shard is not None:
-        distributed.barrier(shard)  # the files are written before any rank moves on
-    return metrics, False
-
-
-def _component_metrics(rec, dataset, run_dir: Path, test_options: dict, shard=None) -> dict[str, float]:
-    """The test metrics of each part of a fused ranking (genrec.fusion.COMPONENTS: the beam search
-    alone, the beam with the item head), replayed from what the test recorded, under keys
-    ``<component>/<metric>``; each component's per-user file beside test_eval.json."""
-    from genrec.eval import evaluate
-
-    recorded = getattr(rec, "recorded", None)
-    if not recorded:
-        return {}
-    out = {}
-    for name, lists in recorded.items():
-        if name == "fused":
-            continue
-        replay = RecordedRanking(name, lists)
-        part = evaluate(replay, dataset, "test", progress=False, shard=shard, **test_options)
-        if shard is None or shard.is_main:
-            part.save(run_dir / f"test_eval.{name.replace('+', '_')}.json")
-        wanted = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "coverage@10")
-        groups = (
-            "cold_target/recall@10",
-            "cold_target/ndcg@10",
-            "warm_target/recall@10",
-            "warm_target/ndcg@10",
-        )
-        for metric in wanted + groups:
-            if metric in part.metrics:
-                out[f"{name}/{metric}"] = part.metrics[metric]
-    return out
-
-
-def _measure_cost(config, dataset, model, rec, device, run_dir: Path) -> None:
-    """cost.json: decode latency and throughput, peak memory and device, for genrec report."""
-    from genrec.report.cost import count_parameters, write_run_cost
-
-    trained = read_run_json(run_dir).get("train", {})
-    write_run_cost(
-        run_dir,
-        recommender=rec,
-        dataset=dataset,
-        device=device,
-        train_seconds=trained.get("train_seconds"),
-        train_peak_memory=trained.get("peak_memory"),
-        parameters=count_parameters(model),
-        batch_size=config.eval.batch_users,
-    )
-
-
-def _finish(config: Config, run_dir: Path, result: PipelineResult, wall: dict, device) -> None:
-    after_prepare = sum(v for k, v in wall.items() if k != "prepare")
-    summary = {
-        **{k: result.metrics.get(k) for k in HEADLINE},
-        "invalid_rate": result.metrics.get("invalid_rate"),
-        "train_seconds": round(after_prepare, 1),
-        "train_loop_seconds": result.train.get("train_seconds"),
-        "seed": config.run.seed,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": config.model.kind,
-        "steps": result.train.get("steps"),
-        "epochs": result.train.get("epochs"),
-        "stopped_because": result.train.get("stopped_because"),
-        "best_validation": result.train.get("best"),
-        "stage_seconds": {k: round(v, 1) for k, v in wall.items()},
-        "config_hash": stable_hash(hashed_settings(config)),
-    }
-    write_json(run_dir / "summary.json", summary)
-    fault_point("summary-saved")
-    if device.type == "cuda":
-        write_json(run_dir / "gpu_summary.json", summary)
-    update_run_json(run_dir, {"stages": result.stages, "summary": summary})
-
-
-def print_summary(result: PipelineResult, console) -> None:
-    """The final table: ranking quality, beyond-accuracy metrics, invalid IDs and time per stage."""
-    from rich.table import Table
-
-    m = result.metrics
-    table = Table(title=f"test metrics ({result.run_dir})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
-        *HEADLINE,
-        "mrr",
-        "coverage@10",
-        "gini@10",
-        "novelty@10",
-        "avg_popularity@10",
-        "invalid_rate",
-    ):
-        if key in m and m[key] is not None:
-            table.add_row(key, f"{m[key]:.4f}")
-    # The parts of a fused list (genrec.fusion): the beam search alone, then with the item head,
-    # and (with cold candidates) the final list without them.
-    for key in ("cold_target/recall@10", "warm_target/recall@10"):
-        if m.get(key) is not None:
-            table.add_row(key, f"{m[key]:.4f}")
-    for part in ("beam", "beam+head", "no-cold"):
-        for key in ("recall@10", "ndcg@10"):
-            if m.get(f"{part}/{key}") is not None:
-                table.add_row(f"{part}: {key}", f"{m[f'{part}/{key}']:.4f}")
-    console.print(table)
-    times = Table(title="wall-clock per stage")
-    times.add_column("stage")
-    times.add_column("seconds", justify="right")
-    times.add_column("")
-    for name in STAGES:
-        if name in result.stages:
-            s = result.stages[name]
-            note = "given" if s.get("given") else ("cached" if s.get("cached") else "")
-            times.add_row(name, f"{s.get('seconds', 0.0):.1f}", note)
-    console.print(times)

@@ -163,7 +163,7 @@ class RecommendService:
 
     def _users(self) -> dict[str, int]:
         if self._user_index is None:
-            from genrec.batch_recommend import user_ids_of
+            from genrec.batch_users import user_ids_of
 
             self._user_index = {v: u for u, v in enumerate(user_ids_of(self.dataset))}
         return self._user_index

@@ -11,29 +11,25 @@ weights when validation never ran).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genrec import cpu_threads
 from genrec.config import Config
 from genrec.faults import fault_point
-from genrec.models import GenerativeModel
 from genrec.settings import stable_hash
 from genrec.train import checkpoint as ckpt
 from genrec.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_value
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches, shard
 from genrec.train.inputs import TrainInputs
 from genrec.train.metrics_log import MetricsLog
+from genrec.train.progress_bar import TrainProgress
 from genrec.train.recipe import (
     LossModule,
     autocast_dtype,
@@ -44,54 +40,7 @@ from genrec.train.recipe import (
     uses_sparse_item_table,
 )
 from genrec.train.schedule import learning_rate
-
-
-@dataclass
-class TrainResult:
-    model: GenerativeModel
-    steps: int
-    epochs_completed: float
-    best: dict
-    stopped_because: str
-    train_seconds: float
-    validations: list[dict] = field(default_factory=list)
-
-
-class TrainingDiverged(ckpt.CheckpointError):
-    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
-
-
-def kept_step(folder: Path | None) -> int:
-    return int(folder.name.split("-")[1]) if folder is not None else 0
-
-
-@dataclass
-class TrainState:
-    """What a checkpoint saves of the loop (``state.json``) and a resumed run continues from."""
-
-    signature: dict
-    signature_hash: str
-    world_size: int
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    best: dict = field(default_factory=lambda: {"ndcg@10": -1.0, "recall@10": 0.0, "step": 0})
-    bad_validations: int = 0
-    train_seconds: float = 0.0
-    validations: list[dict] = field(default_factory=list)
-    finished: str = ""
-    # The loss summed since the last log line and its target tokens: a resumed run's next line
-    # averages the same steps as the uninterrupted run's.
-    loss_window: list = field(default_factory=lambda: [0.0, 0])
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def restore(self, saved: dict) -> None:
-        """Take a checkpoint's values, except what describes this run (its signature, its size)."""
-        for f in dataclasses.fields(self):
-            if f.name in saved and f.name not in ("signature", "world_size"):
-                setattr(self, f.name, saved[f.name])
+from genrec.train.state import TrainingDiverged, TrainResult, TrainState, kept_step
 
 
 class Trainer:
@@ -463,41 +412,3 @@ def fit(
         console=console, progress=progress,
     )  # fmt: skip
     return trainer.setup().resume(resume).run()
-
-
-class TrainProgress:
-    """A rich progress bar over optimiser steps (silent when disabled)."""
-
-    def __init__(self, total: int, enabled: bool, console=None) -> None:
-        self._bar = None
-        if not enabled:
-            return
-        self._bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  val NDCG@10 {task.fields[ndcg]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._task = self._bar.add_task("train", total=total, loss="-", ndcg="-")
-        self._bar.start()
-
-    def advance_to(self, step: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step)
-
-    def update(self, step: int, loss: float | None = None, ndcg: float | None = None) -> None:
-        if self._bar is None:
-            return
-        fields = {}
-        if loss is not None and math.isfinite(loss):
-            fields["loss"] = f"{loss:.4f}"
-        if ndcg is not None:
-            fields["ndcg"] = f"{ndcg:.4f}"
-        self._bar.update(self._task, completed=step, **fields)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from genrec.bench import scale_decode
-from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_measured, run_scale_benchmark
+from genrec.bench.measured_process import run_measured
+from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
 from genrec.bench.scale_data import (
     STANDARD_SIZES,
     SyntheticEmbeddings,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import genrec.eval
+import genrec.pipeline.test_stage
 from genrec.config import load_config
 from genrec.pipeline import run_pipeline
 from tests.pipeline.conftest import tiny_overrides
@@ -52,6 +53,6 @@ def train_tiny_run(root: Path, prepared: Path, model: list[str]):
             del recommender.topk
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(genrec.eval, "evaluate", spy)
+        mp.setattr(genrec.pipeline.test_stage, "evaluate", spy)  # where the test stage calls it
         run_pipeline(load_config(None, overrides=overrides), root / "run", progress=False)
     return root / "run", captured

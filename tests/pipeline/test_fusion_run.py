@@ -101,7 +101,7 @@ def test_profile_similarity_joins_the_fusion_is_saved_and_a_fusion_change_keeps_
     sim = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)
     assert sim.source == "content"
     table = json.loads((run_dir / "fusion_tuning.json").read_text())["table"]
-    from genrec.fusion import SIM_WEIGHTS
+    from genrec.fusion_tuning import SIM_WEIGHTS
 
     assert {r["sim_weight"] for r in table} == set(SIM_WEIGHTS)
     info = json.loads((run_dir / "run.json").read_text())

@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrec.fusion import Candidates, Fusion, FusionWeights, ranking_hits, tune_cold
+from genrec.fusion import Candidates, Fusion, FusionWeights
+from genrec.fusion_tuning import ranking_hits, tune_cold
 from genrec.models import ItemDecoder
 from genrec.serve.beam import BeamSearchRecommender
 from tests.train.helpers import synthetic_world

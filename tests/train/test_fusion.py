@@ -9,14 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrec.eval.baselines import CoOccurrence, CoOccurrenceConfig
-from genrec.fusion import (
-    Candidates,
-    Fusion,
-    FusionWeights,
-    load_cooccurrence,
-    save_cooccurrence,
-    tune_fusion,
-)
+from genrec.fusion import Candidates, Fusion, FusionWeights, load_cooccurrence, save_cooccurrence
+from genrec.fusion_tuning import tune_fusion
 from genrec.fusion_votes import BatchVotes
 from genrec.serve.beam import BeamSearchRecommender, RecordedRanking
 from tests.train.helpers import synthetic_world

@@ -1,0 +1,191 @@
+"""``[model]``: the generative model's settings (genrec.models builds the model they name), with the
+settings of the ranking after training (genrec.fusion) and of cold items. Standard library only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genrec.settings import require
+
+
+@dataclass
+class ModelConfig:
+    """The generative model (defaults: TIGER's)."""
+
+    kind: str = "tiger"
+    """"tiger" (encoder-decoder), "decoder_only", or "sasrec" (the item-ID baseline: no semantic IDs,
+    top-K by inner product; uses d_model, decoder_layers, num_heads, head_dim, d_ff, dropout, loss)."""
+    d_model: int = 128
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    """Decoder layers (the decoder-only model's layer count)."""
+    num_heads: int = 6
+    head_dim: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    user_buckets: int = 2000
+    """Hashed user tokens (TIGER: 2000 buckets); 0 turns them off."""
+    user_dropout: float = 0.1
+    """In training, hide the user token with this probability (teaches the unknown-user token)."""
+    tie_embeddings: bool = True
+    """Output heads share the semantic-ID embedding tables."""
+    history_tokens: str = "levels"
+    """"levels": one input token per semantic-ID level of each history item (TIGER); "items": one
+    token per item, the sum of its levels' embeddings (T times shorter sequences; for decoder_only
+    this selects the item-level model with a depth decoder, genrec.models.ItemDecoder)."""
+    depth_layers: int = 1
+    """decoder_only with history_tokens = "items": layers of the depth decoder that emits the levels."""
+    item_embeddings: bool = False
+    """History items also add a learned embedding of their own (memorised identity)."""
+    item_loss: float = 0.0
+    """decoder_only with history_tokens = "items" and item_embeddings: weight of an auxiliary
+    next-item cross-entropy over the whole catalogue, scored against the item embeddings (trains
+    the history states faster; decoding still generates semantic IDs). 0 turns it off."""
+    item_negatives: int = 0
+    """item_loss over the target and this many uniformly drawn items shared by the batch (a sampled
+    softmax, about catalogue / item_negatives times cheaper); 0: over the whole catalogue."""
+    rerank_weight: float = 0.0
+    """With item_loss > 0: rank the items the beam search found (every beam, only real items) by
+    their sequence log-probability plus this weight times the item head's log-probability, a
+    hybrid of generative and dense scoring (as in LIGER, Yang et al. 2024). 0 keeps the beam order."""
+    cooccurrence_weight: float = 0.0
+    """With item_loss > 0: also score each candidate by this weight times log(cooccurrence_eps + the
+    co-occurrence votes of the history's recent items for it) (genrec.fusion; the statistics come from
+    the training split, as genrec.eval's co-occurrence baseline's do). 0 leaves co-occurrence out."""
+    cooccurrence_eps: float = 1e-3
+    """The floor inside that logarithm (items no recent item votes for score log(eps))."""
+    fusion_candidates: int = 0
+    """With item_loss > 0: the item head and (with tune_fusion or cooccurrence_weight > 0) the
+    co-occurrence statistics each add this many of their best items outside the history to the
+    beam's items before ranking; each is scored on the beam's scale (its semantic ID's
+    log-probability, teacher-forced). 0: rank the beam's items only."""
+    tune_fusion: bool = False
+    """After training, choose rerank_weight, cooccurrence_weight and cooccurrence_eps on the
+    validation split (genrec.fusion_tuning.tune_fusion, by NDCG@10); the test and genrec recommend use
+    the chosen weights (run.json "fusion"). The beam alone and the beam with the item head are
+    reported beside the final list."""
+    tune_users: int = 0
+    """Validation users tune_fusion reads (a fixed seeded sample); 0: all of them."""
+    content_vectors: bool = False
+    """ItemDecoder with item_embeddings: each item's vector (history input and item head) adds a
+    learned projection of its embedding from the embed stage, and only items seen in training keep
+    a free embedding, so items nobody interacted with (cold start, items added after training)
+    score by what they are (genrec.models.ItemDecoder.item_vectors)."""
+    content_dropout: float = 0.5
+    """With content_vectors: in each training step, drop this share of the items' free embeddings,
+    so the content part alone learns to rank, on the scale cold items are scored on."""
+    cold_candidates: int = 0
+    """With content_vectors and item_loss: items never seen in training also enter the candidates,
+    from a beam search restricted to them (this many beams) and from the item head's best of them
+    (this many); genrec.fusion scores them on the same scale, plus cold_bias. 0: none."""
+    profile_embeddings: str = ""
+    """With item_loss: the item embeddings of the fusion's content similarity (genrec.profile_similarity):
+    "text" (the text encoder's embeddings of the items' text, an embed stage of its own), "content"
+    (the embed stage's output). Every candidate's cosine to the history's recency-weighted profile
+    joins its fused score (the weight chosen on validation with tune_fusion), and with
+    fusion_candidates the most similar items join the candidates. "": none (cold candidates then
+    measure similarity with the model's content rows)."""
+    cold_objective: str = "ndcg"
+    """What tune_fusion maximises with cold candidates, keeping warm-target Recall@10 at >= 98% of the
+    ranking without content knowledge (genrec.fusion_tuning.tune_cold): "ndcg" (NDCG@10 of all validation
+    users) or "cold_recall" (the cold-target Recall@10: as much exposure for new items as the warm
+    floor allows)."""
+    cold_bias: float = 0.0
+    """Added to the fused score of every cold candidate (chosen on validation with tune_fusion)."""
+    cold_epsilon: float = 1.0
+    """At most ceil(cold_epsilon * K) cold items in a top K (TIGER's epsilon); 1: no cap (chosen on
+    validation with tune_fusion)."""
+    loss: str = "ce"
+    """sasrec: "ce" (cross-entropy over the whole catalogue) or "bce" (sampled binary cross-entropy)."""
+    negatives: int = 1
+    """sasrec with loss "bce": random negative items per target."""
+    exclude_seen: bool = False
+    """Recommend only items outside the user's history (validation and test alike); generative models
+    mask them in the beam search, so no beam is spent on them."""
+
+    def validate(self) -> None:
+        from genrec.models import MODEL_KINDS
+
+        require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
+        for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
+            require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
+        require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
+        require(self.depth_layers >= 1, "model.depth_layers", self.depth_layers, ">= 1")
+        require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        require(self.user_buckets >= 0, "model.user_buckets", self.user_buckets, ">= 0")
+        require(
+            self.history_tokens in ("levels", "items"),
+            "model.history_tokens",
+            self.history_tokens,
+            "levels or items",
+        )
+        require(0 <= self.user_dropout <= 1, "model.user_dropout", self.user_dropout, "in [0, 1]")
+        require(self.loss in ("ce", "bce"), "model.loss", self.loss, '"ce" or "bce"')
+        require(
+            self.loss == "ce" or self.kind == "sasrec",
+            "model.loss",
+            self.loss,
+            '"ce" for generative models (sampled "bce" is a sasrec option)',
+        )
+        require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
+        require(
+            self.item_loss == 0
+            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            "model.item_loss",
+            self.item_loss,
+            '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+        )
+        require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
+        require(
+            not self.content_vectors
+            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            "model.content_vectors",
+            self.content_vectors,
+            'false unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+        )
+        require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
+        require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")
+        require(
+            self.cold_candidates == 0 or (self.content_vectors and self.item_loss > 0),
+            "model.cold_candidates",
+            self.cold_candidates,
+            "0 unless content_vectors = true and item_loss > 0 (cold items are scored by the item head)",
+        )
+        require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
+        require(
+            self.cold_objective in ("ndcg", "cold_recall"),
+            "model.cold_objective",
+            self.cold_objective,
+            'one of "ndcg", "cold_recall"',
+        )
+        require(
+            self.profile_embeddings in ("", "text", "content"),
+            "model.profile_embeddings",
+            self.profile_embeddings,
+            'one of "", "text", "content"',
+        )
+        require(
+            not self.profile_embeddings or (self.item_loss > 0 and self.kind != "sasrec"),
+            "model.profile_embeddings",
+            self.profile_embeddings,
+            "set only for generative models with an item head (item_loss > 0): it is a fusion term",
+        )
+        require(
+            self.rerank_weight == 0 or self.item_loss > 0,
+            "model.rerank_weight",
+            self.rerank_weight,
+            "0 unless model.item_loss > 0 (the item head it re-ranks with)",
+        )
+        require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
+        require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
+        fused = self.cooccurrence_weight > 0 or self.fusion_candidates > 0 or self.tune_fusion
+        require(
+            not fused or self.item_loss > 0,
+            "model.cooccurrence_weight / fusion_candidates / tune_fusion",
+            "set",
+            "off unless model.item_loss > 0 (fusion ranks with the item head)",
+        )
+        require(self.cooccurrence_weight >= 0, "model.cooccurrence_weight", self.cooccurrence_weight, ">= 0")
+        require(self.cooccurrence_eps > 0, "model.cooccurrence_eps", self.cooccurrence_eps, "> 0")
+        require(self.fusion_candidates >= 0, "model.fusion_candidates", self.fusion_candidates, ">= 0")
+        require(self.tune_users >= 0, "model.tune_users", self.tune_users, ">= 0")

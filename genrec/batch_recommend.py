@@ -164,6 +164,30 @@ def batch_table(
     )
 
 
+def _check_arguments(k: int, batch_users: int | None, out: Path) -> None:
+    if k < 1:
+        raise BatchRecommendError(f"k = {k} is invalid: ask for at least one recommendation")
+    if batch_users is not None and batch_users < 1:
+        raise BatchRecommendError(f"batch size {batch_users} is invalid: it must be >= 1")
+    if out.is_dir():
+        raise BatchRecommendError(f"{out} is a folder; --out names the parquet file to write")
+    if not out.parent.is_dir():
+        raise BatchRecommendError(f"{out.parent} does not exist (the folder --out is written into)")
+
+
+def _decoding(recommender, config, k: int, fetch: int) -> dict:
+    """How the lists are computed: the manifest's part that a restart must match."""
+    return {
+        "k": k,
+        "fetch": fetch,
+        "batch_users": recommender.batch_users,
+        "beam_size": getattr(recommender, "beam_size", None),
+        "max_history": config.train.max_history,
+        "device": recommender.device.type,
+        "amp_dtype": None if recommender.amp_dtype is None else str(recommender.amp_dtype),
+    }
+
+
 def recommend_to_parquet(
     run_dir: str | Path,
     users: str | Path,
@@ -185,20 +209,13 @@ def recommend_to_parquet(
     the same data: its fingerprint is checked). ``on_batch(b)`` is called before batch b decodes.
     """
     run_dir, out = Path(run_dir), Path(out)
-    if k < 1:
-        raise BatchRecommendError(f"k = {k} is invalid: ask for at least one recommendation")
-    if batch_users is not None and batch_users < 1:
-        raise BatchRecommendError(f"batch size {batch_users} is invalid: it must be >= 1")
-    if out.is_dir():
-        raise BatchRecommendError(f"{out} is a folder; --out names the parquet file to write")
-    if not out.parent.is_dir():
-        raise BatchRecommendError(f"{out.parent} does not exist (the folder --out is written into)")
+    _check_arguments(k, batch_users, out)
     tested = open_tested_run(
         run_dir, device=device, beam_size=beam_size, batch_users=batch_users, dataset_dir=dataset_dir
     )
     config, dataset, recommender = tested.config, tested.dataset, tested.recommender
     rows = select_rows(dataset, users)
-    batch, dev = recommender.batch_users, recommender.device
+    batch = recommender.batch_users
     # The test asks for max(eval.ks) items; a list of k is a prefix of that same computation.
     fetch = max(k, max(config.eval.ks))
     empty = np.zeros(0, dtype=np.int64)
@@ -209,16 +226,7 @@ def recommend_to_parquet(
 
     test = dataset.split("test")
     user_idx = test.users[rows]
-    decoding = {
-        "k": k,
-        "fetch": fetch,
-        "batch_users": batch,
-        "beam_size": getattr(recommender, "beam_size", None),
-        "max_history": config.train.max_history,
-        "device": dev.type,
-        "amp_dtype": None if recommender.amp_dtype is None else str(recommender.amp_dtype),
-    }
-    manifest = build_manifest(run_dir, tested.info, dataset, user_idx, decoding)
+    manifest = build_manifest(run_dir, tested.info, dataset, user_idx, _decoding(recommender, config, k, fetch))
     folder = staging_dir(out)
     _check_staging(folder, manifest, restart)
 

@@ -252,11 +252,7 @@ class Fusion:
         seq = torch.cat(
             [v for _, v in scored] + [torch.full(e.shape, float("-inf"), device=device) for e in extra], dim=1
         )
-        # Each item once per user: the first column that holds it stays.
-        M = items.shape[1]
-        earlier = torch.ones(M, M, dtype=torch.bool, device=device).tril(-1)
-        dup = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1) & (items >= 0)
-        items = items.masked_fill(dup, -1)
+        items = _first_occurrences(items)
         known = sum(t.shape[1] for t, _ in scored)
         seq = seq.masked_fill(items < 0, float("-inf"))
         head = head.of(items)
@@ -292,6 +288,15 @@ class Fusion:
             return new & ~early
         floor = cand.scores(w).topk(best, dim=1).values[:, -1:]  # -inf where fewer are known
         return new & ~early & ~(rest < floor)
+
+
+def _first_occurrences(items: torch.Tensor) -> torch.Tensor:
+    """``items`` [U, M] with each item once per user: the first column that holds it stays, its
+    repeats become -1."""
+    M = items.shape[1]
+    earlier = torch.ones(M, M, dtype=torch.bool, device=items.device).tril(-1)
+    dup = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1) & (items >= 0)
+    return items.masked_fill(dup, -1)
 
 
 def _teacher_force(model, batch, codes: torch.Tensor, cand: Candidates, which: torch.Tensor) -> None:

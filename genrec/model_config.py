@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from genrec.settings import require
 
+MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
+
 
 @dataclass
 class ModelConfig:
@@ -103,9 +105,17 @@ class ModelConfig:
     """Recommend only items outside the user's history (validation and test alike); generative models
     mask them in the beam search, so no beam is spent on them."""
 
-    def validate(self) -> None:
-        from genrec.models import MODEL_KINDS
+    @property
+    def item_decoder(self) -> bool:
+        """The settings name genrec.models.ItemDecoder (one token per history item, a depth decoder)."""
+        return self.kind == "decoder_only" and self.history_tokens == "items"
 
+    def validate(self) -> None:
+        self._validate_network()
+        self._validate_item_side()
+        self._validate_ranking()
+
+    def _validate_network(self) -> None:
         require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
         for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
             require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
@@ -128,17 +138,18 @@ class ModelConfig:
             '"ce" for generative models (sampled "bce" is a sasrec option)',
         )
         require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
+
+    def _validate_item_side(self) -> None:
+        """The item head, content vectors and cold items: ItemDecoder settings."""
         require(
-            self.item_loss == 0
-            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            self.item_loss == 0 or (self.item_decoder and self.item_embeddings),
             "model.item_loss",
             self.item_loss,
             '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
         )
         require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
         require(
-            not self.content_vectors
-            or (self.kind == "decoder_only" and self.history_tokens == "items" and self.item_embeddings),
+            not self.content_vectors or (self.item_decoder and self.item_embeddings),
             "model.content_vectors",
             self.content_vectors,
             'false unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
@@ -152,6 +163,10 @@ class ModelConfig:
             "0 unless content_vectors = true and item_loss > 0 (cold items are scored by the item head)",
         )
         require(0 <= self.cold_epsilon <= 1, "model.cold_epsilon", self.cold_epsilon, "in [0, 1]")
+        require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
+
+    def _validate_ranking(self) -> None:
+        """The settings of the ranking after training (genrec.fusion): they need the item head."""
         require(
             self.cold_objective in ("ndcg", "cold_recall"),
             "model.cold_objective",
@@ -176,7 +191,6 @@ class ModelConfig:
             self.rerank_weight,
             "0 unless model.item_loss > 0 (the item head it re-ranks with)",
         )
-        require(self.item_negatives >= 0, "model.item_negatives", self.item_negatives, ">= 0")
         require(self.rerank_weight >= 0, "model.rerank_weight", self.rerank_weight, ">= 0")
         fused = self.cooccurrence_weight > 0 or self.fusion_candidates > 0 or self.tune_fusion
         require(

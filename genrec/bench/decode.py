@@ -100,6 +100,32 @@ def _users_for(sweep: DecodeSweep, model: str, beam: int, method: str) -> int:
     return max(4, min(512, round(work / beam)))
 
 
+def _decode_row(
+    method, backend, model, cat, beam, users, times, select_s, total_s, graphed=False, **graph
+) -> dict:
+    """One decode row: the median latency of ``times`` per batch of ``users``, and the share of
+    the instrumented decode spent in mask-and-select (top_k is the beam); ``graph``: the CUDA
+    graph's facts, after ``graphed``."""
+    latency = statistics.median(times)
+    return {
+        "kind": "decode",
+        "method": method,
+        "backend": backend,
+        "model": model,
+        "num_items": cat.num_items,
+        "beam": beam,
+        "top_k": beam,
+        "users": users,
+        "latency_ms": latency * 1e3,
+        "users_per_s": users / latency,
+        "graphed": graphed,
+        **graph,
+        "select_ms": select_s * 1e3,
+        "eager_ms": total_s * 1e3,
+        "select_share": select_s / total_s,
+    }
+
+
 def _genrec_row(sweep, index, cat, model_name, beam, backend, users, model) -> dict:
     device = sweep.device
     top_k = beam
@@ -124,24 +150,11 @@ def _genrec_row(sweep, index, cat, model_name, beam, backend, users, model) -> d
 
         _select_share(instrumented, device)  # warm-up of the eager path
         select_s, total_s = _select_share(instrumented, device, runs=sweep.repeats)
-    latency = statistics.median(times)
-    return {
-        "kind": "decode",
-        "method": "genrec",
-        "backend": backend.value,
-        "model": model_name,
-        "num_items": cat.num_items,
-        "beam": beam,
-        "top_k": top_k,
-        "users": users,
-        "latency_ms": latency * 1e3,
-        "users_per_s": users / latency,
-        "graphed": graphed,
-        "graph_fallback": search.fallback_reason if not graphed and device.type == "cuda" else None,
-        "select_ms": select_s * 1e3,
-        "eager_ms": total_s * 1e3,
-        "select_share": select_s / total_s,
-    }
+    fallback = search.fallback_reason if not graphed and device.type == "cuda" else None
+    return _decode_row(
+        "genrec", backend.value, model_name, cat, beam, users, times, select_s, total_s, graphed,
+        graph_fallback=fallback,
+    )  # fmt: skip
 
 
 def _python_trie_row(sweep, trie, cat, model_name, beam, users, model) -> dict:
@@ -163,23 +176,7 @@ def _python_trie_row(sweep, trie, cat, model_name, beam, users, model) -> dict:
 
         times = time_calls(run, device, max(1, sweep.repeats - 1), warmup=0)
         select_s, total_s = _select_share(run, device, runs=max(1, sweep.repeats - 1))
-    latency = statistics.median(times)
-    return {
-        "kind": "decode",
-        "method": "python_trie",
-        "backend": "python",
-        "model": model_name,
-        "num_items": cat.num_items,
-        "beam": beam,
-        "top_k": beam,
-        "users": users,
-        "latency_ms": latency * 1e3,
-        "users_per_s": users / latency,
-        "graphed": False,
-        "select_ms": select_s * 1e3,
-        "eager_ms": total_s * 1e3,
-        "select_share": select_s / total_s,
-    }
+    return _decode_row("python_trie", "python", model_name, cat, beam, users, times, select_s, total_s)
 
 
 def _hf_row(sweep, hf: HFGenerateBaseline, cat, beam, users) -> dict:
@@ -191,23 +188,8 @@ def _hf_row(sweep, hf: HFGenerateBaseline, cat, beam, users) -> dict:
     t0 = time.perf_counter()
     hf.decode(batch, beam, beam)
     total = time.perf_counter() - t0
-    latency = statistics.median(times)
-    return {
-        "kind": "decode",
-        "method": "hf_generate",
-        "backend": "python",
-        "model": "t5-tiger-size",
-        "num_items": cat.num_items,
-        "beam": beam,
-        "top_k": beam,
-        "users": users,
-        "latency_ms": latency * 1e3,
-        "users_per_s": users / latency,
-        "graphed": False,
-        "select_ms": hf.callback_seconds * 1e3,
-        "eager_ms": total * 1e3,
-        "select_share": hf.callback_seconds / total,  # the callbacks alone: a lower bound
-    }
+    # The select share is the callbacks' alone: a lower bound.
+    return _decode_row("hf_generate", "python", "t5-tiger-size", cat, beam, users, times, hf.callback_seconds, total)
 
 
 def run_sweep(

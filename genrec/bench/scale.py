@@ -153,9 +153,55 @@ def run_scale_benchmark(
     """Run the sweep (the pipeline at ``sizes``, the decoding stages at ``decode_sizes``); write
     scale.json/.csv/.png under ``out_dir`` (after every stage). ``merge`` keeps the rows already
     there except those this sweep measures again (a pipeline size, or a decoding size)."""
-    from genrec.bench.results import environment
-    from genrec.bench.scale_data import SyntheticSpec
+    _check_stages(stages, decode_stages, stage_timeouts)
+    config = Path(config).resolve()
+    if sizes and not config.is_file():
+        raise FileNotFoundError(f"config {config} does not exist")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept: list[dict] = []
+    earlier: list[dict] = []
+    if merge and (out_dir / "scale.json").is_file():
+        kept, earlier = _kept_rows(out_dir / "scale.json", sizes, decode_sizes)
+    own_work = work_dir is None
+    work_root = Path(tempfile.mkdtemp(prefix="genrec-scale-")) if own_work else Path(work_dir)
+    work_root.mkdir(parents=True, exist_ok=True)
+    timeouts = {s: float((stage_timeouts or {}).get(s, stage_timeout_s)) for s in ALL_STAGES}
+    payload = _payload(
+        config, profile, sizes, stages, timeouts, test_users, seed, decode_sizes, decode_stages, earlier
+    )
+    wanted = set(decode_stages)  # with what they need: beam needs trie, trie needs semantic_ids
+    for stage in reversed(DECODE_STAGES):
+        if stage in wanted and stage in NEEDS:
+            wanted.add(NEEDS[stage])
+    rows: list[dict] = []
+    started = time.perf_counter()
 
+    def measure(stage: str, row: dict, command: list[str], work: Path, status: dict[str, str]) -> None:
+        """Run (or skip) one stage; append its row and rewrite the results."""
+        _run_stage(stage, row, command, work, status, timeouts[stage], log)
+        rows.append(row)
+        _write(out_dir, {**payload, "seconds": time.perf_counter() - started}, kept + rows)
+
+    try:
+        for items in sizes:
+            work = work_root / f"items-{items}"
+            _sweep_pipeline_size(items, work, measure, config, profile, stages, test_users, seed, timeouts)
+        for items in decode_sizes:
+            _sweep_decode_size(items, work_root / f"decode-{items}", measure, wanted, seed, timeouts)
+    finally:
+        if own_work and not keep_work:
+            shutil.rmtree(work_root, ignore_errors=True)
+    payload["seconds"] = time.perf_counter() - started
+    payload["work_dir"] = str(work_root) if keep_work or not own_work else None
+    paths = _write(out_dir, payload, kept + rows)
+    return {"payload": payload, "rows": kept + rows, "paths": paths}
+
+
+def _check_stages(
+    stages: Sequence[str], decode_stages: Sequence[str], stage_timeouts: dict[str, float] | None
+) -> None:
+    """ValueError on a stage, decoding stage or timeout's stage that does not exist."""
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
@@ -165,28 +211,41 @@ def run_scale_benchmark(
     for s in stage_timeouts or {}:
         if s not in ALL_STAGES:
             raise ValueError(f"a timeout for unknown stage {s!r}; choose from {', '.join(ALL_STAGES)}")
-    config = Path(config).resolve()
-    if sizes and not config.is_file():
-        raise FileNotFoundError(f"config {config} does not exist")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kept: list[dict] = []
-    earlier: list[dict] = []
-    if merge and (out_dir / "scale.json").is_file():
-        previous = json.loads((out_dir / "scale.json").read_text())
 
-        def measured_again(r: dict) -> bool:
-            return r["items"] in (decode_sizes if r["stage"] in DECODE_STAGES else sizes)
 
-        kept = [r for r in previous.get("rows", []) if not measured_again(r)]
-        # The settings of the sweeps whose rows are kept (each row also records its own timeout).
-        settings = {k: v for k, v in previous.items() if k not in ("rows", "earlier_runs")}
-        earlier = [*previous.get("earlier_runs", []), settings]
-    own_work = work_dir is None
-    work_root = Path(tempfile.mkdtemp(prefix="genrec-scale-")) if own_work else Path(work_dir)
-    work_root.mkdir(parents=True, exist_ok=True)
-    timeouts = {s: float((stage_timeouts or {}).get(s, stage_timeout_s)) for s in ALL_STAGES}
-    payload = {
+def _kept_rows(
+    path: Path, sizes: Sequence[int], decode_sizes: Sequence[int]
+) -> tuple[list[dict], list[dict]]:
+    """For ``merge``: the rows of scale.json at ``path`` that this sweep does not measure again, and
+    the settings of the earlier sweeps (theirs and this file's own)."""
+    previous = json.loads(path.read_text())
+
+    def measured_again(r: dict) -> bool:
+        return r["items"] in (decode_sizes if r["stage"] in DECODE_STAGES else sizes)
+
+    kept = [r for r in previous.get("rows", []) if not measured_again(r)]
+    # The settings of the sweeps whose rows are kept (each row also records its own timeout).
+    settings = {k: v for k, v in previous.items() if k not in ("rows", "earlier_runs")}
+    earlier = [*previous.get("earlier_runs", []), settings]
+    return kept, earlier
+
+
+def _payload(
+    config: Path,
+    profile: str | None,
+    sizes: Sequence[int],
+    stages: Sequence[str],
+    timeouts: dict[str, float],
+    test_users: int,
+    seed: int,
+    decode_sizes: Sequence[int],
+    decode_stages: Sequence[str],
+    earlier: list[dict],
+) -> dict:
+    """scale.json's header: the machine and the sweep's settings."""
+    from genrec.bench.results import environment
+
+    return {
         "benchmark": "scale",
         **environment("cpu"),
         "device": f"{cpu_model()} ({os.cpu_count()} CPUs)",
@@ -206,78 +265,95 @@ def run_scale_benchmark(
         },
         "earlier_runs": earlier,
     }
-    wanted = set(decode_stages)  # with what they need: beam needs trie, trie needs semantic_ids
-    for stage in reversed(DECODE_STAGES):
-        if stage in wanted and stage in NEEDS:
-            wanted.add(NEEDS[stage])
-    rows: list[dict] = []
-    started = time.perf_counter()
 
-    def measure(stage: str, row: dict, command: list[str], work: Path, status: dict[str, str]) -> None:
-        """Run one stage (or skip it when the stage it needs did not succeed); append its row."""
-        need = NEEDS.get(stage)
-        if need and status.get(need) != "ok":
-            status[stage] = "skipped"
-            row.update(status="skipped", detail=f"needs {need} ({status.get(need, 'not run')})")
+
+def _run_stage(
+    stage: str,
+    row: dict,
+    command: list[str],
+    work: Path,
+    status: dict[str, str],
+    timeout: float,
+    log: Callable[[str], None],
+) -> None:
+    """Run one stage (or skip it when the stage it needs did not succeed); fill in its row and
+    ``status[stage]``."""
+    need = NEEDS.get(stage)
+    if need and status.get(need) != "ok":
+        status[stage] = "skipped"
+        row.update(status="skipped", detail=f"needs {need} ({status.get(need, 'not run')})")
+    else:
+        items = row["items"]
+        log(f"{items:,} items: {stage} ...")
+        measured = run_measured(command, timeout, work / "logs" / f"{stage}.log")
+        status[stage] = measured["status"]
+        row.update(measured)
+        if measured["status"] == "failed":
+            row["detail"] = last_lines(work / "logs" / f"{stage}.log")
+        elif stage in DECODE_STAGES:
+            row.update(_decode_facts(work / "logs" / f"{stage}.json"))
         else:
-            items = row["items"]
-            log(f"{items:,} items: {stage} ...")
-            measured = run_measured(command, timeouts[stage], work / "logs" / f"{stage}.log")
-            status[stage] = measured["status"]
-            row.update(measured)
-            if measured["status"] == "failed":
-                row["detail"] = last_lines(work / "logs" / f"{stage}.log")
-            elif stage in DECODE_STAGES:
-                row.update(_decode_facts(work / "logs" / f"{stage}.json"))
-            else:
-                row.update(_stage_facts(stage, work / "run"))
-            log(
-                f"{items:,} items: {stage} {measured['status']} in {measured['seconds']:.1f} s, "
-                f"peak {measured['peak_rss_gb']:.2f} GB (load {measured['load_1min_before']:.2f})"
-            )
-        row["command"] = _shown(command)
-        rows.append(row)
-        _write(out_dir, {**payload, "seconds": time.perf_counter() - started}, kept + rows)
+            row.update(_stage_facts(stage, work / "run"))
+        log(
+            f"{items:,} items: {stage} {measured['status']} in {measured['seconds']:.1f} s, "
+            f"peak {measured['peak_rss_gb']:.2f} GB (load {measured['load_1min_before']:.2f})"
+        )
+    row["command"] = _shown(command)
 
-    try:
-        for items in sizes:
-            spec = SyntheticSpec.standard(items, seed=seed)
-            work = work_root / f"items-{items}"
-            if work.exists():
-                shutil.rmtree(work)
-            commands = stage_commands(work, config, profile, test_users, seed, spec)
-            status: dict[str, str] = {}
-            for stage in STAGES:
-                if stage not in stages and stage != "generate":
-                    status[stage] = "not run"
-                    continue
-                row = {
-                    "items": spec.items,
-                    "users": spec.users,
-                    "interactions": spec.interactions,
-                    "stage": stage,
-                    "timeout_s": timeouts[stage],
-                }
-                measure(stage, row, commands[stage], work, status)
-        for items in decode_sizes:
-            from genrec.bench.scale_decode import stage_command
 
-            work = work_root / f"decode-{items}"
-            if work.exists():
-                shutil.rmtree(work)
-            status = {}
-            for stage in DECODE_STAGES:
-                if stage not in wanted:
-                    continue
-                command = stage_command(sys.executable, stage, work, items, seed, work / "logs" / f"{stage}.json")
-                measure(stage, {"items": items, "stage": stage, "timeout_s": timeouts[stage]}, command, work, status)
-    finally:
-        if own_work and not keep_work:
-            shutil.rmtree(work_root, ignore_errors=True)
-    payload["seconds"] = time.perf_counter() - started
-    payload["work_dir"] = str(work_root) if keep_work or not own_work else None
-    paths = _write(out_dir, payload, kept + rows)
-    return {"payload": payload, "rows": kept + rows, "paths": paths}
+def _sweep_pipeline_size(
+    items: int,
+    work: Path,
+    measure: Callable[[str, dict, list[str], Path, dict[str, str]], None],
+    config: Path,
+    profile: str | None,
+    stages: Sequence[str],
+    test_users: int,
+    seed: int,
+    timeouts: dict[str, float],
+) -> None:
+    """The pipeline stages at one size, in a fresh ``work`` folder (generate always runs, the other
+    stages not asked for are "not run")."""
+    from genrec.bench.scale_data import SyntheticSpec
+
+    spec = SyntheticSpec.standard(items, seed=seed)
+    if work.exists():
+        shutil.rmtree(work)
+    commands = stage_commands(work, config, profile, test_users, seed, spec)
+    status: dict[str, str] = {}
+    for stage in STAGES:
+        if stage not in stages and stage != "generate":
+            status[stage] = "not run"
+            continue
+        row = {
+            "items": spec.items,
+            "users": spec.users,
+            "interactions": spec.interactions,
+            "stage": stage,
+            "timeout_s": timeouts[stage],
+        }
+        measure(stage, row, commands[stage], work, status)
+
+
+def _sweep_decode_size(
+    items: int,
+    work: Path,
+    measure: Callable[[str, dict, list[str], Path, dict[str, str]], None],
+    wanted: set[str],
+    seed: int,
+    timeouts: dict[str, float],
+) -> None:
+    """The ``wanted`` decoding stages at one size, in a fresh ``work`` folder."""
+    from genrec.bench.scale_decode import stage_command
+
+    if work.exists():
+        shutil.rmtree(work)
+    status: dict[str, str] = {}
+    for stage in DECODE_STAGES:
+        if stage not in wanted:
+            continue
+        command = stage_command(sys.executable, stage, work, items, seed, work / "logs" / f"{stage}.json")
+        measure(stage, {"items": items, "stage": stage, "timeout_s": timeouts[stage]}, command, work, status)
 
 
 def _decode_facts(path: Path) -> dict:

@@ -214,23 +214,12 @@ def run_load(
     ``out``; returns the JSON payload with its rows. Several ``max_wait_ms`` measure the batched mode
     once per value. Bad settings raise ValueError before anything runs or is written."""
     import json
-    from types import SimpleNamespace
 
     run, out = Path(run), Path(out)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"modes {', '.join(bad) or 'none'}: use {' and/or '.join(MODES)}")
-    for name, value in (("clients", clients), ("requests", requests), ("k", k), ("max_batch", max_batch)):
-        if value < 1:
-            raise ValueError(f"{name} = {value}: must be >= 1")
-    waits = tuple(float(w) for w in (max_wait_ms if isinstance(max_wait_ms, tuple | list) else (max_wait_ms,)))
-    if duration <= 0 or not waits or min(waits) < 0 or warmup < 0:
-        raise ValueError("duration must be > 0 seconds, max_wait_ms and warmup >= 0")
-    if not (run / "run.json").is_file():
-        raise ValueError(f"{run}: no run.json there (not a finished genrec run)")
+    waits = _checked_waits(run, modes, clients, requests, k, max_batch, max_wait_ms, duration, warmup)
     out.mkdir(parents=True, exist_ok=True)
 
-    import httpx
+    import httpx  # noqa: F401  (used by _measure_mode; imported here, before the histories are read)
 
     from genrec.bench.results import environment, write_results
 
@@ -241,47 +230,14 @@ def run_load(
     rows, answers, health = [], [], {}
     measured = [(m, w) for m in modes for w in (waits if m == "batched" else (None,))]
     for mode, wait in measured:
-        options = SimpleNamespace(device=device, max_batch=max_batch, max_wait_ms=wait or 0.0)
-        server = Server(run, mode == "batched", options)
-        try:
-            t = time.perf_counter()
-            server.wait_ready(startup_timeout)
-            startup = time.perf_counter() - t
-            for body in warm:
-                httpx.post(f"{server.url}/recommend", json=body, timeout=600).raise_for_status()
-            before = httpx.get(f"{server.url}/health").json()["batching"]
-            got = asyncio.run(drive(server.url, timed, clients, duration))
-            health = httpx.get(f"{server.url}/health").json()
-        finally:
-            server.stop()
-        after = health["batching"]
-        batches = after["batches"] - before["batches"]
-        answers.append(got.pop("answers"))
-        rows.append(
-            {
-                "mode": mode,
-                "max_wait_ms": wait,
-                "clients": clients,
-                "k": k,
-                **{key: v for key, v in got.items() if key != "errors"},
-                "errors": sum(got["errors"].values()),
-                "server_batches": batches,
-                "mean_batch": (after["requests"] - before["requests"]) / batches if batches else None,
-                "largest_batch": after["largest_batch"],
-                "server_startup_s": startup,
-            }
-        )
-        rate = got["requests_per_s"] or 0.0
-        print(
-            f"{mode}" + (f" ({wait:g} ms)" if wait is not None else "") + f": {got['answered']} answered in {got['seconds']:.1f} s = {rate:.1f} req/s, "
-            f"p50 {got['latency_ms_p50'] or 0:.0f} ms, p99 {got['latency_ms_p99'] or 0:.0f} ms, errors {got['errors']}",
-            flush=True,
-        )
+        row, mode_answers, health = _measure_mode(
+            run, mode, wait, warm, timed, clients=clients, k=k, duration=duration, device=device,
+            max_batch=max_batch, startup_timeout=startup_timeout,
+        )  # fmt: skip
+        answers.append(mode_answers)
+        rows.append(row)
     if "unbatched" in modes:  # each batched mode's answers against the unbatched ones
-        reference = answers[[m for m, _ in measured].index("unbatched")]
-        for row, got in zip(rows, answers, strict=True):
-            if row["mode"] == "batched":
-                row.update({f"vs_unbatched_{key}": v for key, v in compare(got, reference).items()})
+        _compare_to_unbatched(rows, answers, measured)
     payload = {
         "benchmark": "serve_load",
         "run": str(run),
@@ -309,6 +265,99 @@ def run_load(
         f"genrec serve, {run.name}: {clients} clients on loopback, k={k}, {payload['environment']['device']}",
     )
     return {**payload, "rows": rows, "paths": paths}
+
+
+def _checked_waits(
+    run: Path,
+    modes: tuple[str, ...],
+    clients: int,
+    requests: int,
+    k: int,
+    max_batch: int,
+    max_wait_ms: float | tuple[float, ...],
+    duration: float,
+    warmup: int,
+) -> tuple[float, ...]:
+    """The batched mode's waits (ms) as a tuple of floats; ValueError on a bad setting or where
+    ``run`` is not a finished run."""
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"modes {', '.join(bad) or 'none'}: use {' and/or '.join(MODES)}")
+    for name, value in (("clients", clients), ("requests", requests), ("k", k), ("max_batch", max_batch)):
+        if value < 1:
+            raise ValueError(f"{name} = {value}: must be >= 1")
+    waits = tuple(float(w) for w in (max_wait_ms if isinstance(max_wait_ms, tuple | list) else (max_wait_ms,)))
+    if duration <= 0 or not waits or min(waits) < 0 or warmup < 0:
+        raise ValueError("duration must be > 0 seconds, max_wait_ms and warmup >= 0")
+    if not (run / "run.json").is_file():
+        raise ValueError(f"{run}: no run.json there (not a finished genrec run)")
+    return waits
+
+
+def _compare_to_unbatched(rows: list[dict], answers: list[list], measured: list[tuple]) -> None:
+    """Add to each batched row how far its answers are from the unbatched mode's (``vs_unbatched_*``)."""
+    reference = answers[[m for m, _ in measured].index("unbatched")]
+    for row, got in zip(rows, answers, strict=True):
+        if row["mode"] == "batched":
+            row.update({f"vs_unbatched_{key}": v for key, v in compare(got, reference).items()})
+
+
+def _measure_mode(
+    run: Path,
+    mode: str,
+    wait: float | None,
+    warm: list[dict],
+    timed: list[dict],
+    *,
+    clients: int,
+    k: int,
+    duration: float,
+    device: str,
+    max_batch: int,
+    startup_timeout: float,
+) -> tuple[dict, list, dict]:
+    """One mode (the batched one at one ``wait``) against a server of its own: start it, send the
+    ``warm`` requests one at a time, drive the ``timed`` ones, stop it and print a line. Returns
+    the mode's row, its answers and the server's last /health."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    options = SimpleNamespace(device=device, max_batch=max_batch, max_wait_ms=wait or 0.0)
+    server = Server(run, mode == "batched", options)
+    try:
+        t = time.perf_counter()
+        server.wait_ready(startup_timeout)
+        startup = time.perf_counter() - t
+        for body in warm:
+            httpx.post(f"{server.url}/recommend", json=body, timeout=600).raise_for_status()
+        before = httpx.get(f"{server.url}/health").json()["batching"]
+        got = asyncio.run(drive(server.url, timed, clients, duration))
+        health = httpx.get(f"{server.url}/health").json()
+    finally:
+        server.stop()
+    after = health["batching"]
+    batches = after["batches"] - before["batches"]
+    answers = got.pop("answers")
+    row = {
+        "mode": mode,
+        "max_wait_ms": wait,
+        "clients": clients,
+        "k": k,
+        **{key: v for key, v in got.items() if key != "errors"},
+        "errors": sum(got["errors"].values()),
+        "server_batches": batches,
+        "mean_batch": (after["requests"] - before["requests"]) / batches if batches else None,
+        "largest_batch": after["largest_batch"],
+        "server_startup_s": startup,
+    }
+    rate = got["requests_per_s"] or 0.0
+    print(
+        f"{mode}" + (f" ({wait:g} ms)" if wait is not None else "") + f": {got['answered']} answered in {got['seconds']:.1f} s = {rate:.1f} req/s, "
+        f"p50 {got['latency_ms_p50'] or 0:.0f} ms, p99 {got['latency_ms_p99'] or 0:.0f} ms, errors {got['errors']}",
+        flush=True,
+    )
+    return row, answers, health
 
 
 def main(argv: list[str] | None = None) -> dict:

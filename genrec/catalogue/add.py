@@ -224,9 +224,6 @@ def _write_run(
     similarity=None,
 ):
     """Stage the updated run beside ``out_dir`` and rename it into place."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from genrec.files import array_sha256
     from genrec.train.checkpoint import save_model
 
@@ -241,26 +238,7 @@ def _write_run(
         tok_info.update({"num_items": N + n, "semantic_ids_sha256": sha})
         (staged / "tokenizer" / "tokenizer.json").write_text(json.dumps(tok_info, indent=2) + "\n")
 
-        appended = {
-            name: new_rows.column(name).cast(run_items.schema.field(name).type)
-            for name in run_items.column_names
-            if name in new_rows.column_names
-        }
-        missing = [c for c in run_items.column_names if c not in appended]
-        for name in missing:
-            appended[name] = pa.nulls(n, run_items.schema.field(name).type)
-        pq.write_table(
-            pa.concat_tables([run_items, pa.table(appended).select(run_items.column_names)]),
-            staged / "items.parquet",
-        )
-        batches = (
-            sorted((staged / NEW_ITEMS_DIR).glob("batch-*.parquet"))
-            if (staged / NEW_ITEMS_DIR).is_dir()
-            else []
-        )
-        (staged / NEW_ITEMS_DIR).mkdir(exist_ok=True)
-        batch_file = f"{NEW_ITEMS_DIR}/batch-{len(batches) + 1:04d}.parquet"
-        pq.write_table(new_rows, staged / batch_file)
+        batch_file = _write_items(staged, run_items, new_rows)
 
         save_model(staged / "model.safetensors", model)
         if (run_dir / "cooccurrence.safetensors").is_file():
@@ -270,24 +248,8 @@ def _write_run(
 
             save_similarity(staged / SIMILARITY_FILE, similarity)
 
-        previous = info.get("new_items") or {}
-        record = {
-            "trained_items": previous.get("trained_items", N),
-            "num_items": N + n,
-            "batches": [
-                *previous.get("batches", []),
-                {
-                    "file": batch_file,
-                    "first_item_idx": N,
-                    "count": n,
-                    "source": where,
-                    "source_sha256": source_sha,
-                    "from_run": str(run_dir),
-                    "from_semantic_ids": (info.get("inputs") or {}).get("semantic_ids"),
-                    "added": datetime.now(UTC).isoformat(timespec="seconds"),
-                },
-            ],
-        }
+        batch = {"file": batch_file, "first_item_idx": N, "count": n, "source": where, "source_sha256": source_sha}
+        record = _new_items_record(info, run_dir, N, batch)
         updated = {**info, "inputs": {**(info.get("inputs") or {}), "semantic_ids": sha}, "new_items": record}
         (staged / "run.json").write_text(json.dumps(updated, indent=2, default=str) + "\n")
         if out_dir.exists():
@@ -296,6 +258,48 @@ def _write_run(
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+def _write_items(staged: Path, run_items, new_rows) -> str:
+    """The run's item table with the new rows appended (columns the new rows lack are null), and
+    the new rows as the next batch file of the run's added items; returns that file's name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = new_rows.num_rows
+    appended = {
+        name: new_rows.column(name).cast(run_items.schema.field(name).type)
+        for name in run_items.column_names
+        if name in new_rows.column_names
+    }
+    for name in [c for c in run_items.column_names if c not in appended]:
+        appended[name] = pa.nulls(n, run_items.schema.field(name).type)
+    pq.write_table(
+        pa.concat_tables([run_items, pa.table(appended).select(run_items.column_names)]),
+        staged / "items.parquet",
+    )
+    folder = staged / NEW_ITEMS_DIR
+    batches = sorted(folder.glob("batch-*.parquet")) if folder.is_dir() else []
+    folder.mkdir(exist_ok=True)
+    batch_file = f"{NEW_ITEMS_DIR}/batch-{len(batches) + 1:04d}.parquet"
+    pq.write_table(new_rows, staged / batch_file)
+    return batch_file
+
+
+def _new_items_record(info: dict, run_dir: Path, trained: int, batch: dict) -> dict:
+    """run.json's "new_items": every batch added so far, this one last, with where it came from."""
+    previous = info.get("new_items") or {}
+    batch = {
+        **batch,
+        "from_run": str(run_dir),
+        "from_semantic_ids": (info.get("inputs") or {}).get("semantic_ids"),
+        "added": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return {
+        "trained_items": previous.get("trained_items", trained),
+        "num_items": trained + batch["count"],
+        "batches": [*previous.get("batches", []), batch],
+    }
 
 
 def _copy_run(run_dir: Path, staged: Path) -> None:

@@ -61,6 +61,60 @@ def kernels(
         console.print(f"{kind}: {path}")
 
 
+def _decode_sweep(items: str, beams: str, models: str, baselines: str, quick: bool) -> dict:
+    """The sweep's catalogue sizes, beams, models and baselines from the options, checked."""
+    kwargs = dict(
+        items=_ints(items, "--items"),
+        beams=_ints(beams, "--beams"),
+        models=tuple(m for m in models.split(",") if m),
+        baselines=tuple(b for b in baselines.split(",") if b),
+    )
+    for m in kwargs["models"]:
+        if m not in ("tiger", "precomputed"):
+            raise typer.BadParameter(f"--models takes tiger and/or precomputed, got {m!r}")
+    for b in kwargs["baselines"]:
+        if b not in ("python_trie", "hf_generate"):
+            raise typer.BadParameter(f"--baselines takes python_trie and/or hf_generate, got {b!r}")
+    if quick:
+        kwargs.update(items=(10_000,), beams=(10, 20))
+    return kwargs
+
+
+def _print_decode(console, result: dict) -> None:
+    """The decode rows as a table (users/s, latency, select share, speed-up), then the files."""
+    table = Table(title=f"decode on {result['payload']['device']}")
+    for col in (
+        "method",
+        "backend",
+        "model",
+        "items",
+        "beam",
+        "users/s",
+        "ms/batch",
+        "select %",
+        "x python trie",
+    ):
+        table.add_column(col)
+    for r in result["rows"]:
+        if r.get("kind") != "decode" or "users_per_s" not in r:
+            continue
+        speedup = r.get("speedup_vs_python_trie")
+        table.add_row(
+            r["method"],
+            r["backend"],
+            r["model"],
+            f"{r['num_items']:,}",
+            str(r["beam"]),
+            f"{r['users_per_s']:,.1f}",
+            f"{r['latency_ms']:.1f}",
+            f"{100 * r['select_share']:.1f}",
+            f"{speedup:.1f}" if speedup else "",
+        )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 def _ints(text: str, name: str) -> tuple[int, ...]:
     try:
         values = tuple(int(float(v)) for v in text.replace("_", "").split(",") if v.strip())
@@ -126,20 +180,7 @@ def decode(
             return
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        kwargs = dict(
-            items=_ints(items, "--items"),
-            beams=_ints(beams, "--beams"),
-            models=tuple(m for m in models.split(",") if m),
-            baselines=tuple(b for b in baselines.split(",") if b),
-        )
-        for m in kwargs["models"]:
-            if m not in ("tiger", "precomputed"):
-                raise typer.BadParameter(f"--models takes tiger and/or precomputed, got {m!r}")
-        for b in kwargs["baselines"]:
-            if b not in ("python_trie", "hf_generate"):
-                raise typer.BadParameter(f"--baselines takes python_trie and/or hf_generate, got {b!r}")
-        if quick:
-            kwargs.update(items=(10_000,), beams=(10, 20))
+        kwargs = _decode_sweep(items, beams, models, baselines, quick)
         result = run_decode_benchmarks(
             out,
             device,
@@ -153,37 +194,7 @@ def decode(
             background=background_load,
             log=console.print,
         )
-        table = Table(title=f"decode on {result['payload']['device']}")
-        for col in (
-            "method",
-            "backend",
-            "model",
-            "items",
-            "beam",
-            "users/s",
-            "ms/batch",
-            "select %",
-            "x python trie",
-        ):
-            table.add_column(col)
-        for r in result["rows"]:
-            if r.get("kind") != "decode" or "users_per_s" not in r:
-                continue
-            speedup = r.get("speedup_vs_python_trie")
-            table.add_row(
-                r["method"],
-                r["backend"],
-                r["model"],
-                f"{r['num_items']:,}",
-                str(r["beam"]),
-                f"{r['users_per_s']:,.1f}",
-                f"{r['latency_ms']:.1f}",
-                f"{100 * r['select_share']:.1f}",
-                f"{speedup:.1f}" if speedup else "",
-            )
-        console.print(table)
-        for kind, path in result["paths"].items():
-            console.print(f"{kind}: {path}")
+        _print_decode(console, result)
 
 
 @bench_app.command("threads")

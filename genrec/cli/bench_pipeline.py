@@ -98,6 +98,48 @@ def cold(
         console.print(f"{kind}: {path}")
 
 
+def _stage_limits(timeout: list[str]) -> dict[str, float]:
+    """--timeout STAGE=SECONDS options as {stage: seconds}."""
+    from genrec.bench.scale import ALL_STAGES
+
+    limits: dict[str, float] = {}
+    for item in timeout:
+        name, sep, value = item.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not sep or name not in ALL_STAGES or seconds <= 0:
+            raise typer.BadParameter(
+                f"expected STAGE=SECONDS with STAGE one of {', '.join(ALL_STAGES)}, got {item!r}",
+                param_hint="--timeout",
+            )
+        limits[name] = seconds
+    return limits
+
+
+def _print_scale(console, result: dict) -> None:
+    """Every measured row (size, stage, status, seconds, peak memory), then the files."""
+    table = Table(title=f"scale on {result['payload']['device']}")
+    for col in ("items", "users", "interactions", "stage", "status", "seconds", "own s", "peak GB", "load"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(
+            f"{r['items']:,}",
+            f"{r['users']:,}" if "interactions" in r else "",  # the decoding rows have no users
+            f"{r['interactions']:,}" if "interactions" in r else "",
+            r["stage"],
+            r["status"],
+            f"{r['seconds']:.1f}" if "seconds" in r else "",
+            f"{r['operation_seconds']:.3g}" if r.get("operation_seconds") is not None else "",
+            f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "",
+            f"{r['load_1min_before']:.2f}" if "load_1min_before" in r else "",
+        )
+    console.print(table)
+    for kind, path in result["paths"].items():
+        console.print(f"{kind}: {path}")
+
+
 @bench_app.command("scale")
 def scale(
     out: Path = typer.Option(Path("bench/results/local-scale"), "--out", help="Folder for scale.json/.csv/.png."),
@@ -134,7 +176,7 @@ def scale(
     ),
 ) -> None:
     """Time and peak memory of every pipeline stage on seeded synthetic catalogues of growing size."""
-    from genrec.bench.scale import ALL_STAGES, DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
+    from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
 
     def sizes_of(text: str, option: str, none_ok: bool) -> tuple[int, ...]:
         if none_ok and text.strip().lower() in ("", "none"):
@@ -154,19 +196,7 @@ def scale(
     for s in decode_names:
         if s not in DECODE_STAGES:
             raise typer.BadParameter(f"{s!r} is not one of {', '.join(DECODE_STAGES)}", param_hint="--decode-stages")
-    limits: dict[str, float] = {}
-    for item in timeout:
-        name, sep, value = item.partition("=")
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = -1.0
-        if not sep or name not in ALL_STAGES or seconds <= 0:
-            raise typer.BadParameter(
-                f"expected STAGE=SECONDS with STAGE one of {', '.join(ALL_STAGES)}, got {item!r}",
-                param_hint="--timeout",
-            )
-        limits[name] = seconds
+    limits = _stage_limits(timeout)
     if size_values and not config.is_file():
         raise typer.BadParameter(f"{config} does not exist", param_hint="--config")
     console = Console()
@@ -187,24 +217,7 @@ def scale(
         decode_stages=decode_names,
         log=console.print,
     )
-    table = Table(title=f"scale on {result['payload']['device']}")
-    for col in ("items", "users", "interactions", "stage", "status", "seconds", "own s", "peak GB", "load"):
-        table.add_column(col)
-    for r in result["rows"]:
-        table.add_row(
-            f"{r['items']:,}",
-            f"{r['users']:,}" if "interactions" in r else "",  # the decoding rows have no users
-            f"{r['interactions']:,}" if "interactions" in r else "",
-            r["stage"],
-            r["status"],
-            f"{r['seconds']:.1f}" if "seconds" in r else "",
-            f"{r['operation_seconds']:.3g}" if r.get("operation_seconds") is not None else "",
-            f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "",
-            f"{r['load_1min_before']:.2f}" if "load_1min_before" in r else "",
-        )
-    console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    _print_scale(console, result)
 
 
 @bench_app.command("serve")

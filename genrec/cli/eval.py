@@ -83,6 +83,11 @@ def _check_output(output: Path | None) -> str | None:
     return None
 
 
+def _fail(message: str) -> None:
+    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
@@ -96,154 +101,162 @@ def print_metrics(metrics: dict, ks: list[int], title: str) -> None:
     console.print("  ".join(f"{k}={v:.4f}" for k, v in rest.items() if isinstance(v, float)))
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_command(
-        model: str = typer.Option(None, "--model", help="mostpop, cooccurrence or content-knn."),
-        run: Path = typer.Option(
-            None,
-            "--run",
-            "--run-dir",
-            help="Instead of --model: a genrec train run folder, decoded as its test stage does (its "
-            "eval.ks, batch size, max_history); --data defaults to the run's dataset. Under torchrun "
-            "spell it --run-dir (torchrun's parser takes --run for its --run-path).",
-        ),
-        data: Path = typer.Option(None, "--data", help="Prepared dataset directory (genrec data prepare)."),
-        split: str = typer.Option("test", help="valid or test (train: the last training item)."),
-        output: Path = typer.Option(
-            None, "--output", help="Write the metrics JSON here (+ .per_user.parquet)."
-        ),
-        k: list[int] = typer.Option(
-            None, "--k", help="Cut-offs (repeatable; default 5 10 20, or the run's eval.ks)."
-        ),
-        batch_size: int = typer.Option(
-            None, min=1, help="Users per recommend() call (default 1024, or the run's eval.batch_users)."
-        ),
-        device: str = typer.Option("auto", help="--run: cpu, cuda or auto (under torchrun: the rank's GPU)."),
-        exclude_history: bool = typer.Option(False, help="Remove each user's history items from its list."),
-        param: list[str] = typer.Option([], "--param", help="Model parameter key=value (repeatable)."),
-        embeddings: Path = typer.Option(
-            None,
-            "--embeddings",
-            help="content-knn: item embeddings, a `genrec embed --out` folder or its embeddings.npy.",
-        ),
-        tune: bool = typer.Option(
-            False,
-            help="cooccurrence, content-knn: pick the best variant on the validation split first (a grid "
-            "search; content-knn tunes with the --exclude-history given).",
-        ),
-        users: int = typer.Option(
-            None,
-            min=1,
-            help="Evaluate a seeded random sample of this many users (quick checks; report full runs).",
-        ),
-        seed: int = typer.Option(0, min=0, help="Seed of the --users sample."),
-        per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
-        progress: bool = typer.Option(True, help="Show a progress bar."),
-        items_by_id: bool = typer.Option(
-            False,
-            "--items-by-id",
-            help="--run with --data: score the run on another dataset, its items matched to the run's by id "
-            "(e.g. after genrec add-items, or genrec data hold-back's evaluation users).",
-        ),
-    ) -> None:
-        """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity.
+def eval_command(
+    model: str = typer.Option(None, "--model", help="mostpop, cooccurrence or content-knn."),
+    run: Path = typer.Option(
+        None,
+        "--run",
+        "--run-dir",
+        help="Instead of --model: a genrec train run folder, decoded as its test stage does (its "
+        "eval.ks, batch size, max_history); --data defaults to the run's dataset. Under torchrun "
+        "spell it --run-dir (torchrun's parser takes --run for its --run-path).",
+    ),
+    data: Path = typer.Option(None, "--data", help="Prepared dataset directory (genrec data prepare)."),
+    split: str = typer.Option("test", help="valid or test (train: the last training item)."),
+    output: Path = typer.Option(
+        None, "--output", help="Write the metrics JSON here (+ .per_user.parquet)."
+    ),
+    k: list[int] = typer.Option(
+        None, "--k", help="Cut-offs (repeatable; default 5 10 20, or the run's eval.ks)."
+    ),
+    batch_size: int = typer.Option(
+        None, min=1, help="Users per recommend() call (default 1024, or the run's eval.batch_users)."
+    ),
+    device: str = typer.Option("auto", help="--run: cpu, cuda or auto (under torchrun: the rank's GPU)."),
+    exclude_history: bool = typer.Option(False, help="Remove each user's history items from its list."),
+    param: list[str] = typer.Option([], "--param", help="Model parameter key=value (repeatable)."),
+    embeddings: Path = typer.Option(
+        None,
+        "--embeddings",
+        help="content-knn: item embeddings, a `genrec embed --out` folder or its embeddings.npy.",
+    ),
+    tune: bool = typer.Option(
+        False,
+        help="cooccurrence, content-knn: pick the best variant on the validation split first (a grid "
+        "search; content-knn tunes with the --exclude-history given).",
+    ),
+    users: int = typer.Option(
+        None,
+        min=1,
+        help="Evaluate a seeded random sample of this many users (quick checks; report full runs).",
+    ),
+    seed: int = typer.Option(0, min=0, help="Seed of the --users sample."),
+    per_user: bool = typer.Option(True, help="Also save per-user arrays for paired significance tests."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    items_by_id: bool = typer.Option(
+        False,
+        "--items-by-id",
+        help="--run with --data: score the run on another dataset, its items matched to the run's by id "
+        "(e.g. after genrec add-items, or genrec data hold-back's evaluation users).",
+    ),
+) -> None:
+    """Score a recommender on a split: Recall/NDCG@K, MRR, coverage, Gini, novelty, popularity.
 
-        Under torchrun (``torchrun --nproc_per_node N -m genrec.cli eval ...``) each process scores
-        a share of the users' batches and rank 0 prints and saves the metrics, equal to one process's."""
-        from genrec.data import DataError, load_prepared
-        from genrec.embed.artifacts import EmbeddingError
-        from genrec.eval import evaluate, make_baseline
-        from genrec.eval.baselines import BASELINES, tune_cooccurrence
-        from genrec.eval.content_knn import ContentKNN, ContentKNNConfig, tune_content_knn
-
-        def fail(message: str) -> None:
-            Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
-            raise typer.Exit(1)
-
-        if (model is None) == (run is None):
-            fail("give either --model (a baseline) or --run (a trained run folder)")
-        if run is not None:
-            problem = _check_run_options(param, embeddings, tune, exclude_history) or _check_output(output)
-            if problem:
-                fail(problem)
-            if items_by_id and data is None:
-                fail("--items-by-id needs --data (the dataset to score the run on)")
-            _eval_run(
-                run,
-                data,
-                split,
-                output,
-                k,
-                batch_size,
-                device,
-                users,
-                seed,
-                per_user,
-                progress,
-                fail,
-                items_by_id,
-            )
-            return
-        if items_by_id:
-            fail("--items-by-id applies to --run")
-        if data is None:
-            fail("--model needs --data (a prepared dataset directory)")
-        if model not in BASELINES:
-            fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
-        k = list(k) if k else [5, 10, 20]
-        batch_size = batch_size or 1024
-        params = _parse_params(param)
-        problem = (
-            _check_params(model, params) or _check_embeddings(model, embeddings) or _check_output(output)
-        )
-        if not problem and tune and (model not in ("cooccurrence", "content-knn") or params):
-            problem = "--tune applies to --model cooccurrence or content-knn without --param"
-        if problem:  # found before any work
+    Under torchrun (``torchrun --nproc_per_node N -m genrec.cli eval ...``) each process scores
+    a share of the users' batches and rank 0 prints and saves the metrics, equal to one process's."""
+    fail = _fail
+    if (model is None) == (run is None):
+        fail("give either --model (a baseline) or --run (a trained run folder)")
+    if run is not None:
+        problem = _check_run_options(param, embeddings, tune, exclude_history) or _check_output(output)
+        if problem:
             fail(problem)
+        if items_by_id and data is None:
+            fail("--items-by-id needs --data (the dataset to score the run on)")
+        _eval_run(run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail, items_by_id)
+        return
+    _eval_baseline(
+        model, data, split, output, k, batch_size, exclude_history, param, embeddings, tune, users, seed,
+        per_user, progress, items_by_id,
+    )  # fmt: skip
+
+
+def _eval_baseline(
+    model, data, split, output, k, batch_size, exclude_history, param, embeddings, tune, users, seed,
+    per_user, progress, items_by_id,
+) -> None:  # fmt: skip
+    """genrec eval --model: a baseline on a split, with its parameters checked (or tuned on the
+    validation split) before any scoring."""
+    from genrec.data import DataError, load_prepared
+    from genrec.embed.artifacts import EmbeddingError
+    from genrec.eval import evaluate, make_baseline
+    from genrec.eval.baselines import BASELINES
+    from genrec.eval.content_knn import ContentKNN, ContentKNNConfig
+
+    fail = _fail
+    if items_by_id:
+        fail("--items-by-id applies to --run")
+    if data is None:
+        fail("--model needs --data (a prepared dataset directory)")
+    if model not in BASELINES:
+        fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
+    k = list(k) if k else [5, 10, 20]
+    batch_size = batch_size or 1024
+    params = _parse_params(param)
+    problem = (
+        _check_params(model, params) or _check_embeddings(model, embeddings) or _check_output(output)
+    )
+    if not problem and tune and (model not in ("cooccurrence", "content-knn") or params):
+        problem = "--tune applies to --model cooccurrence or content-knn without --param"
+    if problem:  # found before any work
+        fail(problem)
+    try:
+        dataset = load_prepared(data)
+    except DataError as e:
+        fail(str(e))
+    knn = None
+    if model == "content-knn":  # read and check the embeddings before any scoring
         try:
-            dataset = load_prepared(data)
-        except DataError as e:
+            knn = ContentKNN.from_dataset(dataset, embeddings, ContentKNNConfig(**params))
+        except (EmbeddingError, ValueError) as e:
             fail(str(e))
-        knn = None
-        if model == "content-knn":  # read and check the embeddings before any scoring
-            try:
-                knn = ContentKNN.from_dataset(dataset, embeddings, ContentKNNConfig(**params))
-            except (EmbeddingError, ValueError) as e:
-                fail(str(e))
-        selection = None
-        if tune:
-            with console.status(f"tuning {model} on the validation split"):
-                if knn is not None:
-                    best, table = tune_content_knn(knn, dataset, ks=k, exclude_history=exclude_history)
-                    knn = knn.with_config(best)
-                else:
-                    best, table = tune_cooccurrence(dataset, ks=k)
-            params = {key: value for key, value in best.__dict__.items()}
-            selection = {"split": "valid", "metric": "ndcg@10", "chosen": params, "variants": table}
-            if knn is not None:
-                selection["exclude_history"] = exclude_history
-            console.print(f"chosen on valid (ndcg@10): {params}")
-        rows = _sample_rows(dataset, split, users, seed)
-        shard = _join_torchrun("cpu")
-        try:
-            recommender = knn if knn is not None else make_baseline(model, dataset, **params)
-            result = evaluate(
-                recommender,
-                dataset,
-                split,
-                ks=k,
-                batch_size=batch_size,
-                exclude_history=exclude_history,
-                rows=rows,
-                progress=progress,
-                shard=shard,
-            )
-        except ValueError as e:
-            fail(str(e))
-        if selection is not None:
-            result.info["selection"] = selection
-        _finish(result, rows, seed, f"{model} on {dataset.name} {split}", output, per_user, shard)
+    selection = None
+    if tune:
+        params, knn, selection = _tune_baseline(model, dataset, knn, k, exclude_history)
+    rows = _sample_rows(dataset, split, users, seed)
+    shard = _join_torchrun("cpu")
+    try:
+        recommender = knn if knn is not None else make_baseline(model, dataset, **params)
+        result = evaluate(
+            recommender,
+            dataset,
+            split,
+            ks=k,
+            batch_size=batch_size,
+            exclude_history=exclude_history,
+            rows=rows,
+            progress=progress,
+            shard=shard,
+        )
+    except ValueError as e:
+        fail(str(e))
+    if selection is not None:
+        result.info["selection"] = selection
+    _finish(result, rows, seed, f"{model} on {dataset.name} {split}", output, per_user, shard)
+
+
+def _tune_baseline(model: str, dataset, knn, k, exclude_history: bool):
+    """(chosen parameters, the content-KNN with them or None, the selection record): the best
+    variant on the validation split by NDCG@10."""
+    from genrec.eval.baselines import tune_cooccurrence
+    from genrec.eval.content_knn import tune_content_knn
+
+    with console.status(f"tuning {model} on the validation split"):
+        if knn is not None:
+            best, table = tune_content_knn(knn, dataset, ks=k, exclude_history=exclude_history)
+            knn = knn.with_config(best)
+        else:
+            best, table = tune_cooccurrence(dataset, ks=k)
+    params = {key: value for key, value in best.__dict__.items()}
+    selection = {"split": "valid", "metric": "ndcg@10", "chosen": params, "variants": table}
+    if knn is not None:
+        selection["exclude_history"] = exclude_history
+    console.print(f"chosen on valid (ndcg@10): {params}")
+    return params, knn, selection
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
 
 
 def _check_run_options(param, embeddings, tune, exclude_history) -> str | None:

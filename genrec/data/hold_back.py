@@ -69,19 +69,50 @@ def write_held_back(
     held = choose_held_back(dataset, count, seed)
     is_held = np.zeros(dataset.num_items, dtype=bool)
     is_held[held] = True
-    new_index = np.cumsum(~is_held) - 1  # old item index -> new (for the items that stay)
+    timestamps = dataset.interactions().column("timestamp").to_numpy()
+    user_ids = dataset.user_table().column("user_id").to_pylist()
+    item_table = dataset.item_table()
+    item_ids = item_table.column("item_id").to_pylist()
+    kept = _kept_dataset(dataset, is_held, timestamps, user_ids, item_table, count, seed)
+    held_back = kept["extra_manifest"]["held_back"]
+    evaluation = _evaluation_dataset(
+        dataset, held, is_held, timestamps, user_ids, item_table, count, held_back
+    )
+    held_items = item_table.take(pa.array(held)).drop_columns(["item_idx"])
+    tmp = out_dir.with_name(f".{out_dir.name}.held-back-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_prepared_arrays(tmp, **kept)
+        folder = tmp / HELD_BACK_DIR
+        folder.mkdir()
+        pq.write_table(held_items, folder / "items.parquet")
+        write_prepared_arrays(folder / "eval", **evaluation)
+        info = {
+            **held_back,
+            "item_ids": [item_ids[i] for i in held],
+            "eval_users": len(evaluation["user_ids"]),
+        }
+        (folder / "held_back.json").write_text(json.dumps(info, indent=1) + "\n")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
 
+
+def _kept_dataset(dataset, is_held, timestamps, user_ids, item_table, count: int, seed: int) -> dict:
+    """``write_prepared_arrays`` arguments for SOURCE without the held-back items: their rows leave
+    the item table (the others re-indexed), their interactions go, users left too short are dropped."""
+    import pyarrow as pa
+
+    new_index = np.cumsum(~is_held) - 1  # old item index -> new (for the items that stay)
     items = dataset.items
     users = np.repeat(np.arange(dataset.num_users), np.diff(dataset.offsets))
     keep = ~is_held[items]
     kept_per_user = np.bincount(users[keep], minlength=dataset.num_users)
     alive = kept_per_user >= LeaveOneOut.min_length
     keep &= alive[users]
-    timestamps = dataset.interactions().column("timestamp").to_numpy()
     kept_offsets = np.concatenate([[0], np.cumsum(kept_per_user[alive])]).astype(np.int64)
-    user_ids = dataset.user_table().column("user_id").to_pylist()
-    item_table = dataset.item_table()
-    item_ids = item_table.column("item_id").to_pylist()
     stay = pa.array(np.flatnonzero(~is_held))
     kept_items = item_table.take(stay)
     kept_items = kept_items.set_column(
@@ -111,8 +142,28 @@ def write_held_back(
         "interactions_removed": int((~keep).sum()),
         "users_dropped": int((~alive).sum()),
     }
+    return {
+        "user_idx": (np.cumsum(alive) - 1)[users[keep]],
+        "item_idx": new_index[items[keep]],
+        "timestamps": timestamps[keep],
+        "user_ids": [str(u) for u, a in zip(user_ids, alive, strict=True) if a],
+        "item_table": kept_items,
+        "name": f"{dataset.name}-held-back{count}",
+        "source_format": manifest.get("source_format", "prepared"),
+        "sources": manifest.get("sources", []),
+        "options": manifest.get("options", {}),
+        "skipped": manifest.get("skipped", {}),
+        "item_text_columns": dataset.item_text_columns,
+        "extra_manifest": extra,
+    }
 
-    # The evaluation dataset: the users whose test target is held back, sequences and items as in SOURCE.
+
+def _evaluation_dataset(
+    dataset, held, is_held, timestamps, user_ids, item_table, count: int, held_back
+) -> dict:
+    """``write_prepared_arrays`` arguments for the evaluation dataset: the users whose test target is
+    held back, sequences and items as in SOURCE, its cold items (else the held-back ones) cold."""
+    scheme = dataset._scheme
     test = dataset.split("test")
     eval_users = test.users[is_held[test.targets]]
     eval_lengths = np.diff(dataset.offsets)[eval_users]
@@ -124,47 +175,17 @@ def write_held_back(
         dataset.num_items, getattr(scheme, "fraction", 0.1), getattr(scheme, "seed", 0), 0, eval_cold
     )
     eval_offsets = np.concatenate([[0], np.cumsum(eval_lengths)]).astype(np.int64)
-    held_items = item_table.take(pa.array(held)).drop_columns(["item_idx"])
-    tmp = out_dir.with_name(f".{out_dir.name}.held-back-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_prepared_arrays(
-            tmp,
-            user_idx=(np.cumsum(alive) - 1)[users[keep]],
-            item_idx=new_index[items[keep]],
-            timestamps=timestamps[keep],
-            user_ids=[str(u) for u, a in zip(user_ids, alive, strict=True) if a],
-            item_table=kept_items,
-            name=f"{dataset.name}-held-back{count}",
-            source_format=manifest.get("source_format", "prepared"),
-            sources=manifest.get("sources", []),
-            options=manifest.get("options", {}),
-            skipped=manifest.get("skipped", {}),
-            item_text_columns=dataset.item_text_columns,
-            extra_manifest=extra,
-        )
-        folder = tmp / HELD_BACK_DIR
-        folder.mkdir()
-        pq.write_table(held_items, folder / "items.parquet")
-        write_prepared_arrays(
-            folder / "eval",
-            user_idx=np.repeat(np.arange(len(eval_users)), eval_lengths),
-            item_idx=items[take],
-            timestamps=timestamps[take],
-            user_ids=[str(user_ids[u]) for u in eval_users],
-            item_table=item_table,
-            name=f"{dataset.name}-held-back{count}-eval",
-            source_format=manifest.get("source_format", "prepared"),
-            item_text_columns=dataset.item_text_columns,
-            extra_manifest={
-                "split": eval_scheme.describe(eval_offsets),
-                "held_back": {**extra["held_back"], "role": "the users whose test target is held back"},
-            },
-        )
-        info = {**extra["held_back"], "item_ids": [item_ids[i] for i in held], "eval_users": len(eval_users)}
-        (folder / "held_back.json").write_text(json.dumps(info, indent=1) + "\n")
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return {
+        "user_idx": np.repeat(np.arange(len(eval_users)), eval_lengths),
+        "item_idx": dataset.items[take],
+        "timestamps": timestamps[take],
+        "user_ids": [str(user_ids[u]) for u in eval_users],
+        "item_table": item_table,
+        "name": f"{dataset.name}-held-back{count}-eval",
+        "source_format": dataset.manifest.get("source_format", "prepared"),
+        "item_text_columns": dataset.item_text_columns,
+        "extra_manifest": {
+            "split": eval_scheme.describe(eval_offsets),
+            "held_back": {**held_back, "role": "the users whose test target is held back"},
+        },
+    }

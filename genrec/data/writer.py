@@ -176,6 +176,41 @@ def write_prepared_arrays(
     item_idx = np.ascontiguousarray(item_idx, dtype=np.int64)
     timestamps = np.ascontiguousarray(timestamps, dtype=np.int64)
     num_users, num_items = len(user_ids), item_table.num_rows
+    offsets = _sequence_offsets(user_idx, item_idx, timestamps, user_ids, num_items)
+    manifest = _prepared_manifest(
+        name=name,
+        source_format=source_format,
+        num_users=num_users,
+        num_items=num_items,
+        num_interactions=len(item_idx),
+        sources=sources,
+        options=options,
+        skipped=skipped,
+        offsets=offsets,
+        item_text_columns=item_text_columns,
+        extra_manifest=extra_manifest,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, default_mode(0o777))
+        _write_dataset_files(tmp, offsets, user_idx, item_idx, timestamps, user_ids, item_table, manifest)
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _sequence_offsets(
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamps: np.ndarray,
+    user_ids: Sequence[str],
+    num_items: int,
+) -> np.ndarray:
+    """The CSR offsets of the users' sequences, after checking the arrays (see
+    :func:`write_prepared_arrays`)."""
+    num_users = len(user_ids)
     if not (len(user_idx) == len(item_idx) == len(timestamps)):
         raise DataError("user_idx, item_idx and timestamps must have the same length")
     if len(user_idx) and (np.any(np.diff(user_idx) < 0) or user_idx[0] < 0 or user_idx[-1] >= num_users):
@@ -192,16 +227,34 @@ def write_prepared_arrays(
         )
     offsets = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _prepared_manifest(
+    *,
+    name: str,
+    source_format: str,
+    num_users: int,
+    num_items: int,
+    num_interactions: int,
+    sources: Iterable[dict],
+    options: Mapping[str, Any] | None,
+    skipped: Mapping[str, int] | None,
+    offsets: np.ndarray,
+    item_text_columns: Sequence[str],
+    extra_manifest: Mapping[str, Any] | None,
+) -> dict:
+    """manifest.json's content; ``extra_manifest`` may override any key but the creation time and version."""
     scheme = LeaveOneOut()
     import genrec
 
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
         "name": name,
         "source_format": source_format,
         "num_users": num_users,
         "num_items": num_items,
-        "num_interactions": len(item_idx),
+        "num_interactions": num_interactions,
         "sources": list(sources),
         "options": dict(options or {}),
         "skipped": {k: int(v) for k, v in (skipped or {}).items()},
@@ -211,28 +264,33 @@ def write_prepared_arrays(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "genrec_version": genrec.__version__,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, default_mode(0o777))
-        (tmp / "sequences").mkdir()
-        np.save(tmp / "sequences" / "offsets.npy", offsets)
-        np.save(tmp / "sequences" / "items.npy", item_idx)
-        interactions = pa.table({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps})
-        pq.write_table(interactions, tmp / "interactions.parquet")
-        pq.write_table(item_table, tmp / "items.parquet")
-        users = pa.table(
-            {
-                "user_idx": pa.array(np.arange(num_users, dtype=np.int64)),
-                "user_id": pa.array([str(u) for u in user_ids], type=pa.string()),
-            }
-        )
-        pq.write_table(users, tmp / "users.parquet")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+
+def _write_dataset_files(
+    tmp: Path,
+    offsets: np.ndarray,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamps: np.ndarray,
+    user_ids: Sequence[str],
+    item_table: pa.Table,
+    manifest: dict,
+) -> None:
+    """The prepared dataset's files (sequences, tables, manifest) in the folder ``tmp``."""
+    (tmp / "sequences").mkdir()
+    np.save(tmp / "sequences" / "offsets.npy", offsets)
+    np.save(tmp / "sequences" / "items.npy", item_idx)
+    interactions = pa.table({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps})
+    pq.write_table(interactions, tmp / "interactions.parquet")
+    pq.write_table(item_table, tmp / "items.parquet")
+    users = pa.table(
+        {
+            "user_idx": pa.array(np.arange(len(user_ids), dtype=np.int64)),
+            "user_id": pa.array([str(u) for u in user_ids], type=pa.string()),
+        }
+    )
+    pq.write_table(users, tmp / "users.parquet")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def _check_destination(out_dir: Path, overwrite: bool) -> None:
@@ -307,26 +365,7 @@ def write_prepared(
         raise DataError(f"{len(user_ids)} user_ids for {len(sequences)} sequences")
     if timestamps is not None and len(timestamps) != len(sequences):
         raise DataError(f"{len(timestamps)} timestamp lists for {len(sequences)} sequences")
-    catalogue: dict[str, int] = {}
-    if item_ids is not None:
-        for item in item_ids:
-            if str(item) in catalogue:
-                raise DataError(f"item id {item!r} appears twice in item_ids")
-            catalogue[str(item)] = len(catalogue)
-    user_col, item_col, time_col = [], [], []
-    for u, seq in enumerate(sequences):
-        ts = list(range(len(seq))) if timestamps is None else list(timestamps[u])
-        if len(ts) != len(seq):
-            raise DataError(f"user {user_ids[u]!r}: {len(seq)} items but {len(ts)} timestamps")
-        for item, t in zip(seq, ts, strict=True):
-            key = str(item)
-            if key not in catalogue:
-                if item_ids is not None:
-                    raise DataError(f"user {user_ids[u]!r}: item {item!r} is not in item_ids")
-                catalogue[key] = len(catalogue)
-            user_col.append(u)
-            item_col.append(catalogue[key])
-            time_col.append(int(t))
+    catalogue, user_col, item_col, time_col = _interaction_columns(sequences, user_ids, timestamps, item_ids)
     table, text_columns = build_item_table(list(catalogue), items)
     return write_prepared_arrays(
         out_dir,
@@ -347,3 +386,34 @@ def write_prepared(
         },
         overwrite=overwrite,
     )
+
+
+def _interaction_columns(
+    sequences: Sequence[Sequence[Any]],
+    user_ids: Sequence[Any],
+    timestamps: Sequence[Sequence[int]] | None,
+    item_ids: Sequence[Any] | None,
+) -> tuple[dict[str, int], list[int], list[int], list[int]]:
+    """The item catalogue (id -> index, in index order) and the interactions' user index, item index
+    and timestamp columns, from :func:`write_prepared`'s arguments."""
+    catalogue: dict[str, int] = {}
+    if item_ids is not None:
+        for item in item_ids:
+            if str(item) in catalogue:
+                raise DataError(f"item id {item!r} appears twice in item_ids")
+            catalogue[str(item)] = len(catalogue)
+    user_col, item_col, time_col = [], [], []
+    for u, seq in enumerate(sequences):
+        ts = list(range(len(seq))) if timestamps is None else list(timestamps[u])
+        if len(ts) != len(seq):
+            raise DataError(f"user {user_ids[u]!r}: {len(seq)} items but {len(ts)} timestamps")
+        for item, t in zip(seq, ts, strict=True):
+            key = str(item)
+            if key not in catalogue:
+                if item_ids is not None:
+                    raise DataError(f"user {user_ids[u]!r}: item {item!r} is not in item_ids")
+                catalogue[key] = len(catalogue)
+            user_col.append(u)
+            item_col.append(catalogue[key])
+            time_col.append(int(t))
+    return catalogue, user_col, item_col, time_col

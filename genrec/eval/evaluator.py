@@ -157,8 +157,73 @@ def evaluate(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     data = dataset.split(split)
     rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
-    num_items, max_k = dataset.num_items, ks[-1]
     who = getattr(recommender, "name", type(recommender).__name__)
+
+    starts = sharding.my_batches(len(rows), batch_size, shard)
+    mine = sum(min(batch_size, len(rows) - lo) for lo in starts)
+    ranks, novelty, popularity, per_k_counts, seconds = _score_batches(
+        recommender,
+        dataset,
+        data,
+        rows,
+        ks,
+        starts,
+        batch_size=batch_size,
+        exclude_history=exclude_history,
+        max_history=max_history,
+        who=who,
+        label=f"{who} on {split}",
+        total=mine,
+        show_progress=progress and sharding.is_main(shard),
+    )
+    extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
+    if sharding.enabled(shard):  # every rank's rows, as one process would hold them
+        ranks, novelty, popularity, per_k_counts, extra, seconds, rank_users = sharding.gather(
+            shard, starts, batch_size, ranks, novelty, popularity, per_k_counts, extra, mine, seconds
+        )
+
+    per_user, metrics = _per_user_and_metrics(data, rows, ks, ranks, novelty, popularity, per_k_counts)
+    _add_cold_start_groups(dataset, ks, per_user, metrics)
+    clash = set(extra) & set(metrics)
+    if clash:
+        raise ValueError(f"{who}.extra_metrics() returned keys the evaluator computes: {sorted(clash)}")
+    metrics.update({k: float(v) for k, v in extra.items()})
+
+    info = _run_info(recommender, who, dataset, split, ks, len(rows), exclude_history, max_history, seconds)
+    if sharding.enabled(shard):
+        info["world_size"] = shard.world_size
+        info["users_per_rank"] = rank_users
+    result = EvalResult(metrics, per_user, info)
+    if output is not None and sharding.is_main(shard):
+        result.save(output)
+    return result
+
+
+def _score_batches(
+    recommender,
+    dataset,
+    data,
+    rows: np.ndarray,
+    ks: tuple[int, ...],
+    starts: list[int],
+    *,
+    batch_size: int,
+    exclude_history: bool,
+    max_history: int | None,
+    who: str,
+    label: str,
+    total: int,
+    show_progress: bool,
+):
+    """Run ``recommender`` over the batches of ``rows`` that start at ``starts`` (this rank's), under
+    a progress bar (``label``, ``total`` users), and time it.
+
+    Returns (ranks, novelty, popularity, per_k_counts, seconds): each row's target rank (-1 where
+    the target is not in the list, and in rows this rank did not score), per k each row's novelty
+    and average popularity of its top k (NaN in rows not scored) and how often each item was
+    recommended in a top k, and the wall-clock seconds of the loop.
+    """
+    num_items, max_k = dataset.num_items, ks[-1]
     train_counts = dataset.train_item_counts()
     info_values = M.self_information(train_counts)
 
@@ -166,24 +231,16 @@ def evaluate(
     per_k_counts = {k: np.zeros(num_items, dtype=np.int64) for k in ks}
     novelty = {k: np.full(len(rows), np.nan) for k in ks}
     popularity = {k: np.full(len(rows), np.nan) for k in ks}
-    starts = sharding.my_batches(len(rows), batch_size, shard)
-    mine = sum(min(batch_size, len(rows) - lo) for lo in starts)
     start = time.perf_counter()
-    with progress_bar(
-        f"{who} on {split}", mine, progress and sharding.is_main(shard), unit="users", transient=True
-    ) as advance:
+    with progress_bar(label, total, show_progress, unit="users", transient=True) as advance:
         for lo in starts:
             batch = rows[lo : lo + batch_size]
             histories = data.history_list(batch)
             if max_history is not None:
                 histories = [h[len(h) - min(len(h), max_history) :] for h in histories]
-            fetch = max_k
-            if exclude_history:
-                fetch = min(num_items, max_k + max((len(h) for h in histories), default=0))
-            recs = recommender.recommend(histories, fetch, data.users[batch])
-            recs = check_recommendations(recs, len(batch), fetch, num_items, who)
-            if exclude_history:
-                recs = drop_history_items(recs, histories, max_k)
+            recs = _recommend_batch(
+                recommender, histories, data.users[batch], max_k, num_items, exclude_history, who
+            )
             sl = slice(lo, lo + len(batch))
             ranks[sl] = M.target_ranks(recs, data.targets[batch])
             for k in ks:
@@ -192,12 +249,40 @@ def evaluate(
                 popularity[k][sl] = M.mean_of_top(recs, k, train_counts)
             advance(len(batch))
     seconds = time.perf_counter() - start
-    extra = recommender.extra_metrics() if hasattr(recommender, "extra_metrics") else {}
-    if sharding.enabled(shard):  # every rank's rows, as one process would hold them
-        ranks, novelty, popularity, per_k_counts, extra, seconds, rank_users = sharding.gather(
-            shard, starts, batch_size, ranks, novelty, popularity, per_k_counts, extra, mine, seconds
-        )
+    return ranks, novelty, popularity, per_k_counts, seconds
 
+
+def _recommend_batch(
+    recommender,
+    histories: list[np.ndarray],
+    users: np.ndarray,
+    max_k: int,
+    num_items: int,
+    exclude_history: bool,
+    who: str,
+) -> np.ndarray:
+    """The checked lists [len(histories), max_k] of one batch. With ``exclude_history``, asks for
+    enough extra items that ``max_k`` remain once the history's are dropped."""
+    fetch = max_k
+    if exclude_history:
+        fetch = min(num_items, max_k + max((len(h) for h in histories), default=0))
+    recs = recommender.recommend(histories, fetch, users)
+    recs = check_recommendations(recs, len(users), fetch, num_items, who)
+    if exclude_history:
+        recs = drop_history_items(recs, histories, max_k)
+    return recs
+
+
+def _per_user_and_metrics(
+    data,
+    rows: np.ndarray,
+    ks: tuple[int, ...],
+    ranks: np.ndarray,
+    novelty: dict[int, np.ndarray],
+    popularity: dict[int, np.ndarray],
+    per_k_counts: dict[int, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The per-user arrays (for paired tests) and the metrics over all users, in their usual order."""
     per_user: dict[str, np.ndarray] = {
         "row": rows,
         "user_idx": data.users[rows],
@@ -220,19 +305,36 @@ def evaluate(
         metrics[f"gini@{k}"] = M.gini(per_k_counts[k])
         metrics[f"novelty@{k}"] = _mean(novelty[k])
         metrics[f"avg_popularity@{k}"] = _mean(popularity[k])
+    return per_user, metrics
+
+
+def _add_cold_start_groups(
+    dataset, ks: tuple[int, ...], per_user: dict[str, np.ndarray], metrics: dict[str, float]
+) -> None:
+    """On a cold-start split, adds ``per_user["cold_target"]`` and the cold- and warm-target
+    accuracy (``cold_target/...``, ``warm_target/...``) to ``metrics``; else changes nothing."""
     cold_items = dataset.cold_items() if hasattr(dataset, "cold_items") else np.zeros(0, dtype=np.int64)
     if len(cold_items):  # a cold-start split (genrec.data.cold_start): report cold-target users apart
         per_user["cold_target"] = np.isin(per_user["target"], cold_items)
         metrics.update(_group_metrics(per_user, ks, per_user["cold_target"], "cold_target"))
         metrics.update(_group_metrics(per_user, ks, ~per_user["cold_target"], "warm_target"))
-    clash = set(extra) & set(metrics)
-    if clash:
-        raise ValueError(f"{who}.extra_metrics() returned keys the evaluator computes: {sorted(clash)}")
-    metrics.update({k: float(v) for k, v in extra.items()})
 
+
+def _run_info(
+    recommender,
+    who: str,
+    dataset,
+    split: str,
+    ks: tuple[int, ...],
+    num_users: int,
+    exclude_history: bool,
+    max_history: int | None,
+    seconds: float,
+) -> dict:
+    """What was evaluated how, recorded next to the metrics."""
     import genrec
 
-    info = {
+    return {
         "recommender": who,
         "recommender_config": recommender.config() if hasattr(recommender, "config") else {},
         "dataset": dataset.name,
@@ -240,23 +342,16 @@ def evaluate(
         "dataset_fingerprint": dataset.fingerprint,
         "split": split,
         "ks": list(ks),
-        "mrr_cutoff": max_k,
-        "num_users": len(rows),
-        "num_items": num_items,
+        "mrr_cutoff": ks[-1],
+        "num_users": num_users,
+        "num_items": dataset.num_items,
         "exclude_history": exclude_history,
         "max_history": max_history,
         "seconds": seconds,
-        "users_per_second": len(rows) / seconds if seconds > 0 else None,
+        "users_per_second": num_users / seconds if seconds > 0 else None,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "genrec_version": genrec.__version__,
     }
-    if sharding.enabled(shard):
-        info["world_size"] = shard.world_size
-        info["users_per_rank"] = rank_users
-    result = EvalResult(metrics, per_user, info)
-    if output is not None and sharding.is_main(shard):
-        result.save(output)
-    return result
 
 
 def _group_metrics(per_user: dict[str, np.ndarray], ks: Sequence[int], rows: np.ndarray, group: str) -> dict:

@@ -10,14 +10,13 @@ the decoding contract through ``model.step_fn(batch, beam_size)``.
 
 from __future__ import annotations
 
+from genrec.model_config import MODEL_KINDS
 from genrec.models.base import GenerativeModel, StepFn, last_items
 from genrec.models.decoder_only import DecoderOnly
 from genrec.models.item_decoder import ItemDecoder
 from genrec.models.layers import user_buckets
 from genrec.models.sasrec import SASRec, identity_codes
 from genrec.models.tiger import Tiger
-
-MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
 
 
 def model_class(config) -> type[GenerativeModel]:

@@ -120,21 +120,7 @@ def check_beam_step_inputs(
     if dense is not None:
         tensors["dense"] = dense
     if mask is not None:
-        if not isinstance(mask, StepMask):
-            raise TypeError(f"mask must be a genrec.ops.StepMask, got {type(mask).__name__}")
-        if tuple(mask.offsets.shape) != (U + 1,) or mask.offsets.dtype != torch.int64:
-            raise ValueError(
-                f"mask.offsets must be int64 [users + 1] = [{U + 1}], got {mask.offsets.dtype} "
-                f"{tuple(mask.offsets.shape)}"
-            )
-        if mask.nodes.dim() != 1 or mask.nodes.dtype != torch.int32:
-            raise ValueError(
-                f"mask.nodes must be 1-D int32, got {mask.nodes.dtype} {tuple(mask.nodes.shape)}"
-            )
-        if tuple(mask.allow.shape) != (U,) or mask.allow.dtype != torch.bool:
-            raise ValueError(
-                f"mask.allow must be bool [users] = [{U}], got {mask.allow.dtype} {tuple(mask.allow.shape)}"
-            )
+        _check_mask(mask, U)
         tensors.update(mask_offsets=mask.offsets, mask_nodes=mask.nodes, mask_allow=mask.allow)
     devices = {name: t.device for name, t in tensors.items()}
     if len(set(devices.values())) > 1:
@@ -143,6 +129,25 @@ def check_beam_step_inputs(
         )
     if values:
         _check_values(states, row_ptr, child_tokens, V, nodes, mask)
+
+
+def _check_mask(mask: StepMask, U: int) -> None:
+    """The per-request mask's type, shapes and dtypes."""
+    if not isinstance(mask, StepMask):
+        raise TypeError(f"mask must be a genrec.ops.StepMask, got {type(mask).__name__}")
+    if tuple(mask.offsets.shape) != (U + 1,) or mask.offsets.dtype != torch.int64:
+        raise ValueError(
+            f"mask.offsets must be int64 [users + 1] = [{U + 1}], got {mask.offsets.dtype} "
+            f"{tuple(mask.offsets.shape)}"
+        )
+    if mask.nodes.dim() != 1 or mask.nodes.dtype != torch.int32:
+        raise ValueError(
+            f"mask.nodes must be 1-D int32, got {mask.nodes.dtype} {tuple(mask.nodes.shape)}"
+        )
+    if tuple(mask.allow.shape) != (U,) or mask.allow.dtype != torch.bool:
+        raise ValueError(
+            f"mask.allow must be bool [users] = [{U}], got {mask.allow.dtype} {tuple(mask.allow.shape)}"
+        )
 
 
 def _check_values(states, row_ptr, child_tokens, V, nodes, mask) -> None:

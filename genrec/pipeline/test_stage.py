@@ -86,21 +86,7 @@ def run_test(
     if "invalid_rate" not in metrics:
         metrics["invalid_rate"] = 0.0  # inner-product retrieval only returns catalogue items
     if main:
-        evaluated.info.update(
-            {
-                "run": str(run_dir),
-                "beam_size": config.eval.beam_size,
-                "exclude_seen": config.model.exclude_seen,
-            }
-        )
-        evaluated.save(run_dir / "test_eval.json")
-        fault_point("test-eval-saved")
-        write_json(metrics_path, metrics)
-        fault_point("test-metrics-saved")
-        measure_cost(config, dataset, model, rec, device, run_dir)
-        fault_point("test-cost-saved")
-        update_run_json(run_dir, {"test": {"key": key}})
-        fault_point("test-recorded")
+        _save_test(config, dataset, model, rec, device, run_dir, evaluated, metrics, key)
     if shard is not None:
         distributed.barrier(shard)  # the files are written before any rank moves on
     return metrics, False
@@ -170,3 +156,19 @@ def _test_fusion(config, dataset, model, codes, device, amp, run_dir: Path, weig
         fusion_record = read_run_json(run_dir).get("fusion", {})
         fusion = load_fusion(run_dir, config.model, fusion_record, len(codes))
     return fusion, fusion_record
+
+
+def _save_test(config, dataset, model, rec, device, run_dir: Path, evaluated, metrics: dict, key: str) -> None:
+    """The test's files, in the order a killed run can resume from: the evaluation, the metrics, the
+    cost, and last run.json's record of the test (until it exists the test counts as not done)."""
+    evaluated.info.update(
+        {"run": str(run_dir), "beam_size": config.eval.beam_size, "exclude_seen": config.model.exclude_seen}
+    )
+    evaluated.save(run_dir / "test_eval.json")
+    fault_point("test-eval-saved")
+    write_json(run_dir / "metrics.json", metrics)
+    fault_point("test-metrics-saved")
+    measure_cost(config, dataset, model, rec, device, run_dir)
+    fault_point("test-cost-saved")
+    update_run_json(run_dir, {"test": {"key": key}})
+    fault_point("test-recorded")

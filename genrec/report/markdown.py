@@ -109,36 +109,49 @@ def _p(p) -> str:
 
 def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
     images = images or {}
-    out = []
-    out.append(f"# genrec report: {data['dataset']}, {data['split']} split")
+    out = _header(data)
+    out += _methods_section(data)
+    out += _accuracy_section(data, images)
+    out += _significance_section(data)
+    out += _beyond_accuracy_section(data, images)
+    out += _bucket_sections(data, images)
+    out += _cost_section(data, images)
+    return "\n\n".join(out) + "\n"
+
+
+def _header(data: dict) -> list[str]:
+    """The title, what was scored against what, and the notes."""
+    out = [f"# genrec report: {data['dataset']}, {data['split']} split"]
     out.append(
         f"{data['num_users']:,} users scored against the full catalogue of {data['num_items']:,} items "
         f"(dataset manifest {str(data.get('dataset_fingerprint') or 'unknown')[:12]}). Generated {data['created']}."
     )
     for note in data.get("notes", []):
         out.append(f"> Note: {note}")
+    return out
 
-    out.append("## Methods")
-    out.append(
-        _table(
-            ["method", "seeds", "recommender", "seen items", "source"],
-            [
-                [
-                    m["label"],
-                    ", ".join("?" if s is None else str(s) for s in m["seeds"])
-                    if len(m["seeds"]) > 1
-                    else "1 run",
-                    str(m.get("recommender") or "–"),
-                    "excluded" if m.get("excludes_seen") else "allowed",
-                    f"`{m['path']}`",
-                ]
-                for m in data["methods"]
-            ],
-            ["---", "---", "---", "---", "---"],
-        )
-    )
 
-    out.append("## Accuracy")
+def _methods_section(data: dict) -> list[str]:
+    """One row per method: its seeds, recommender, whether seen items were allowed, and its source."""
+    rows = [
+        [
+            m["label"],
+            ", ".join("?" if s is None else str(s) for s in m["seeds"]) if len(m["seeds"]) > 1 else "1 run",
+            str(m.get("recommender") or "–"),
+            "excluded" if m.get("excludes_seen") else "allowed",
+            f"`{m['path']}`",
+        ]
+        for m in data["methods"]
+    ]
+    return [
+        "## Methods",
+        _table(["method", "seeds", "recommender", "seen items", "source"], rows, ["---"] * 5),
+    ]
+
+
+def _accuracy_section(data: dict, images: dict[str, str]) -> list[str]:
+    """The accuracy metrics of every method, the best of each column bold."""
+    out = ["## Accuracy"]
     out.append(
         "Mean ± sample standard deviation over seeds (a single value: one run). One held-out item per "
         "user, ranked against every item; the best of each column is bold."
@@ -147,56 +160,60 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
     out.append(_metric_section(data["accuracy"], keys))
     if "accuracy" in images:
         out.append(f"![Accuracy]({images['accuracy']})")
+    return out
 
-    out.append("## Paired significance")
+
+def _significance_section(data: dict) -> list[str]:
+    """The paired tests between methods, or a line saying there were none to run."""
+    out = ["## Paired significance"]
     settings = data["significance_settings"]
-    if data["significance"]:
-        out.append(
-            "Per-user values (averaged over each method's seeds) compared user by user: a two-sided paired "
-            f"t-test and a paired sign-flip permutation test ({settings['permutations']:,} random sign patterns, "
-            "exact enumeration when few users differ). Holm-adjusted p-values control the family of all tests "
-            f"below; *significant* means Holm-adjusted t-test p < {settings['alpha']}."
-        )
-        rows = []
-        for t in data["significance"]:
-            rows.append(
-                [
-                    metric_name(t["metric"]),
-                    f"{t['a']} vs {t['b']}",
-                    f"{_stat(t['mean_a'], '.4f')} vs {_stat(t['mean_b'], '.4f')}",
-                    f"{_stat(t['mean_diff'], '+.4f')} [{_stat(t['ci_low'], '+.4f')}, {_stat(t['ci_high'], '+.4f')}]",
-                    _stat(t["t"], ".2f"),
-                    _p(t["p_t"]),
-                    _p(t["p_perm"]),
-                    _p(t["p_t_holm"]),
-                    f"{t['wins']:,} / {t['losses']:,}",
-                    "yes" if t["p_t_holm"] is not None and t["p_t_holm"] < settings["alpha"] else "no",
-                ]
-            )
-        out.append(
-            _table(
-                [
-                    "metric",
-                    "A vs B",
-                    "mean",
-                    "A − B [95% CI]",
-                    "t",
-                    "p (t-test)",
-                    "p (permutation)",
-                    "Holm p (t)",
-                    "users A better / worse",
-                    "significant",
-                ],
-                rows,
-                ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"],
-            )
-        )
-    else:
+    if not data["significance"]:
         out.append(
             "No pair of methods with per-user arrays to test (one method, or results saved without them)."
         )
+        return out
+    out.append(
+        "Per-user values (averaged over each method's seeds) compared user by user: a two-sided paired "
+        f"t-test and a paired sign-flip permutation test ({settings['permutations']:,} random sign patterns, "
+        "exact enumeration when few users differ). Holm-adjusted p-values control the family of all tests "
+        f"below; *significant* means Holm-adjusted t-test p < {settings['alpha']}."
+    )
+    header = [
+        "metric",
+        "A vs B",
+        "mean",
+        "A − B [95% CI]",
+        "t",
+        "p (t-test)",
+        "p (permutation)",
+        "Holm p (t)",
+        "users A better / worse",
+        "significant",
+    ]
+    rows = [_significance_row(t, settings["alpha"]) for t in data["significance"]]
+    out.append(_table(header, rows, ["---", "---", *["---:"] * 7, "---"]))
+    return out
 
-    out.append("## Beyond accuracy")
+
+def _significance_row(t: dict, alpha: float) -> list[str]:
+    """One paired test as a table row."""
+    return [
+        metric_name(t["metric"]),
+        f"{t['a']} vs {t['b']}",
+        f"{_stat(t['mean_a'], '.4f')} vs {_stat(t['mean_b'], '.4f')}",
+        f"{_stat(t['mean_diff'], '+.4f')} [{_stat(t['ci_low'], '+.4f')}, {_stat(t['ci_high'], '+.4f')}]",
+        _stat(t["t"], ".2f"),
+        _p(t["p_t"]),
+        _p(t["p_perm"]),
+        _p(t["p_t_holm"]),
+        f"{t['wins']:,} / {t['losses']:,}",
+        "yes" if t["p_t_holm"] is not None and t["p_t_holm"] < alpha else "no",
+    ]
+
+
+def _beyond_accuracy_section(data: dict, images: dict[str, str]) -> list[str]:
+    """Coverage, Gini, novelty and popularity of every method (no column is "best", so none is bold)."""
+    out = ["## Beyond accuracy"]
     out.append(
         "Coverage@10: share of the catalogue in anyone's top 10 (higher: more items reach users). Gini@10: "
         "inequality of how often items are recommended (0 = perfectly even). Novelty@10: mean self-information "
@@ -207,7 +224,12 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
     out.append(_metric_section(data["beyond_accuracy"], bkeys, bold=False))
     if "beyond_accuracy" in images:
         out.append(f"![Beyond accuracy]({images['beyond_accuracy']})")
+    return out
 
+
+def _bucket_sections(data: dict, images: dict[str, str]) -> list[str]:
+    """Accuracy by item popularity and by history length: the buckets, then a table per metric."""
+    out = []
     for key, title, describe in (
         ("popularity_buckets", "Accuracy by item popularity", _describe_popularity),
         ("history_buckets", "Accuracy by history length", _describe_history),
@@ -228,8 +250,12 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
             out.append(_table(["method", *labels], rows))
         if key in images:
             out.append(f"![{title}]({images[key]})")
+    return out
 
-    out.append("## Cost")
+
+def _cost_section(data: dict, images: dict[str, str]) -> list[str]:
+    """Training time, memory, latency and throughput of every method."""
+    out = ["## Cost"]
     out.append(
         "Training time is the wall-clock time of the training loop (validation included); latency is one "
         "user per call (median and 95th percentile), throughput is users per second at a large batch, and "
@@ -237,43 +263,39 @@ def render_markdown(data: dict, images: dict[str, str] | None = None) -> str:
         "peak on a GPU and the process's peak resident memory on a CPU. Numbers from different devices are "
         "not comparable."
     )
-    rows = []
-    for method, c in data["cost"].items():
-        rows.append(
-            [
-                method,
-                c.get("device") or "–",
-                _num(c.get("parameters")) if c.get("parameters") is not None else "–",
-                _seconds(c.get("train_seconds")),
-                _bytes(c.get("train_peak_memory_bytes")),
-                "–"
-                if c.get("latency_ms_p50") is None
-                else f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p95']:.2f} ms",
-                _num(c.get("throughput_users_per_s"), 0),
-                _num(c.get("eval_users_per_s"), 0),
-                _bytes(c.get("decode_peak_memory_bytes")),
-            ]
-        )
-    out.append(
-        _table(
-            [
-                "method",
-                "device",
-                "parameters",
-                "training time",
-                "peak memory (train)",
-                "latency p50 / p95",
-                "throughput (users/s)",
-                "eval users/s",
-                "peak memory (decode)",
-            ],
-            rows,
-            ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
-        )
-    )
+    header = [
+        "method",
+        "device",
+        "parameters",
+        "training time",
+        "peak memory (train)",
+        "latency p50 / p95",
+        "throughput (users/s)",
+        "eval users/s",
+        "peak memory (decode)",
+    ]
+    rows = [_cost_row(method, c) for method, c in data["cost"].items()]
+    out.append(_table(header, rows, ["---", "---", *["---:"] * 7]))
     if "cost" in images:
         out.append(f"![Cost]({images['cost']})")
-    return "\n\n".join(out) + "\n"
+    return out
+
+
+def _cost_row(method: str, c: dict) -> list[str]:
+    """One method's costs as a table row ("–" for what was not measured)."""
+    return [
+        method,
+        c.get("device") or "–",
+        _num(c.get("parameters")) if c.get("parameters") is not None else "–",
+        _seconds(c.get("train_seconds")),
+        _bytes(c.get("train_peak_memory_bytes")),
+        "–"
+        if c.get("latency_ms_p50") is None
+        else f"{c['latency_ms_p50']:.2f} / {c['latency_ms_p95']:.2f} ms",
+        _num(c.get("throughput_users_per_s"), 0),
+        _num(c.get("eval_users_per_s"), 0),
+        _bytes(c.get("decode_peak_memory_bytes")),
+    ]
 
 
 def _describe_popularity(buckets: list[dict]) -> str:

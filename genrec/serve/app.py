@@ -149,28 +149,33 @@ def create_app(
             ),
         )
 
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, err: RequestError):
-        return JSONResponse({"detail": err.message}, status_code=err.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError):
-        problems = err.errors()
-        if any(p.get("type") == "json_invalid" for p in problems):
-            where = next(p for p in problems if p.get("type") == "json_invalid")
-            context = (where.get("ctx") or {}).get("error", "")
-            return JSONResponse({"detail": f"malformed JSON in the request body: {context}".rstrip(": ")}, 400)
-        whole = [p for p in problems if tuple(p.get("loc", ())) == ("body",)]
-        if any(isinstance(p.get("input"), bytes) for p in whole):  # not parsed: not sent as JSON
-            return JSONResponse(
-                {"detail": "the request body must be a JSON object sent with Content-Type: application/json"}, 415
-            )
-        if any(p.get("type") == "missing" for p in whole):
-            return JSONResponse({"detail": "the request body is empty: send a JSON object"}, status_code=422)
-        return JSONResponse({"detail": "; ".join(_describe(p) for p in problems)}, status_code=422)
-
+    app.add_exception_handler(RequestError, _refused)
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
     return app
+
+
+async def _refused(request: Request, err: RequestError) -> JSONResponse:
+    """A request the service refuses (unknown items, k out of range): its own status and message."""
+    return JSONResponse({"detail": err.message}, status_code=err.status)
+
+
+async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A body that fails validation: 400 for malformed JSON, 415 for a body not sent as JSON, 422
+    for an empty body or wrong fields, each with a message naming the problem."""
+    problems = err.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        where = next(p for p in problems if p.get("type") == "json_invalid")
+        context = (where.get("ctx") or {}).get("error", "")
+        return JSONResponse({"detail": f"malformed JSON in the request body: {context}".rstrip(": ")}, 400)
+    whole = [p for p in problems if tuple(p.get("loc", ())) == ("body",)]
+    if any(isinstance(p.get("input"), bytes) for p in whole):  # not parsed: not sent as JSON
+        return JSONResponse(
+            {"detail": "the request body must be a JSON object sent with Content-Type: application/json"}, 415
+        )
+    if any(p.get("type") == "missing" for p in whole):
+        return JSONResponse({"detail": "the request body is empty: send a JSON object"}, status_code=422)
+    return JSONResponse({"detail": "; ".join(_describe(p) for p in problems)}, status_code=422)
 
 
 def _describe(problem: dict) -> str:

@@ -35,93 +35,18 @@ def read(
     seq_path = find_file(source, ("sequential_data.txt", "sequential_data.txt.gz"), "P5 sequence file")
     maps_path = find_file(source, ("datamaps.json", "datamaps.json.gz"), "P5 id map", required=False)
     if items_file is None:
-        items_file = find_file(
-            source,
-            (
-                "item_meta.jsonl",
-                "item_meta.jsonl.gz",
-                "item_keywords_generated.jsonl",
-                "item_keywords_generated.jsonl.gz",
-            ),
-            "item text file",
-            required=False,
-        )
+        items_file = _find_item_text(source)
     id2user, id2item = _read_maps(maps_path) if maps_path else (None, None)
+    seen_users, users, items, positions, lines = _read_sequences(
+        seq_path, maps_path, id2user, id2item, policy, encoding
+    )
 
-    users, items, positions, lines = [], [], [], []
-    seen_users: dict[str, int] = {}
-    for lineno, line in text_lines(seq_path, encoding):
-        tokens = line.split()
-        if not tokens:
-            continue
-        try:
-            bad = next(k for k, t in enumerate(tokens) if not t.isdigit())
-        except StopIteration:
-            bad = None
-        if bad is not None:
-            field = "user_id" if bad == 0 else f"item {bad}"
-            policy.skip_or_raise(
-                DataFormatError(
-                    seq_path,
-                    f"{tokens[bad]!r} is not a P5 integer id",
-                    line=lineno,
-                    field=field,
-                    reason="malformed",
-                )
-            )
-            continue
-        user = tokens[0]
-        if user in seen_users:
-            policy.skip_or_raise(
-                DataFormatError(
-                    seq_path,
-                    f"user {user} already has a sequence on line {seen_users[user]}",
-                    line=lineno,
-                    field="user_id",
-                    reason="duplicates",
-                )
-            )
-            continue
-        if id2user is not None and user not in id2user:
-            policy.skip_or_raise(
-                DataFormatError(
-                    seq_path,
-                    f"user {user} is not in {maps_path.name}",
-                    line=lineno,
-                    field="user_id",
-                    reason="unknown_items",
-                )
-            )
-            continue
-        if id2item is not None:
-            missing = [t for t in tokens[1:] if t not in id2item]
-            if missing:
-                policy.skip_or_raise(
-                    DataFormatError(
-                        seq_path,
-                        f"item {missing[0]} is not in {maps_path.name}",
-                        line=lineno,
-                        field="item_id",
-                        reason="unknown_items",
-                    )
-                )
-                continue
-        seen_users[user] = lineno
-        n = len(tokens) - 1
-        users += [user] * n
-        items += tokens[1:]
-        positions += range(n)
-        lines += [lineno] * n
-
-    def original(ids: list[str], mapping: dict | None) -> list[str]:
-        return ids if mapping is None else [mapping[i] for i in ids]
-
-    user_order = original(sorted(seen_users, key=int), id2user)
-    item_order = original(sorted(set(items), key=int), id2item)
+    user_order = _original(sorted(seen_users, key=int), id2user)
+    item_order = _original(sorted(set(items), key=int), id2item)
     df = pl.DataFrame(
         {
-            "user_id": original(users, id2user),
-            "item_id": original(items, id2item),
+            "user_id": _original(users, id2user),
+            "item_id": _original(items, id2item),
             "timestamp": positions,
             "line": lines,
         },
@@ -141,6 +66,108 @@ def read(
         if "generated_keywords" in raw.items.columns:
             raw.notes.append(_WEAK_TEXT_NOTE)
     return raw
+
+
+def _find_item_text(source: Path) -> Path | None:
+    """The source folder's item text file (metadata, else generated keywords), or None."""
+    return find_file(
+        source,
+        (
+            "item_meta.jsonl",
+            "item_meta.jsonl.gz",
+            "item_keywords_generated.jsonl",
+            "item_keywords_generated.jsonl.gz",
+        ),
+        "item text file",
+        required=False,
+    )
+
+
+def _original(ids: list[str], mapping: dict | None) -> list[str]:
+    """P5 ids mapped to the original ids (unchanged without an id map)."""
+    return ids if mapping is None else [mapping[i] for i in ids]
+
+
+def _read_sequences(
+    seq_path: Path,
+    maps_path: Path | None,
+    id2user: dict[str, str] | None,
+    id2item: dict[str, str] | None,
+    policy: SkipPolicy,
+    encoding: str,
+) -> tuple[dict[str, int], list[str], list[str], list[int], list[int]]:
+    """The sequence file's kept users (P5 id -> line) and its interactions as parallel lists of P5
+    user id, P5 item id, position and line; bad lines go to ``policy``."""
+    users, items, positions, lines = [], [], [], []
+    seen_users: dict[str, int] = {}
+    for lineno, line in text_lines(seq_path, encoding):
+        tokens = line.split()
+        if not tokens:
+            continue
+        error = _line_error(tokens, lineno, seen_users, id2user, id2item, seq_path, maps_path)
+        if error is not None:
+            policy.skip_or_raise(error)
+            continue
+        seen_users[tokens[0]] = lineno
+        n = len(tokens) - 1
+        users += [tokens[0]] * n
+        items += tokens[1:]
+        positions += range(n)
+        lines += [lineno] * n
+    return seen_users, users, items, positions, lines
+
+
+def _line_error(
+    tokens: list[str],
+    lineno: int,
+    seen_users: dict[str, int],
+    id2user: dict[str, str] | None,
+    id2item: dict[str, str] | None,
+    seq_path: Path,
+    maps_path: Path | None,
+) -> DataFormatError | None:
+    """What is wrong with a sequence line (non-integer id, repeated user, id not in the id map), or None."""
+    try:
+        bad = next(k for k, t in enumerate(tokens) if not t.isdigit())
+    except StopIteration:
+        bad = None
+    if bad is not None:
+        field = "user_id" if bad == 0 else f"item {bad}"
+        return DataFormatError(
+            seq_path,
+            f"{tokens[bad]!r} is not a P5 integer id",
+            line=lineno,
+            field=field,
+            reason="malformed",
+        )
+    user = tokens[0]
+    if user in seen_users:
+        return DataFormatError(
+            seq_path,
+            f"user {user} already has a sequence on line {seen_users[user]}",
+            line=lineno,
+            field="user_id",
+            reason="duplicates",
+        )
+    if id2user is not None and user not in id2user:
+        return DataFormatError(
+            seq_path,
+            f"user {user} is not in {maps_path.name}",
+            line=lineno,
+            field="user_id",
+            reason="unknown_items",
+        )
+    if id2item is not None:
+        missing = [t for t in tokens[1:] if t not in id2item]
+        if missing:
+            return DataFormatError(
+                seq_path,
+                f"item {missing[0]} is not in {maps_path.name}",
+                line=lineno,
+                field="item_id",
+                reason="unknown_items",
+            )
+    return None
 
 
 def _read_maps(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -90,3 +90,40 @@ def test_training_decoding_and_evaluation_load_neither_polars_nor_faiss(module):
     code = f"import sys, {module}; print(sorted({{'polars', 'faiss'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", f"importing {module} loads {out.stdout.strip()}"
+
+
+# Standard-library modules that may be imported inside a function, and why.
+LAZY_STDLIB = {"fcntl": "POSIX only: imported where the run-folder lock is taken"}
+
+
+def lazy_stdlib_imports(root: Path = PACKAGE) -> list[str]:
+    """Imports of the standard library inside a function: none has a reason to wait (they cost
+    nothing at import time and every platform has them), so they belong at the module's top."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in sys.stdlib_module_names and top not in LAZY_STDLIB:
+                        where = path.relative_to(root.parent)
+                        found.append(f"{where}:{node.lineno} imports {name} inside {fn.name}")
+    return sorted(set(found))
+
+
+def test_standard_library_imports_are_at_module_top():
+    assert lazy_stdlib_imports() == []
+
+
+def test_a_lazy_standard_library_import_is_reported(tmp_path):
+    fake = tmp_path / "genrec"
+    fake.mkdir()
+    (fake / "late.py").write_text("def f():\n    import json\n    import fcntl\n    return json\n")
+    assert lazy_stdlib_imports(fake) == ["genrec/late.py:2 imports json inside f"]

@@ -17,10 +17,12 @@ positions, not users): 1 M items, 1 M users and 20 M interactions take seconds a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -340,9 +342,6 @@ class SyntheticEmbeddings:
 
 
 def _main() -> None:
-    import argparse
-    import time
-
     parser = argparse.ArgumentParser(description="Write a seeded synthetic catalogue as raw tables.")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--items", required=True, type=int)

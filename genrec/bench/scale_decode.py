@@ -20,6 +20,7 @@ Each stage writes its facts (its own timings, sizes and checks) to the JSON file
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -223,8 +224,6 @@ def run_stage(stage: str, work: Path, items: int, seed: int) -> dict:
 
 
 def _main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m genrec.bench.scale_decode", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, choices=DECODE_STAGES)
     parser.add_argument("--work", required=True, type=Path, help="folder for ids.npy and trie.safetensors")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -41,8 +43,6 @@ def free_port() -> int:
 def histories_of(run_dir: Path, count: int, seed: int, max_history: int | None = None) -> list[list[str]]:
     """Test histories (all but the last item) of ``count`` users of the run's dataset, drawn with
     ``seed``, as item ids."""
-    import json
-
     import pyarrow.parquet as pq
 
     from genrec.batch_recommend import run_dataset
@@ -213,8 +213,6 @@ def run_load(
     """Measure each of ``modes`` (see the module doc) and write serve_load.json/.csv/.png into
     ``out``; returns the JSON payload with its rows. Several ``max_wait_ms`` measure the batched mode
     once per value. Bad settings raise ValueError before anything runs or is written."""
-    import json
-
     run, out = Path(run), Path(out)
     waits = _checked_waits(run, modes, clients, requests, k, max_batch, max_wait_ms, duration, warmup)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,8 +317,6 @@ def _measure_mode(
     """One mode (the batched one at one ``wait``) against a server of its own: start it, send the
     ``warm`` requests one at a time, drive the ``timed`` ones, stop it and print a line. Returns
     the mode's row, its answers and the server's last /health."""
-    from types import SimpleNamespace
-
     import httpx
 
     options = SimpleNamespace(device=device, max_batch=max_batch, max_wait_ms=wait or 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -314,8 +315,6 @@ def _eval_run(
     run, data, split, output, k, batch_size, device, users, seed, per_user, progress, fail, items_by_id=False
 ) -> None:
     """genrec eval --run: the run's recommender as its test stage builds it (genrec.batch_recommend)."""
-    import re
-
     from genrec.batch_recommend import BatchRecommendError, open_tested_run
     from genrec.eval import evaluate
     from genrec.run_format import RunError

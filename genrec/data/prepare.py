@@ -8,6 +8,7 @@ and writes the prepared directory. Polars does the work here; loading never need
 
 from __future__ import annotations
 
+import codecs
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,8 +310,6 @@ def prepare_dataset(
     if not source.exists():
         raise FileNotFoundError(f"source {source} does not exist")
     if "encoding" in format_options:
-        import codecs
-
         try:
             codecs.lookup(format_options["encoding"])
         except LookupError:

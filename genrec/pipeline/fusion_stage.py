@@ -4,6 +4,7 @@ on the validation split when ``model.tune_fusion`` is on (genrec.fusion)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,8 +29,6 @@ def prepare_similarity(
     """The profile embeddings ``model.profile_embeddings`` names, saved into the run folder (None
     when it names none): the embed stage's output ("content"), or a text embed stage's ("text",
     cached like any stage)."""
-    import dataclasses
-
     from genrec.embed.artifacts import load_embeddings
     from genrec.pipeline.stages import embed_stage
 

@@ -9,7 +9,10 @@ includes the Python interpreter and the data, and never goes down).
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,10 +102,6 @@ def write_run_cost(
 
     ``train_peak_memory`` is :func:`peak_memory` taken right after training (reset before it on CUDA).
     """
-    import datetime as _dt
-    import json
-    from pathlib import Path
-
     device = torch.device(device)
     reset_peak_memory(device)
     decode = measure_decode(recommender, dataset, "test", k=k, batch_size=batch_size, device=device)

@@ -11,6 +11,7 @@ column, or ``|``-separated in CSV) and any others. Its ids must all occur in the
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -128,8 +129,6 @@ def _field_at(data: bytes, offset: int, sep: bytes) -> str | None:
     """The header's name of the column byte ``offset`` of a CSV falls in: the fields before it on its
     line, read by a CSV parser (so quoted separators count as text); a byte in the header, or in a
     quoted field that began on an earlier line, names no column."""
-    import csv
-
     start = data.rfind(b"\n", 0, offset) + 1
     if start == 0:
         return None
@@ -152,8 +151,6 @@ def _record_lines(text: str, sep: str, rows: int) -> list[int]:
     so records are counted by a CSV parser, not by newlines, when the text holds a quote."""
     if '"' not in text:
         return list(range(2, rows + 2))
-    import csv
-
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     starts, previous = [], 0
     for record in reader:

@@ -35,9 +35,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.batch_users import BatchRecommendError, select_rows, user_ids_of
+from genrec.config import Config
+from genrec.data import load_prepared
+from genrec.eval.by_item_id import ItemIdMapped, item_index_map
 from genrec.faults import fault_point
 from genrec.files import atomic_path, atomic_write_text, file_sha256
 from genrec.progress import progress_bar
+from genrec.run_format import RunError
+from genrec.serve.run import load_run
+from genrec.train.recipe import autocast_dtype
 
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"
@@ -289,11 +295,6 @@ def open_tested_run(
     dataset (checked against the fingerprint run.json records). With ``items_by_id``,
     ``dataset_dir`` may be another dataset: its items are matched to the run's by id
     (genrec.eval.by_item_id) and the recommender speaks its item indices."""
-    from genrec.data import load_prepared
-    from genrec.eval.by_item_id import ItemIdMapped, item_index_map
-    from genrec.run_format import RunError
-    from genrec.serve.run import load_run
-    from genrec.train.recipe import autocast_dtype
 
     run_dir = Path(run_dir)
     if items_by_id and dataset_dir is None:
@@ -321,7 +322,6 @@ def open_tested_run(
 
 
 def _run_config(info: dict, run_dir: Path):
-    from genrec.config import Config
 
     return Config.from_dict(info["config"], where=str(run_dir / "run.json"))
 

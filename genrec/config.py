@@ -26,6 +26,7 @@ from typing import Any
 
 from genrec.embed.config import EmbedConfig
 from genrec.model_config import ModelConfig
+from genrec.retrieval import KINDS
 from genrec.settings import (
     ConfigError,
     apply_assignments,
@@ -209,7 +210,6 @@ class EvalConfig:
     (approximate above a million items); faiss when installed, else an exact PyTorch matmul + top-k."""
 
     def validate(self) -> None:
-        from genrec.retrieval import KINDS
 
         require(self.retrieval in KINDS, "eval.retrieval", self.retrieval, f"one of {', '.join(KINDS)}")
         require(self.beam_size >= 1, "eval.beam_size", self.beam_size, ">= 1")

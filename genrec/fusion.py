@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec.eval.baselines import CoOccurrence, CoOccurrenceConfig
 from genrec.files import atomic_path
 from genrec.fusion_votes import BatchVotes
 
@@ -383,7 +384,6 @@ def load_cooccurrence(path: Path):
     """What :func:`save_cooccurrence` wrote; a missing or damaged file is an error naming it."""
     from safetensors import SafetensorError, safe_open
 
-    from genrec.eval.baselines import CoOccurrence, CoOccurrenceConfig
 
     path = Path(path)
     if not path.is_file():

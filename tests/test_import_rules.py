@@ -84,7 +84,8 @@ def test_the_rules_catch_a_crossing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "module", ["genrec.train.trainer", "genrec.decoding", "genrec.eval", "genrec.serve.run", "genrec.models"]
+    "module",
+    ["genrec.train.trainer", "genrec.decoding", "genrec.eval", "genrec.serve.run", "genrec.models", "genrec.pipeline.run"],
 )
 def test_training_decoding_and_evaluation_load_neither_polars_nor_faiss(module):
     code = f"import sys, {module}; print(sorted({{'polars', 'faiss'}} & set(sys.modules)))"

@@ -22,8 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.catalogue.model import extended_model
 from genrec.catalogue.run_encoders import ENCODERS_DIR, NewItemsError, load_run_encoders
-from genrec.files import file_sha256
+from genrec.catalogue.semantic_ids import assign_new_ids
+from genrec.catalogue.table import check_new_items, read_items
+from genrec.embed.state import embed_new_items, new_item_columns
+from genrec.embed.text import TextEncoder
+from genrec.eval.baselines import CoOccurrence
+from genrec.files import array_sha256, file_sha256
+from genrec.fusion import load_cooccurrence, save_cooccurrence
+from genrec.models import model_class
+from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
+from genrec.run_format import read_finished_run
+from genrec.tokenize.artifacts import load_tokenizer
+from genrec.train.checkpoint import save_model
 
 NEW_ITEMS_DIR = "new_items"
 #: Where a new item's own code prefix has no free disambiguation token left, the nearest of this many
@@ -74,11 +86,6 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from genrec.catalogue.model import extended_model
-    from genrec.catalogue.semantic_ids import assign_new_ids
-    from genrec.catalogue.table import check_new_items, read_items
-    from genrec.embed.state import embed_new_items, new_item_columns
-    from genrec.tokenize.artifacts import load_tokenizer
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out_dir(run_dir, out_dir)
@@ -159,8 +166,6 @@ def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
 def _read_run(run_dir: Path):
     """run.json, the config, the semantic IDs (checked against run.json) and level sizes; a run
     whose items are their own IDs cannot take new items."""
-    from genrec.models import model_class
-    from genrec.run_format import read_finished_run
 
     run = read_finished_run(run_dir)
     if model_class(run.config.model).serving != "beam_search":
@@ -181,7 +186,6 @@ def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, 
     """The run's profile embeddings (genrec.profile_similarity) with the new items', or None for a
     run without them: the new items' embeddings ("content"), or their text through the run's text
     model ("text")."""
-    from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
 
     if not getattr(config.model, "profile_embeddings", ""):
         return None
@@ -202,7 +206,6 @@ def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, 
             f"{run_dir}: the run ranks with text similarity, but its encoder ({state.get('encoder')}) "
             "reads no text to embed new items with"
         )
-    from genrec.embed.text import TextEncoder
 
     try:
         _, rows = TextEncoder.embed_new_texts(spec, table, where=where, device=device)
@@ -224,8 +227,6 @@ def _write_run(
     similarity=None,
 ):
     """Stage the updated run beside ``out_dir`` and rename it into place."""
-    from genrec.files import array_sha256
-    from genrec.train.checkpoint import save_model
 
     staged = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
@@ -327,8 +328,6 @@ def _copy_run(run_dir: Path, staged: Path) -> None:
 
 def _extend_cooccurrence(source: Path, target: Path, n: int) -> None:
     """The co-occurrence statistics with n items that co-occur with nothing (no training interactions)."""
-    from genrec.eval.baselines import CoOccurrence
-    from genrec.fusion import load_cooccurrence, save_cooccurrence
 
     cooc = load_cooccurrence(source)
     arrays = cooc.arrays()

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from genrec.catalogue.run_encoders import NewItemsError
+from genrec.models import build_model
+from genrec.train.checkpoint import load_model_weights
 
 
 def saved_content_dim(weights: Path) -> int:
@@ -33,7 +35,6 @@ def saved_content_dim(weights: Path) -> int:
 
 def build_run_model(config, level_sizes: list[int], num_items: int, content_dim: int = 0):
     """``genrec.models.build_model`` for a run's config (``content_dim`` where the model takes one)."""
-    from genrec.models import build_model
 
     extra = {}
     if content_dim and "content_dim" in inspect.signature(build_model).parameters:
@@ -71,7 +72,6 @@ def add_model_items(model: nn.Module, content: np.ndarray) -> str:
 def extended_model(config, level_sizes: list[int], weights: Path, num_items: int, content: np.ndarray):
     """The run's model (``weights``, ``num_items`` items) with ``content`` [n, D] appended, rebuilt
     as ``build_model`` makes it for ``num_items + n`` items; NewItemsError when it cannot be."""
-    from genrec.train.checkpoint import load_model_weights
 
     content_dim = saved_content_dim(weights)
     if content_dim and content.shape[1] != content_dim:

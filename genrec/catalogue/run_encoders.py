@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from genrec.embed.artifacts import atomic_save_json, read_meta
+from genrec.embed.registry import get_encoder
+from genrec.embed.state import FORMAT_VERSION as STATE_VERSION
 from genrec.embed.state import (
     STATE_FILE,
     TENSORS_FILE,
@@ -124,8 +126,6 @@ def _collect(run_tok: Path, embed_dir, tok_dir):
 
 def _state_from_meta(embed_dir: Path, meta: dict, encoder: str | None) -> dict:
     """A tensor-free state rebuilt from embed.json (the text encoder's outputs from before states)."""
-    from genrec.embed.registry import get_encoder
-    from genrec.embed.state import FORMAT_VERSION as STATE_VERSION
 
     try:
         cls = get_encoder(encoder) if encoder else None

@@ -23,8 +23,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from genrec.data.dataset import PreparedDataset, load_prepared
 from genrec.data.errors import DataError, PreparedDatasetError
 from genrec.data.split import SCHEMES, LeaveOneOut
+from genrec.data.writer import write_prepared_arrays
 
 DEFAULT_FRACTION = 0.1
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -161,8 +163,6 @@ def write_cold_start(
     overwrite: bool = False,
 ) -> Path:
     """Write the cold-start version of prepared dataset ``source`` (a path or PreparedDataset) to ``out_dir``."""
-    from genrec.data.dataset import PreparedDataset, load_prepared
-    from genrec.data.writer import write_prepared_arrays
 
     dataset = source if isinstance(source, PreparedDataset) else load_prepared(source)
     scheme_name = dataset.manifest.get("split", {}).get("scheme", LeaveOneOut.name)

@@ -22,9 +22,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from genrec.data.errors import DownloadError
+from genrec.data.errors import DataError, DownloadError
 from genrec.data.paths import data_dir
-from genrec.data.registry import KnownDataset, RemoteFile, get_dataset
+from genrec.data.registry import DATASETS, KnownDataset, RemoteFile, get_dataset
 from genrec.files import atomic_write_text, default_mode, file_sha256
 
 CHUNK = 1 << 20
@@ -213,8 +213,6 @@ def verify_registered_sources(source: str | Path, root: str | Path | None = None
     """When ``source`` is a registered dataset's folder under the data folder, check its raw files
     against the registry's pinned sha256 (genrec.data.registry); a differing file is a DataError
     naming it. Files without a pinned checksum, and folders of no registered dataset, pass."""
-    from genrec.data.errors import DataError
-    from genrec.data.registry import DATASETS
 
     source = Path(source)
     if not source.is_dir():

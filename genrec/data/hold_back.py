@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from genrec.data.cold_start import ColdStart
+from genrec.data.dataset import PreparedDataset, load_prepared
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
+from genrec.data.writer import _check_destination, _move_into_place, write_prepared_arrays
 
 HELD_BACK_DIR = "held_back"
 COPIED_MANIFEST_KEYS = ("timestamp_unit", "filtered", "items_without_text", "notes", "cold_start")
@@ -58,8 +60,6 @@ def write_held_back(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from genrec.data.dataset import PreparedDataset, load_prepared
-    from genrec.data.writer import _check_destination, _move_into_place, write_prepared_arrays
 
     dataset = source if isinstance(source, PreparedDataset) else load_prepared(source)
     out_dir = Path(out_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from genrec.data.registry import get_dataset
+
 DATA_DIR_ENV = "GENREC_DATA_DIR"
 
 
@@ -28,7 +30,6 @@ def data_dir(create: bool = False) -> Path:
 
 def dataset_dir(name: str, create: bool = False) -> Path:
     """The folder of a registered dataset (see :mod:`genrec.data.registry`) under :func:`data_dir`."""
-    from genrec.data.registry import get_dataset
 
     path = data_dir(create=create) / get_dataset(name).folder
     if create:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import genrec
+from genrec.data import load_prepared
 from genrec.embed.artifacts import (
     EMBEDDINGS_FILE,
     META_FILE,
@@ -87,7 +88,6 @@ def embed_items(
     Equal model, inputs and options give the same cache key: the result is then copied from
     ``out_dir`` itself or from the cache instead of being computed again.
     """
-    from genrec.data import load_prepared
 
     config = (config or EmbedConfig()).validate()
     data = dataset if not isinstance(dataset, (str, Path)) else load_prepared(dataset)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.embed.artifacts import EmbeddingError, atomic_save_json
+from genrec.embed.artifacts import EmbeddingError, atomic_save_json, check_embeddings
+from genrec.embed.registry import get_encoder
 from genrec.files import array_sha256, atomic_path, file_sha256
 
 FORMAT_VERSION = 1
@@ -161,7 +162,6 @@ def read_encoder_state(folder: str | Path, embeddings_sha256: str | None = None)
 
 def encoder_class(name: str):
     """The registered encoder class ``name`` when it can embed new items, else EncoderStateError."""
-    from genrec.embed.registry import get_encoder
 
     try:
         cls = get_encoder(name)
@@ -189,7 +189,6 @@ def embed_new_items(
 ) -> np.ndarray:
     """float32 [rows, D]: the rows of ``item_table`` (new items with indices ``indices``) embedded
     as the state's encoder embedded its catalogue. ``root``: where relative image paths start."""
-    from genrec.embed.artifacts import check_embeddings
 
     cls = encoder_class(info["encoder"])
     out = cls.embed_new_items(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genrec.embed.config import EmbedConfig
 from genrec.embed.registry import ItemEncoder
 from genrec.embed.runtime import autocast, torch_threads
 from genrec.embed.template import Template
@@ -207,7 +208,6 @@ class TextEncoder(ItemEncoder):
     ) -> tuple[list[str], np.ndarray]:
         """(texts, embeddings [rows, D]) of an item table's rows with the saved settings ``spec``;
         the model must be the one the catalogue was embedded with (its checksum is compared)."""
-        from genrec.embed.config import EmbedConfig
 
         bundled = spec["model"] == BUNDLED_MODEL
         config = EmbedConfig(

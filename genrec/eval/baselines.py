@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from genrec.eval.evaluator import evaluate
+
 
 def popularity_priority(train_counts: np.ndarray) -> np.ndarray:
     """int64 [n]: each item's place in the popularity order (0 = most popular; ties: smaller index)."""
@@ -304,7 +306,6 @@ def tune_cooccurrence(
 
     Ties keep the earlier variant in the grid (the grid lists simpler variants first).
     """
-    from genrec.eval.evaluator import evaluate
 
     grid = list(grid or cooccurrence_grid())
     table = []

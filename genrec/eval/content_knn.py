@@ -31,6 +31,7 @@ from genrec.embed.artifacts import (
     item_ids_sha256,
     load_embeddings,
 )
+from genrec.eval.evaluator import evaluate
 from genrec.files import array_sha256
 
 # Encoders whose output depends on item content only. Any other encoder (multimodal, diffusion,
@@ -209,7 +210,6 @@ def tune_content_knn(
 ) -> tuple[ContentKNNConfig, list[dict]]:
     """Evaluate each variant on the validation split (as the test will be run: pass the same
     ``exclude_history``); return the best by ``metric`` and the table. Ties keep the earlier variant."""
-    from genrec.eval.evaluator import evaluate
 
     grid = list(grid or content_knn_grid())
     if not grid:

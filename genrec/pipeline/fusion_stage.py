@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from genrec.config import Config
+from genrec.embed.artifacts import load_embeddings
+from genrec.embed.state import has_encoder_state, read_encoder_state
 from genrec.eval.baselines import CoOccurrence
-from genrec.files import atomic_write_text
+from genrec.files import array_sha256, atomic_write_text
 from genrec.fusion import Fusion, FusionWeights, config_weights, save_cooccurrence, uses_cooccurrence
 from genrec.fusion_tuning import WARM_FLOOR, tune_cold, tune_fusion
+from genrec.pipeline.stages import embed_stage
 from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
 from genrec.run_format import COOCCURRENCE_FILE
 from genrec.serve.run import recommender_for
@@ -29,8 +32,6 @@ def prepare_similarity(
     """The profile embeddings ``model.profile_embeddings`` names, saved into the run folder (None
     when it names none): the embed stage's output ("content"), or a text embed stage's ("text",
     cached like any stage)."""
-    from genrec.embed.artifacts import load_embeddings
-    from genrec.pipeline.stages import embed_stage
 
     source = config.model.profile_embeddings
     if not source:
@@ -52,7 +53,6 @@ def prepare_similarity(
 
 def _text_spec(embed_dir: Path) -> dict | None:
     """The text encoder's saved settings in a text embed stage's output (None where it saved none)."""
-    from genrec.embed.state import has_encoder_state, read_encoder_state
 
     if not has_encoder_state(embed_dir):
         return None
@@ -61,7 +61,6 @@ def _text_spec(embed_dir: Path) -> dict | None:
 
 
 def similarity_fingerprint(similarity: ProfileSimilarity | None) -> str | None:
-    from genrec.files import array_sha256
 
     return None if similarity is None else array_sha256(similarity.rows.numpy())
 

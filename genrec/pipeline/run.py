@@ -35,6 +35,7 @@ from genrec.files import array_sha256
 from genrec.models import identity_codes, model_class
 from genrec.pipeline.cache import StageCache, StageOutput, default_cache_root
 from genrec.pipeline.fusion_stage import prepare_similarity
+from genrec.pipeline.run_folder import RunFolderLock, check_run_folder
 from genrec.pipeline.stages import (
     embed_stage,
     prepare_stage,
@@ -102,7 +103,6 @@ def run_pipeline(
     """
     from rich.console import Console
 
-    from genrec.pipeline.run_folder import RunFolderLock, check_run_folder
 
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")

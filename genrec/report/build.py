@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.data import DataError, load_prepared
 from genrec.files import atomic_write_text
 from genrec.report import buckets as B
+from genrec.report.markdown import render_markdown
 from genrec.report.runs import (
     Method,
     ReportInputError,
@@ -82,7 +84,6 @@ def locate_dataset(methods: list[Method], data: str | Path | None):
 
     Returns None when neither is available. A given dataset must hold the runs' held-out pairs.
     """
-    from genrec.data import DataError, load_prepared
 
     ref = methods[0].evaluations[0]
     candidates = [Path(data)] if data is not None else []
@@ -355,7 +356,6 @@ def build_report(
     options: ReportOptions | None = None,
 ) -> Report:
     """Read ``runs``, compare them, and write report.md, report.json and the plots into ``out_dir``."""
-    from genrec.report.markdown import render_markdown
 
     options = options or ReportOptions()
     if not runs:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.train.checkpoint import CheckpointError, read_tensors
+
 SEEDS_FILE = "seeds.json"
 RUN_FILE = "run.json"
 COST_FILE = "cost.json"
@@ -138,7 +140,6 @@ def _check_weights(folder: Path) -> None:
     weights = folder / "model.safetensors"
     if not weights.exists():
         return
-    from genrec.train.checkpoint import CheckpointError, read_tensors
 
     try:
         read_tensors(weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from genrec.data import load_prepared
 from genrec.embed.artifacts import item_ids_sha256, load_embeddings
 from genrec.files import array_sha256
 from genrec.tokenize.artifacts import write_tokenizer
@@ -23,7 +24,6 @@ def tokenize_dataset(
     The embeddings must have one finite row per item of the dataset's item table; when embed.json
     recorded the items they were made for, those must be this dataset's items.
     """
-    from genrec.data import load_prepared
 
     dataset = load_prepared(data)
     item_ids = dataset.item_table(columns=["item_id"]).column("item_id").to_pylist()

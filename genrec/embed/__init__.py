@@ -13,7 +13,7 @@ from genrec.embed.artifacts import (
     write_embeddings,
 )
 from genrec.embed.config import DEFAULT_TEMPLATE, EmbedConfig
-from genrec.embed.pipeline import EmbeddingArtifact, default_cache_dir, embed_items
+from genrec.embed.embedding_cache import EmbeddingArtifact, default_cache_dir, embed_items
 from genrec.embed.registry import ItemEncoder, encoder_names, get_encoder, register_encoder
 
 __all__ = [

@@ -154,7 +154,9 @@ class MultimodalEncoder(ItemEncoder):
 
     def text_modality(self, dataset) -> ModalityFeatures:
         """The text encoder's embeddings (through the shared cache); items whose text is empty are absent."""
-        from genrec.embed.pipeline import embed_items  # the pipeline imports the encoder registry
+        from genrec.embed.embedding_cache import (
+            embed_items,  # it imports the encoder registry: a cycle at import
+        )
 
         artifact = embed_items(dataset, dataclasses.replace(self.config, encoder="text"))
         texts = self.text_encoder().texts(dataset)

@@ -207,7 +207,7 @@ def tokenize_stage(config: Config, dataset, embeddings: StageOutput, cache: Stag
     key = stable_hash({"stage": "tokenize", "v": STAGE_VERSIONS["tokenize"], **settings, **inputs})
 
     def produce(folder: Path) -> dict:
-        from genrec.tokenize.pipeline import tokenize_dataset
+        from genrec.tokenize.folders import tokenize_dataset
 
         tokenize_dataset(dataset.path, embeddings.path, folder, config.tokenize)
         return _tok_info(read_tokenizer_info(folder))

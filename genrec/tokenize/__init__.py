@@ -12,7 +12,7 @@ from genrec.tokenize.artifacts import (
     write_tokenizer,
 )
 from genrec.tokenize.config import RQKMeansConfig, RQVAEConfig, TokenizeConfig
-from genrec.tokenize.pipeline import tokenize_dataset
+from genrec.tokenize.folders import tokenize_dataset
 from genrec.tokenize.semantic_ids import CodebookOverflowError, disambiguate
 from genrec.tokenize.tokenizer import Tokenizer, TokenizerResult, tokenize
 

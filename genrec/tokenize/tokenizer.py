@@ -25,8 +25,8 @@ from genrec.tokenize.metrics import (
 from genrec.tokenize.normalize import Normalizer
 from genrec.tokenize.rqkmeans import residual_kmeans_codes
 from genrec.tokenize.rqvae import RQVAE
+from genrec.tokenize.rqvae_training import train_rqvae
 from genrec.tokenize.semantic_ids import disambiguate
-from genrec.tokenize.train import train_rqvae
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``embed_items``: the part of ``genrec embed`` every encoder shares.
+"""``embed_items``: the part of ``genrec embed`` every encoder shares, and the embedding cache.
 
 Pick the encoder, key the result by its fingerprint (model + inputs + options), reuse the output
 folder or the cache when the key matches, else encode, check and write the artifact.

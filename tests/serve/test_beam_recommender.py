@@ -7,7 +7,7 @@ import torch
 
 from genrec.models import Tiger
 from genrec.serve.beam import BeamSearchRecommender
-from tests.train.helpers import synthetic_world
+from tests.train.helpers import item_decoder, synthetic_world
 
 
 def tiny_model(level_sizes):
@@ -61,26 +61,6 @@ def test_batches_give_the_same_lists_as_one_call():
     many = BeamSearchRecommender(model, codes, beam_size=10, batch_users=4).topk(histories, k=5)
     assert np.array_equal(one[0], many[0]) and np.allclose(one[1], many[1], atol=1e-5)
     assert BeamSearchRecommender(model, codes, beam_size=10).invalid_rate == 0.0
-
-
-def item_decoder(level_sizes, num_items, item_loss=1.0):
-    from genrec.models import ItemDecoder
-
-    torch.manual_seed(0)
-    model = ItemDecoder(
-        level_sizes,
-        max_history=6,
-        d_model=16,
-        num_layers=1,
-        num_heads=2,
-        head_dim=8,
-        d_ff=32,
-        num_items=num_items,
-        item_loss=item_loss,
-    )
-    with torch.no_grad():  # a visible item head: random item vectors of a useful scale
-        model.item_emb.weight.normal_(0, 1.0)
-    return model.eval()
 
 
 def test_rerank_orders_the_beam_items_by_the_combined_score():

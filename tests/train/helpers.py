@@ -87,3 +87,23 @@ def tiny_config(*overrides: str, kind: str = "tiger"):
         "eval.ks=[1, 5, 10]",
     ]
     return load_config(None, overrides=[*base, *overrides])
+
+
+def item_decoder(level_sizes, num_items, item_loss=1.0):
+    from genrec.models import ItemDecoder
+
+    torch.manual_seed(0)
+    model = ItemDecoder(
+        level_sizes,
+        max_history=6,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        num_items=num_items,
+        item_loss=item_loss,
+    )
+    with torch.no_grad():  # a visible item head: random item vectors of a useful scale
+        model.item_emb.weight.normal_(0, 1.0)
+    return model.eval()

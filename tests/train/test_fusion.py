@@ -13,8 +13,7 @@ from genrec.fusion import Candidates, Fusion, FusionWeights, load_cooccurrence, 
 from genrec.fusion_tuning import tune_fusion
 from genrec.fusion_votes import BatchVotes
 from genrec.serve.beam import BeamSearchRecommender, RecordedRanking
-from tests.train.helpers import synthetic_world
-from tests.train.test_recommender import item_decoder
+from tests.train.helpers import item_decoder, synthetic_world
 
 N = 24
 

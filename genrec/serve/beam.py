@@ -206,19 +206,10 @@ class BeamSearchRecommender(BaseRecommender):
         With CUDA graphs every batch has the same shapes (``max_history`` columns, user ids -1
         when unknown), so one captured graph serves them all.
         """
-        starts = np.asarray(starts, dtype=np.int64)
-        ends = np.asarray(ends, dtype=np.int64)
-        lengths = np.minimum(ends - starts, self.model.max_history)
-        if self.model.user_buckets == 0 and len(lengths) and lengths.min() < 1:
+        if self.model.user_buckets == 0 and len(starts) and (np.asarray(ends) - np.asarray(starts)).min() < 1:
             raise ValueError("every history needs at least one item (this model has no user token)")
-        width = self.model.max_history if self.use_graphs else max(1, int(lengths.max()))
-        lengths_t = torch.as_tensor(lengths, device=self.device)
-        first = torch.as_tensor(ends - lengths, device=self.device)
-        cols = torch.arange(width, device=self.device)
-        valid = cols[None, :] < lengths_t[:, None]
-        pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
-        item = flat_t[pos] if len(flat_t) else torch.zeros_like(pos)
-        item = item * valid
+        width = self.model.max_history if self.use_graphs else None
+        item, lengths_t, valid = self._recent_items(flat_t, starts, ends, width)
         batch = {
             "history": self.codes[item] * valid[:, :, None],
             "history_len": lengths_t,
@@ -227,7 +218,7 @@ class BeamSearchRecommender(BaseRecommender):
         if users is not None:
             batch["user_ids"] = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
         elif self.use_graphs:
-            batch["user_ids"] = torch.full((len(lengths),), -1, dtype=torch.long, device=self.device)
+            batch["user_ids"] = torch.full((len(starts),), -1, dtype=torch.long, device=self.device)
         return batch
 
 

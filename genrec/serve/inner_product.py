@@ -67,7 +67,7 @@ class InnerProductRecommender(BaseRecommender):
 
     def _rank_batch(self, flat, flat_t, starts, ends, users, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self.index
-        history, length = self._batch(flat_t, starts, ends)
+        history, length, _ = self._recent_items(flat_t, starts, ends)
         with torch.no_grad(), self._autocast():
             queries = self.model.user_vectors(history, length)
         if not self.exclude_seen:
@@ -84,15 +84,3 @@ class InnerProductRecommender(BaseRecommender):
             items[r, : len(kept)] = kept
             scores[r, : len(kept)] = row_scores[keep][:k]
         return items, scores
-
-    def _batch(self, flat_t: torch.Tensor, starts: np.ndarray, ends: np.ndarray):
-        """The most recent ``max_history`` items of each history, left-aligned, [U, S] and lengths [U]."""
-        lengths = np.minimum(ends - starts, self.model.max_history)
-        width = max(1, int(lengths.max()))
-        lengths_t = torch.as_tensor(lengths, device=self.device)
-        first = torch.as_tensor(ends - lengths, device=self.device)
-        cols = torch.arange(width, device=self.device)
-        valid = cols[None, :] < lengths_t[:, None]
-        pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
-        history = flat_t[pos] * valid if len(flat_t) else torch.zeros_like(pos)
-        return history, lengths_t

@@ -88,6 +88,22 @@ class BaseRecommender:
     def _ranked(self, items: np.ndarray) -> None:
         """Called with every call's items (the beam search counts invalid slots)."""
 
+    def _recent_items(self, flat_t: torch.Tensor, starts, ends, width: int | None = None):
+        """(items [U, width], lengths [U], valid [U, width]): each history's most recent
+        ``model.max_history`` items, left-aligned, 0 where padding; ``width`` defaults to the
+        longest of them."""
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        lengths = np.minimum(ends - starts, self.model.max_history)
+        width = width if width is not None else max(1, int(lengths.max()))
+        lengths_t = torch.as_tensor(lengths, device=self.device)
+        first = torch.as_tensor(ends - lengths, device=self.device)
+        cols = torch.arange(width, device=self.device)
+        valid = cols[None, :] < lengths_t[:, None]
+        pos = torch.where(valid, first[:, None] + cols[None, :], torch.zeros_like(valid, dtype=torch.long))
+        items = flat_t[pos] * valid if len(flat_t) else torch.zeros_like(pos)
+        return items, lengths_t, valid
+
     def _autocast(self):
         return torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None

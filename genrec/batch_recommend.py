@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.batch_users import BatchRecommendError, select_rows, user_ids_of
-from genrec.config import Config
 from genrec.data import load_prepared
 from genrec.eval.by_item_id import ItemIdMapped, item_index_map
 from genrec.faults import fault_point
@@ -300,8 +299,7 @@ def open_tested_run(
     if items_by_id and dataset_dir is None:
         raise BatchRecommendError("matching items by id needs the dataset to score (--data)")
     rec = load_run(run_dir, device=device, beam_size=beam_size)
-    info = json.loads((run_dir / "run.json").read_text())
-    config = _run_config(info, run_dir)
+    info, config = rec.info, rec.config
     if items_by_id:
         try:
             dataset = load_prepared(dataset_dir)
@@ -319,11 +317,6 @@ def open_tested_run(
         mapped.beam_size = getattr(recommender, "beam_size", None)
         return OpenedRun(mapped, dataset, config, info, [str(i) for i in data_ids])
     return OpenedRun(recommender, dataset, config, info, rec.item_ids)
-
-
-def _run_config(info: dict, run_dir: Path):
-
-    return Config.from_dict(info["config"], where=str(run_dir / "run.json"))
 
 
 def run_dataset(run_dir: Path, info: dict, dataset_dir, load_prepared, run_error):

@@ -54,8 +54,8 @@ def run_cold_ablation(
     from genrec.serve.run import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    info = json.loads((run_dir / "run.json").read_text())
     loaded = load_run(run_dir, device=device)
+    info = loaded.info
     rec = loaded.recommender
     fusion = getattr(rec, "fusion", None)
     if fusion is None or not fusion.cold_candidates or rec.model.cold_items() is None:

@@ -41,12 +41,22 @@ class Recommendation:
 
 
 class RunRecommender:
-    """A finished run loaded for recommending: the model, the semantic IDs and the item table."""
+    """A finished run loaded for recommending: the model, the semantic IDs and the item table, with
+    the run.json (``info``) and config it was read from."""
 
     def __init__(
-        self, run_dir: Path, recommender: BaseRecommender, item_ids: list[str], titles: list[str | None]
+        self,
+        run_dir: Path,
+        recommender: BaseRecommender,
+        item_ids: list[str],
+        titles: list[str | None],
+        *,
+        info: dict | None = None,
+        config=None,
     ):
         self.run_dir = run_dir
+        self.info = info if info is not None else {}
+        self.config = config
         self.recommender = recommender
         self.item_ids = item_ids
         self.titles = titles
@@ -129,7 +139,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", beam_size: int | None
         fusion=load_fusion(run.run_dir, config.model, run.info.get("fusion", {}), num_items=len(codes)),
         device=dev,
     )
-    return RunRecommender(run.run_dir, rec, *items)
+    return RunRecommender(run.run_dir, rec, *items, info=run.info, config=config)
 
 
 def recommender_for(

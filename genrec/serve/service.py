@@ -10,7 +10,6 @@ different k are separate calls (a cold-item cap makes a top k more than a prefix
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,7 +99,7 @@ class RecommendService:
         against its fingerprint; where it cannot be loaded, known-user requests are refused)."""
         run_dir = Path(run_dir)
         run = load_run(run_dir, device=device, beam_size=beam_size)
-        info = json.loads((run_dir / "run.json").read_text())
+        info = run.info
         dataset, problem = None, "this server was started without the run's dataset (--no-users)"
         if users:
             from genrec.batch_recommend import BatchRecommendError, run_dataset

@@ -69,6 +69,7 @@ def write_run_inputs(
     config: Config,
     dataset,
     codes: np.ndarray,
+    level_sizes: list[int],
     tok_dir: Path | None,
     fingerprints: dict,
     *,
@@ -96,10 +97,8 @@ def write_run_inputs(
                 with atomic_path(tok_out / name) as tmp:
                     shutil.copyfile(tok_dir / name, tmp)
                 fault_point(f"run-dir-{name}")
-        level_sizes = [int(v) for v in json.loads((tok_dir / "tokenizer.json").read_text())["level_sizes"]]
     else:
         np.save(tok_out / "semantic_ids.npy", codes)
-        level_sizes = [int(v) for v in (codes.max(0) + 1)]
         write_json(tok_out / "tokenizer.json", {"method": "identity", "level_sizes": [len(codes)]})
     new_items = save_encoders() if save_encoders is not None else {"supported": False, "reason": "not saved"}
     columns = [c for c in ("item_idx", "item_id", "title") if c in dataset.item_table().column_names]
@@ -113,7 +112,7 @@ def write_run_inputs(
         {
             "format_version": RUN_FORMAT_VERSION,
             "config": config.to_dict(),
-            "level_sizes": level_sizes,
+            "level_sizes": [int(v) for v in level_sizes],
             "inputs": fingerprints,
             "dataset": {"name": dataset.name, "path": str(dataset.path), "num_items": dataset.num_items},
             "stage_settings": stage_settings,

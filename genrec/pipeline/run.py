@@ -281,6 +281,7 @@ def _write_run_inputs(run: _Run, dataset, inputs: TrainInputs, tok_dir, embed_di
         run.config,
         dataset,
         inputs.codes,
+        inputs.level_sizes,
         tok_dir,
         inputs.fingerprints,
         stage_settings=stage_settings,

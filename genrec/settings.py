@@ -156,9 +156,3 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if not ok:
         raise ConfigError(f"{where}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
     return value
-
-
-def section_from_dict(cls: type, data: dict, section: str, where: str | None = None) -> Any:
-    """A section's dataclass from its table (e.g. ``[tokenize]``, or a run's saved settings),
-    checked with its ``validate``: keys are reported as ``section.key``."""
-    return build(cls, data, section + ".", where or f"[{section}]").validate()

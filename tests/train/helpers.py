@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from genrec.config import load_config
+from genrec.models import ItemDecoder
 
 
 def exhaustive_search(step_fn, codes: torch.Tensor, num_users: int, beam_size: int, top_k: int):
@@ -90,8 +91,7 @@ def tiny_config(*overrides: str, kind: str = "tiger"):
 
 
 def item_decoder(level_sizes, num_items, item_loss=1.0):
-    from genrec.models import ItemDecoder
-
+    """A tiny ItemDecoder with a visible item head (seeded), in eval mode."""
     torch.manual_seed(0)
     model = ItemDecoder(
         level_sizes,

@@ -20,12 +20,13 @@ import dataclasses
 import math
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genrec.embed.config import EmbedConfig
-from genrec.model_config import ModelConfig
+from genrec.model_config import ModelConfig, migrate_model_table
 from genrec.retrieval import KINDS
 from genrec.settings import (
     ConfigError,
@@ -252,7 +253,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> Config:
-        return build(cls, data, "", where).validate()
+        return build(cls, migrate_model_table(data, where, warn=False), "", where).validate()
 
 
 # ---- loading ----
@@ -286,11 +287,14 @@ def load_config(
             raise ConfigError(f"{where} has no profile {profile!r} (profiles there: {known})")
         table = merge(table, profiles[profile])
         where += f" [profile {profile}]"
-    table = apply_assignments(table, overrides)
+    table = migrate_model_table(apply_assignments(table, overrides), where)
     config = build(Config, table, "", where)
     if not config.run.name and path is not None:
         config.run.name = Path(path).stem
-    return config.validate()
+    config.validate()
+    for message in config.model.unread_settings():
+        warnings.warn(f"{where}: {message}", UserWarning, stacklevel=2)
+    return config
 
 
 # ---- stage keys ----

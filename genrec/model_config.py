@@ -1,13 +1,81 @@
 """``[model]``: the generative model's settings (genrec.models builds the model they name), with the
-settings of the ranking after training (genrec.fusion) and of cold items. Standard library only."""
+settings of the ranking after training (genrec.fusion) and of cold items. Standard library only.
+
+One table holds every kind's settings (the TOML files users know stay flat); :data:`KIND_SETTINGS`
+says which of them each kind reads, and loading a config names every setting the chosen kind does
+not read (:meth:`ModelConfig.unread_settings`), so none is ignored silently."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from genrec.settings import require
 
-MODEL_KINDS = ("tiger", "decoder_only", "sasrec")
+MODEL_KINDS = ("tiger", "decoder_only", "item_decoder", "sasrec")
+
+_EVERY_KIND = (
+    "kind",
+    "d_model",
+    "num_heads",
+    "head_dim",
+    "d_ff",
+    "dropout",
+    "decoder_layers",
+    "exclude_seen",
+)
+_GENERATIVE = ("user_buckets", "user_dropout", "tie_embeddings", "item_embeddings")
+#: The item head, content vectors, and the ranking after training (genrec.fusion) that needs the head.
+_ITEM_SIDE = (
+    "depth_layers",
+    "item_loss",
+    "item_negatives",
+    "content_vectors",
+    "content_dropout",
+    "rerank_weight",
+    "cooccurrence_weight",
+    "cooccurrence_eps",
+    "fusion_candidates",
+    "tune_fusion",
+    "tune_users",
+    "cold_candidates",
+    "profile_embeddings",
+    "cold_objective",
+    "cold_bias",
+    "cold_epsilon",
+)
+#: The settings each kind reads (genrec.models.build_model and the stages after training).
+KIND_SETTINGS: dict[str, frozenset[str]] = {
+    "tiger": frozenset((*_EVERY_KIND, *_GENERATIVE, "encoder_layers", "history_tokens")),
+    "decoder_only": frozenset(_EVERY_KIND + _GENERATIVE),
+    "item_decoder": frozenset(_EVERY_KIND + _GENERATIVE + _ITEM_SIDE),
+    "sasrec": frozenset((*_EVERY_KIND, "loss", "negatives")),
+}
+
+
+def migrate_model_table(table: dict[str, Any], where: str, warn: bool = True) -> dict[str, Any]:
+    """``table`` (a whole config's) with the old spelling of the item decoder, ``kind = "decoder_only"``
+    plus ``history_tokens = "items"``, rewritten as ``kind = "item_decoder"``. ``warn``: say so, naming
+    ``where`` (a user's file; a saved run's config migrates silently)."""
+    model = table.get("model")
+    if not (
+        isinstance(model, dict)
+        and model.get("kind") == "decoder_only"
+        and model.get("history_tokens") == "items"
+    ):
+        return table
+    if warn:
+        warnings.warn(
+            f'{where}: model.kind = "decoder_only" with model.history_tokens = "items" is now written '
+            f'model.kind = "item_decoder"; loaded as that. Change the [model] table to kind = "item_decoder" '
+            "and drop history_tokens (runs and caches made with the old spelling are still found).",
+            FutureWarning,
+            stacklevel=3,
+        )
+    model = {k: v for k, v in model.items() if k != "history_tokens"}
+    return {**table, "model": {**model, "kind": "item_decoder"}}
 
 
 @dataclass
@@ -15,8 +83,10 @@ class ModelConfig:
     """The generative model (defaults: TIGER's)."""
 
     kind: str = "tiger"
-    """"tiger" (encoder-decoder), "decoder_only", or "sasrec" (the item-ID baseline: no semantic IDs,
-    top-K by inner product; uses d_model, decoder_layers, num_heads, head_dim, d_ff, dropout, loss)."""
+    """"tiger" (encoder-decoder), "decoder_only" (one token per semantic-ID level), "item_decoder"
+    (one token per history item, a depth decoder for the levels, and the item head the fusion and
+    cold items need; genrec.models.ItemDecoder), or "sasrec" (the item-ID baseline: no semantic
+    IDs, top-K by inner product). KIND_SETTINGS lists what each reads."""
     d_model: int = 128
     encoder_layers: int = 4
     decoder_layers: int = 4
@@ -32,15 +102,14 @@ class ModelConfig:
     tie_embeddings: bool = True
     """Output heads share the semantic-ID embedding tables."""
     history_tokens: str = "levels"
-    """"levels": one input token per semantic-ID level of each history item (TIGER); "items": one
-    token per item, the sum of its levels' embeddings (T times shorter sequences; for decoder_only
-    this selects the item-level model with a depth decoder, genrec.models.ItemDecoder)."""
+    """tiger: "levels", one encoder token per semantic-ID level of each history item (TIGER); "items":
+    one token per item, the sum of its levels' embeddings (T times shorter sequences)."""
     depth_layers: int = 1
-    """decoder_only with history_tokens = "items": layers of the depth decoder that emits the levels."""
+    """item_decoder: layers of the depth decoder that emits the levels."""
     item_embeddings: bool = False
     """History items also add a learned embedding of their own (memorised identity)."""
     item_loss: float = 0.0
-    """decoder_only with history_tokens = "items" and item_embeddings: weight of an auxiliary
+    """item_decoder with item_embeddings: weight of an auxiliary
     next-item cross-entropy over the whole catalogue, scored against the item embeddings (trains
     the history states faster; decoding still generates semantic IDs). 0 turns it off."""
     item_negatives: int = 0
@@ -105,18 +174,43 @@ class ModelConfig:
     """Recommend only items outside the user's history (validation and test alike); generative models
     mask them in the beam search, so no beam is spent on them."""
 
-    @property
-    def item_decoder(self) -> bool:
-        """The settings name genrec.models.ItemDecoder (one token per history item, a depth decoder)."""
-        return self.kind == "decoder_only" and self.history_tokens == "items"
+    def hash_form(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """What genrec.settings.hashed_settings hashes: an item_decoder as the ``decoder_only`` with
+        ``history_tokens = "items"`` it was spelt before it became a kind, so the runs and caches
+        made then keep their keys."""
+        if self.kind == "item_decoder":
+            return {**settings, "kind": "decoder_only", "history_tokens": "items"}
+        return settings
 
     def validate(self) -> None:
+        require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
+        require(
+            not (self.kind == "decoder_only" and self.history_tokens == "items"),
+            "model.history_tokens",
+            self.history_tokens,
+            '"levels" for kind = "decoder_only" (one token per history item is kind = "item_decoder")',
+        )
         self._validate_network()
         self._validate_item_side()
         self._validate_ranking()
 
+    def unread_settings(self) -> list[str]:
+        """One message per setting the kind does not read that is not at its default: it changes
+        nothing, and genrec.config.load_config says so rather than ignore it silently. (Not an error:
+        a profile may switch the kind of a base config, and saved runs must load.)"""
+        reads = KIND_SETTINGS[self.kind]
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in reads and value != f.default:
+                readers = ", ".join(k for k in MODEL_KINDS if f.name in KIND_SETTINGS[k])
+                out.append(
+                    f'model.{f.name} = {value!r} is not read by model.kind = "{self.kind}" (only by: {readers}); '
+                    "it changes nothing"
+                )
+        return out
+
     def _validate_network(self) -> None:
-        require(self.kind in MODEL_KINDS, "model.kind", self.kind, f"one of {', '.join(MODEL_KINDS)}")
         for name in ("d_model", "num_heads", "head_dim", "d_ff", "decoder_layers"):
             require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
         require(self.encoder_layers >= 0, "model.encoder_layers", self.encoder_layers, ">= 0")
@@ -140,19 +234,19 @@ class ModelConfig:
         require(self.negatives >= 1, "model.negatives", self.negatives, ">= 1")
 
     def _validate_item_side(self) -> None:
-        """The item head, content vectors and cold items: ItemDecoder settings."""
+        """The item head, content vectors and cold items (item_decoder settings)."""
         require(
-            self.item_loss == 0 or (self.item_decoder and self.item_embeddings),
+            self.item_loss == 0 or self.item_embeddings,
             "model.item_loss",
             self.item_loss,
-            '0 unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+            "0 unless item_embeddings = true (the item head scores against the item vectors)",
         )
         require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
         require(
-            not self.content_vectors or (self.item_decoder and self.item_embeddings),
+            not self.content_vectors or self.item_embeddings,
             "model.content_vectors",
             self.content_vectors,
-            'false unless kind = "decoder_only", history_tokens = "items" and item_embeddings = true',
+            "false unless item_embeddings = true (content is added to the item vectors)",
         )
         require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
         require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")
@@ -180,10 +274,10 @@ class ModelConfig:
             'one of "", "text", "content"',
         )
         require(
-            not self.profile_embeddings or (self.item_loss > 0 and self.kind != "sasrec"),
+            not self.profile_embeddings or self.item_loss > 0,
             "model.profile_embeddings",
             self.profile_embeddings,
-            "set only for generative models with an item head (item_loss > 0): it is a fusion term",
+            "set only with an item head (item_loss > 0): it is a fusion term",
         )
         require(
             self.rerank_weight == 0 or self.item_loss > 0,

@@ -42,13 +42,16 @@ def require(ok: bool, key: str, value: Any, what: str) -> None:
 
 def hashed_settings(obj: Any) -> Any:
     """The fields of a settings dataclass that decide results (those made with :func:`runtime`
-    dropped), recursively, as plain JSON-able values."""
+    dropped), recursively, as plain JSON-able values. A dataclass with a ``hash_form(settings)``
+    method rewrites its own (a renamed setting keeps the keys of the caches made before)."""
     if dataclasses.is_dataclass(obj):
-        return {
+        settings = {
             f.name: hashed_settings(getattr(obj, f.name))
             for f in dataclasses.fields(obj)
             if f.metadata.get("cache", True)
         }
+        hash_form = getattr(obj, "hash_form", None)
+        return hash_form(settings) if hash_form is not None else settings
     if isinstance(obj, list | tuple):
         return [hashed_settings(v) for v in obj]
     return obj
@@ -72,17 +75,20 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def parse_assignment(assignment: str, *, prefix: str = "") -> dict:
+def parse_assignment(assignment: str, *, prefix: str = "", option: str = "--set") -> dict:
     """``section.key=value`` as a nested table. The value is read as TOML (numbers, booleans,
     strings, lists); a bare word is a string. ``prefix`` (e.g. "tokenize") is put in front of a key
-    that does not start with it, for commands that take one section's settings."""
+    that does not start with it, for commands that take one section's settings; ``option`` names
+    the command-line option in errors."""
     key, sep, raw = assignment.partition("=")
     key = key.strip()
     if prefix and not key.startswith(prefix + "."):
         key = f"{prefix}.{key}"
-    if not sep or "." not in key:
+    if not sep or "." not in key or key.endswith("."):
         example = f"{prefix}.key=value" if prefix else "section.key=value, e.g. train.lr=0.001"
-        raise ConfigError(f"--set {assignment!r} must look like {example}")
+        if option != "--set":
+            example = "key=value"
+        raise ConfigError(f"{option} {assignment!r} must look like {example}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -94,10 +100,10 @@ def parse_assignment(assignment: str, *, prefix: str = "") -> dict:
     return nested
 
 
-def apply_assignments(table: dict, assignments: Iterable[str], *, prefix: str = "") -> dict:
+def apply_assignments(table: dict, assignments: Iterable[str], *, prefix: str = "", option: str = "--set") -> dict:
     """``table`` with each ``--set`` assignment applied in order."""
     for assignment in assignments:
-        table = merge(table, parse_assignment(assignment, prefix=prefix))
+        table = merge(table, parse_assignment(assignment, prefix=prefix, option=option))
     return table
 
 

@@ -1,8 +1,9 @@
-"""Generative models over semantic IDs: TIGER (encoder-decoder) and decoder-only variants.
+"""Generative models over semantic IDs: TIGER (encoder-decoder) and decoder-only variants, and the
+item-ID baseline SASRec.
 
-``decoder_only`` reads one token per semantic-ID level (:class:`DecoderOnly`) or, with
-``history_tokens = "items"``, one token per item plus a small depth decoder for the levels
-(:class:`ItemDecoder`).
+``model.kind`` names the class: ``tiger`` (:class:`Tiger`), ``decoder_only`` (:class:`DecoderOnly`,
+one token per semantic-ID level), ``item_decoder`` (:class:`ItemDecoder`, one token per item plus a
+small depth decoder for the levels, and an item head) and ``sasrec`` (:class:`SASRec`).
 
 ``build_model(config, level_sizes, max_history)`` makes the model a config names; both serve
 the decoding contract through ``model.step_fn(batch, beam_size)``.
@@ -26,8 +27,10 @@ def model_class(config) -> type[GenerativeModel]:
         return SASRec
     if config.kind == "tiger":
         return Tiger
+    if config.kind == "item_decoder":
+        return ItemDecoder
     if config.kind == "decoder_only":
-        return ItemDecoder if config.history_tokens == "items" else DecoderOnly
+        return DecoderOnly
     raise ValueError(f"model.kind {config.kind!r} is not one of {', '.join(MODEL_KINDS)}")
 
 
@@ -83,7 +86,7 @@ def build_model(
             history_tokens=config.history_tokens,
             **common,
         )
-    if config.kind == "decoder_only" and config.history_tokens == "items":
+    if config.kind == "item_decoder":
         return ItemDecoder(
             level_sizes,
             num_layers=config.decoder_layers,

@@ -23,7 +23,7 @@ SMALL = [
     "model.d_ff=32",
     "train.max_history=4",
 ]
-ITEM_DECODER = ["model.kind=decoder_only", "model.history_tokens=items", "model.item_embeddings=true"]
+ITEM_DECODER = ["model.kind=item_decoder", "model.item_embeddings=true"]
 LEVELS = [4, 4, 2]
 
 

@@ -16,8 +16,7 @@ from tests.pipeline.conftest import tiny_overrides
 
 # The default recipe's model: item head, co-occurrence fusion tuned on validation, history excluded.
 ITEM_DECODER = [
-    "model.kind=decoder_only",
-    "model.history_tokens=items",
+    "model.kind=item_decoder",
     "model.item_embeddings=true",
     "model.item_loss=1.0",
     "model.rerank_weight=4.0",

@@ -36,8 +36,7 @@ RECORD = Path(__file__).with_name("behaviour_hashes.json")
 # path), hashed users, co-occurrence fusion tuned on validation.
 SETTINGS = [
     "run.seed=7",
-    "model.kind=decoder_only",
-    "model.history_tokens=items",
+    "model.kind=item_decoder",
     "model.item_embeddings=true",
     "model.item_loss=1.0",
     "model.item_negatives=8",

@@ -14,8 +14,7 @@ from genrec.serve.run import load_run
 from tests.pipeline.conftest import tiny_overrides
 
 FUSED = [
-    "model.kind=decoder_only",
-    "model.history_tokens=items",
+    "model.kind=item_decoder",
     "model.item_embeddings=true",
     "model.item_loss=1.0",
     "model.exclude_seen=true",

@@ -32,8 +32,7 @@ app(sys.argv[1:])
 
 # The encoder-decoder, and the default recipe's model: ItemDecoder with the item head re-ranking.
 ITEM_DECODER = [
-    "model.kind=decoder_only",
-    "model.history_tokens=items",
+    "model.kind=item_decoder",
     "model.item_embeddings=true",
     "model.item_loss=1.0",
     "model.rerank_weight=4.0",

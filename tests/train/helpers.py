@@ -70,7 +70,7 @@ def tiny_config(*overrides: str, kind: str = "tiger"):
     base = [
         f"model.kind={kind}",
         "model.d_model=32",
-        "model.encoder_layers=1",
+        *(["model.encoder_layers=1"] if kind == "tiger" else []),
         "model.decoder_layers=2",
         "model.num_heads=2",
         "model.head_dim=16",

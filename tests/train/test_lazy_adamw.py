@@ -104,8 +104,7 @@ def _item_model(*overrides: str, num_items: int = 50):
     config = load_config(
         None,
         overrides=[
-            "model.kind=decoder_only",
-            "model.history_tokens=items",
+            "model.kind=item_decoder",
             "model.item_embeddings=true",
             "model.d_model=16",
             "model.num_heads=2",

@@ -20,7 +20,7 @@ from tests.train.tiny_run import inputs_for_world, validator
         ("tiger", []),
         ("tiger", ["model.history_tokens=items", "model.item_embeddings=true"]),
         ("decoder_only", []),
-        ("decoder_only", ["model.history_tokens=items", "model.item_embeddings=true"]),
+        ("item_decoder", ["model.item_embeddings=true"]),
     ],
 )
 def test_tiny_model_overfits_tiny_dataset(tmp_path, kind, extra):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -11,21 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from genrec.settings import ConfigError, apply_assignments, build
+
 console = Console(soft_wrap=True)
-
-
-def _parse_params(pairs: list[str]) -> dict:
-    """``key=value`` strings to a dict; values are read as JSON where they parse (3, 0.5, true)."""
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
 
 
 def _config_class(model: str):
@@ -41,28 +28,24 @@ def _config_class(model: str):
     return None
 
 
-def _check_params(model: str, params: dict) -> str | None:
-    """What is wrong with ``--param`` values for ``model`` (names and types), or None."""
+def _read_params(model: str, pairs: list[str]) -> tuple[dict, str | None]:
+    """``--param key=value`` for ``model``, read as ``--set`` is (genrec.settings: the value as TOML,
+    a bare word a string) into the model's config dataclass: (the parameters, what is wrong or None)."""
+    if not pairs:
+        return {}, None
     config_class = _config_class(model)
     if config_class is None:
-        return f"--param: {model} takes no parameters, got {', '.join(sorted(params))}" if params else None
-    defaults = config_class()
-    for key, value in params.items():
-        if not hasattr(defaults, key):
-            known = ", ".join(config_class.__dataclass_fields__)
-            return f"--param {key}: {model} has no such parameter (known: {known})"
-        want = type(getattr(defaults, key))
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            params[key] = float(value)
-            ok = True
-        if not ok:
-            return f"--param {key}={value!r}: must be {want.__name__}"
+        keys = ", ".join(sorted(p.partition("=")[0] for p in pairs))
+        return {}, f"--param: {model} takes no parameters, got {keys}"
+    where = f"--param ({model})"
     try:
-        config_class(**params)
+        table = apply_assignments({}, pairs, prefix="param", option="--param")["param"]
+        config = build(config_class, table, "", where)
+    except ConfigError as e:
+        return {}, str(e)
     except (TypeError, ValueError) as e:
-        return f"--param: {e}"
-    return None
+        return {}, f"{where}: {e}"
+    return {key: getattr(config, key) for key in table}, None
 
 
 def _check_embeddings(model: str, embeddings: Path | None) -> str | None:
@@ -193,10 +176,8 @@ def _eval_baseline(
         fail(f"unknown model {model!r}; choose one of {', '.join(BASELINES)}")
     k = list(k) if k else [5, 10, 20]
     batch_size = batch_size or 1024
-    params = _parse_params(param)
-    problem = (
-        _check_params(model, params) or _check_embeddings(model, embeddings) or _check_output(output)
-    )
+    params, problem = _read_params(model, param)
+    problem = problem or _check_embeddings(model, embeddings) or _check_output(output)
     if not problem and tune and (model not in ("cooccurrence", "content-knn") or params):
         problem = "--tune applies to --model cooccurrence or content-knn without --param"
     if problem:  # found before any work

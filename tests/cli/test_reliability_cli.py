@@ -80,9 +80,10 @@ def test_eval_options_are_checked(tmp_path, args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "cooccurrence", "--param", "window=abc"], "--param window='abc': must be int"),
-        (["--model", "cooccurrence", "--param", "windw=3"], "no such parameter"),
+        (["--model", "cooccurrence", "--param", "window=abc"], "--param (cooccurrence): window must be int, got 'abc'"),
+        (["--model", "cooccurrence", "--param", "windw=3"], "unknown key 'windw'; did you mean 'window'?"),
         (["--model", "mostpop", "--param", "window=3"], "mostpop takes no parameters"),
+        (["--model", "cooccurrence", "--param", "window"], "--param 'window' must look like key=value"),
         (["--model", "mostpop", "--output", "."], "is a folder"),
     ],
 )

@@ -309,9 +309,9 @@ def test_cli_end_to_end_on_cold_start(tmp_path):
     "extra, message",
     [
         ([], "--model content-knn needs --embeddings"),
-        (["--embeddings", "{emb}", "--param", "window=3"], "content-knn has no such parameter"),
+        (["--embeddings", "{emb}", "--param", "window=3"], "--param (content-knn): unknown key 'window'"),
         (["--embeddings", "{emb}", "--param", "decay=2"], "decay must be in (0, 1]"),
-        (["--embeddings", "{emb}", "--param", "history=2.5"], "--param history=2.5: must be int"),
+        (["--embeddings", "{emb}", "--param", "history=2.5"], "--param (content-knn): history must be int, got 2.5"),
         (["--embeddings", "{emb}", "--tune", "--param", "history=2"], "--tune applies to"),
         (["--embeddings", "{short}"], "short.npy: 39 rows of embeddings for 40 items"),
         (["--embeddings", "{missing}"], "no-such-folder: no such file"),

@@ -50,12 +50,17 @@ def write_json(path: Path, data: dict) -> None:
 def read_run_json(run_dir: Path) -> dict:
     """run.json of a run folder, or {} where there is none yet; a damaged one is a RunError."""
     path = Path(run_dir) / RUN_JSON
-    if not path.is_file():
-        return {}
+    return _parse_run_json(path) if path.is_file() else {}
+
+
+def _parse_run_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: damaged ({e}); delete it to start the run folder over") from None
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: not valid JSON ({e}); the run folder is damaged: train it again") from None
+    if not isinstance(info, dict):
+        raise RunError(f"{path}: not a JSON object; the run folder is damaged: train it again")
+    return info
 
 
 def update_run_json(run_dir: Path, values: dict) -> None:
@@ -140,10 +145,7 @@ def read_finished_run(run_dir: str | Path) -> FinishedRun:
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise RunError(f"{run_dir} is not a finished genrec run: {RUN_JSON} is missing")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e})") from None
+    info = _parse_run_json(path)
     if info.get("format_version") != RUN_FORMAT_VERSION:
         raise RunError(f"{path}: run format {info.get('format_version')!r}, this genrec reads {RUN_FORMAT_VERSION}")
     config = Config.from_dict(info["config"], where=str(path))

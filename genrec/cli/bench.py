@@ -17,6 +17,13 @@ _BACKGROUND_HELP = (
 bench_app = typer.Typer(help="Benchmarks: each writes JSON, CSV and a PNG plot.", no_args_is_help=True)
 
 
+def print_paths(console: Console, paths: dict) -> None:
+    """One "kind: path" line per file a benchmark wrote (None: not written)."""
+    for kind, path in paths.items():
+        if path is not None:
+            console.print(f"{kind}: {path}")
+
+
 @bench_app.command("kernels")
 def kernels(
     out: Path = typer.Option(Path("bench/results/local"), "--out", help="Folder for kernels.json/.csv/.png."),
@@ -57,8 +64,7 @@ def kernels(
         "ceilings: "
         + ", ".join(f"{k}={v:.1f}" for k, v in result["payload"]["ceilings"].items() if isinstance(v, float))
     )
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 def _decode_sweep(items: str, beams: str, models: str, baselines: str, quick: bool) -> dict:
@@ -111,8 +117,7 @@ def _print_decode(console, result: dict) -> None:
             f"{speedup:.1f}" if speedup else "",
         )
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -255,8 +260,7 @@ def threads_command(
             f"{r['slowdown_vs_best_1_or_2_threads_any_policy']:.2f}",
         )
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 @bench_app.command("train-step")
@@ -300,8 +304,7 @@ def train_step_command(
                 f"{r['speedup_vs_torch_dropout']:.2f}",
             )
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrec.cli.bench import bench_app
+from genrec.cli.bench import bench_app, print_paths
 
 
 @bench_app.command("encoders")
@@ -62,8 +62,7 @@ def encoders(
     for row in result["rows"]:
         table.add_row(row["variant"], *("-" if row.get(k) is None else f"{row[k]:.4f}" for k in keys))
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 @bench_app.command("cold")
@@ -94,8 +93,7 @@ def cold(
     for row in result["rows"]:
         table.add_row(f"{row['epsilon']:g}" + (" *" if row["chosen"] else ""), *(f"{row[k]:.4f}" for k in keys))
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 def _stage_limits(timeout: list[str]) -> dict[str, float]:
@@ -136,8 +134,7 @@ def _print_scale(console, result: dict) -> None:
             f"{r['load_1min_before']:.2f}" if "load_1min_before" in r else "",
         )
     console.print(table)
-    for kind, path in result["paths"].items():
-        console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])
 
 
 @bench_app.command("scale")
@@ -287,6 +284,4 @@ def serve(
             "" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}",
         )
     console.print(table)
-    for kind, path in result["paths"].items():
-        if path is not None:
-            console.print(f"{kind}: {path}")
+    print_paths(console, result["paths"])

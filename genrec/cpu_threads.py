@@ -26,6 +26,8 @@ import os
 import time
 from collections import deque
 
+import torch
+
 CHECK_INTERVAL_S = 0.25
 READINGS = 3
 
@@ -53,8 +55,6 @@ def enable() -> bool:
         return False
     if others_running() is None:
         return False
-    import torch
-
     g = _governor
     g.enabled, g.ceiling, g.last_set = True, torch.get_num_threads(), torch.get_num_threads()
     g.readings.clear()
@@ -69,8 +69,6 @@ def disable() -> None:
 
 def use_fixed(threads: int) -> None:
     """The user's thread count (``run.threads``, ``--threads``): set it and stop adapting."""
-    import torch
-
     disable()
     torch.set_num_threads(threads)
 
@@ -117,8 +115,6 @@ def tick() -> None:
     if now < g.next_check:
         return
     g.next_check = now + CHECK_INTERVAL_S
-    import torch
-
     current = torch.get_num_threads()
     if current != g.last_set:  # someone else chose a count (a setting, a with-block): theirs stands
         return

@@ -34,10 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from genrec.eval.baselines import CoOccurrence, CoOccurrenceConfig
 from genrec.files import atomic_path
 from genrec.fusion_votes import BatchVotes
+from genrec.profile_similarity import ProfileSimilarity
 
 #: The rankings a fused recommender can record beside its final list (genrec.serve.beam):
 #: the beam search alone (by log P(ID)); the beam's items re-ranked with the item head; the final
@@ -187,8 +190,6 @@ class Fusion:
             return None
         cached = self._model_similarity
         if cached is None or cached[0] is not model or cached[1].num_items != model.num_items:
-            from genrec.profile_similarity import ProfileSimilarity
-
             self._model_similarity = (model, ProfileSimilarity(model.item_content.detach().cpu(), "content"))
         return self._model_similarity[1]
 
@@ -374,16 +375,12 @@ def config_weights(model_config) -> FusionWeights:
 
 def save_cooccurrence(path: Path, cooccurrence) -> None:
     """The statistics as safetensors (config in the metadata), written atomically."""
-    from safetensors.numpy import save_file
-
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(cooccurrence.arrays(), str(tmp), metadata={"config": json.dumps(cooccurrence.config())})
 
 
 def load_cooccurrence(path: Path):
     """What :func:`save_cooccurrence` wrote; a missing or damaged file is an error naming it."""
-    from safetensors import SafetensorError, safe_open
-
 
     path = Path(path)
     if not path.is_file():

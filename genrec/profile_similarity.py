@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 #: The values the content-KNN baseline chose on Beauty's validation split (bench/results/content-knn-beauty).
 PROFILE_ITEMS = 10
@@ -152,8 +154,6 @@ class ProfileSimilarity:
 
 def save_similarity(path: Path, sim: ProfileSimilarity) -> None:
     """The embeddings as safetensors (source in the metadata), written atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     metadata = {"source": json.dumps(sim.source)}
@@ -165,8 +165,6 @@ def save_similarity(path: Path, sim: ProfileSimilarity) -> None:
 
 def load_similarity(path: Path, num_items: int) -> ProfileSimilarity:
     """What :func:`save_similarity` wrote; a missing, damaged or mismatched file is an error naming it."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run ranks with profile similarity")

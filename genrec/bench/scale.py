@@ -38,7 +38,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genrec.bench.measured_process import last_lines, run_measured
-from genrec.bench.scale_decode import DECODE_STAGES
+from genrec.bench.results import environment, write_results
+from genrec.bench.scale_data import SyntheticSpec
+from genrec.bench.scale_decode import DECODE_STAGES, stage_command
+from genrec.config import EvalConfig
 from genrec.devices import cpu_model
 from genrec.files import save_figure
 
@@ -67,8 +70,6 @@ DEFAULT_TIMEOUT_S = 900.0
 def eval_sample_supported() -> bool:
     """Whether the pipeline's test stage can score a seeded sample of users (an ``eval.users``
     setting); without it the test stage scores every user."""
-    from genrec.config import EvalConfig
-
     return "users" in {f.name for f in dataclasses.fields(EvalConfig)}
 
 
@@ -243,8 +244,6 @@ def _payload(
     earlier: list[dict],
 ) -> dict:
     """scale.json's header: the machine and the sweep's settings."""
-    from genrec.bench.results import environment
-
     return {
         "benchmark": "scale",
         **environment("cpu"),
@@ -314,8 +313,6 @@ def _sweep_pipeline_size(
 ) -> None:
     """The pipeline stages at one size, in a fresh ``work`` folder (generate always runs, the other
     stages not asked for are "not run")."""
-    from genrec.bench.scale_data import SyntheticSpec
-
     spec = SyntheticSpec.standard(items, seed=seed)
     if work.exists():
         shutil.rmtree(work)
@@ -344,8 +341,6 @@ def _sweep_decode_size(
     timeouts: dict[str, float],
 ) -> None:
     """The ``wanted`` decoding stages at one size, in a fresh ``work`` folder."""
-    from genrec.bench.scale_decode import stage_command
-
     if work.exists():
         shutil.rmtree(work)
     status: dict[str, str] = {}
@@ -403,8 +398,6 @@ def _stage_facts(stage: str, run_dir: Path) -> dict:
 
 
 def _write(out_dir: Path, payload: dict, rows: list[dict]) -> dict[str, Path]:
-    from genrec.bench.results import write_results
-
     rows = sorted(rows, key=lambda r: (r["items"], ALL_STAGES.index(r["stage"])))
     paths = write_results(out_dir, "scale", payload, rows)
     png = plot_scale(out_dir / "scale.png", rows)

@@ -28,6 +28,11 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.files import default_mode
+from genrec.tokenize.semantic_ids import disambiguate
 
 #: The sizes of the catalogue-scale issue: items -> (users, interactions).
 STANDARD_SIZES = {
@@ -196,9 +201,6 @@ def write_raw(spec: SyntheticSpec, out_dir: str | Path, *, overwrite: bool = Fal
     """Write ``interactions.parquet`` (user_id, item_id, timestamp), ``items.parquet`` (item_id,
     title, brand, categories) and ``synthetic.json`` (the spec) into ``out_dir``, atomically:
     ``genrec data prepare --format table --source OUT/interactions.parquet --items OUT/items.parquet``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
@@ -230,8 +232,6 @@ def write_raw(spec: SyntheticSpec, out_dir: str | Path, *, overwrite: bool = Fal
         )
         pq.write_table(items, tmp / "items.parquet")
         (tmp / "synthetic.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-        from genrec.files import default_mode
-
         os.chmod(tmp, default_mode(0o777))
         for p in tmp.iterdir():
             os.chmod(p, default_mode())
@@ -273,8 +273,6 @@ def synthetic_semantic_ids(num_items: int, seed: int = 0, codebook: int = 256, l
                            zipf: float = CELL_ZIPF) -> tuple[np.ndarray, list[int]]:  # fmt: skip
     """(semantic IDs int64 [N, levels + 1], level sizes): :func:`synthetic_codes` plus genrec's
     disambiguation token (item-index order in a cell), its level as wide as the largest cell."""
-    from genrec.tokenize.semantic_ids import disambiguate
-
     ids = disambiguate(synthetic_codes(num_items, seed, codebook, levels, zipf), max(num_items, 1))
     return ids, [codebook] * levels + [int(ids[:, -1].max()) + 1 if num_items else 1]
 

@@ -27,8 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from genrec.bench.decode_fixtures import Catalogue, PrecomputedLogits, build_index
+from genrec.bench.scale_data import CELL_ZIPF, SyntheticEmbeddings, synthetic_semantic_ids
+from genrec.bench.timing import time_calls
+from genrec.decoding import TrieIndex, beam_search
 from genrec.files import atomic_write_text, json_text
+from genrec.ops._backends import resolve_backend
+from genrec.tokenize import TokenizeConfig, tokenize
 
 DECODE_STAGES = ("semantic_ids", "trie", "beam", "encode")
 BEAM, USERS = 20, 256
@@ -39,8 +46,6 @@ STEP_FN = "random logits (genrec.bench.decode_fixtures.PrecomputedLogits): the s
 
 def make_semantic_ids(work: Path, items: int, seed: int = 0) -> dict:
     """Write WORK/ids.npy and WORK/ids.json (level sizes); return the IDs' collision facts."""
-    from genrec.bench.scale_data import CELL_ZIPF, synthetic_semantic_ids
-
     started = time.perf_counter()
     ids, level_sizes = synthetic_semantic_ids(items, seed)
     seconds = time.perf_counter() - started
@@ -68,10 +73,6 @@ def _load_ids(work: Path) -> tuple[np.ndarray, list[int]]:
 
 def build_trie(work: Path, seed: int = 0, check_rows: int = 100_000) -> dict:
     """Build the decoding index of WORK/ids.npy, save it, and check a sample of IDs against it."""
-    import torch
-
-    from genrec.bench.decode_fixtures import Catalogue, build_index
-
     ids, level_sizes = _load_ids(work)
     index, info = build_index(Catalogue(torch.from_numpy(ids), level_sizes), torch.device("cpu"))
     started = time.perf_counter()
@@ -95,13 +96,6 @@ def build_trie(work: Path, seed: int = 0, check_rows: int = 100_000) -> dict:
 def beam_batch(work: Path, users: int = USERS, beam: int = BEAM, seed: int = 0, repeats: int = 3) -> dict:
     """One batch of constrained beam search over WORK/trie.safetensors: timings and checks that
     every returned item is a catalogue item whose ID the index holds, none twice for a user."""
-    import torch
-
-    from genrec.bench.decode_fixtures import PrecomputedLogits
-    from genrec.bench.timing import time_calls
-    from genrec.decoding import TrieIndex, beam_search
-    from genrec.ops._backends import resolve_backend
-
     started = time.perf_counter()
     index = TrieIndex.load(work / TRIE_FILE)
     load_s = time.perf_counter() - started
@@ -136,8 +130,6 @@ def beam_batch(work: Path, users: int = USERS, beam: int = BEAM, seed: int = 0, 
 def check_items(items: np.ndarray, ids: np.ndarray, index) -> None:
     """Raise AssertionError unless ``items`` [users, k] are all catalogue items (no -1: the catalogue
     has more than k), distinct per user, and the index maps each one's semantic ID back to it."""
-    import torch
-
     if items.min() < 0 or items.max() >= len(ids):
         raise AssertionError(f"beam returned items outside 0..{len(ids) - 1}: {items.min()}..{items.max()}")
     if any(len(set(row.tolist())) != len(row) for row in items):
@@ -150,8 +142,6 @@ def check_items(items: np.ndarray, ids: np.ndarray, index) -> None:
 def fit_tokenizer(embeddings, fit_rows: int = FIT_ROWS):
     """(tokenizer, fit seconds, its k-means backend): residual k-means, 3 levels of 256, on the
     first ``fit_rows`` rows (the rows are independent draws, so the first rows are a sample)."""
-    from genrec.tokenize import TokenizeConfig, tokenize
-
     sample = embeddings.rows(0, min(fit_rows, embeddings.items))
     config = TokenizeConfig(method="rqkmeans", levels=3, codebook_size=256, device="cpu", disambiguation="index",
                             progress=False)  # fmt: skip
@@ -178,11 +168,6 @@ def encode_in_chunks(tokenizer, embeddings, chunk: int = CHUNK) -> tuple[np.ndar
 
 def encode_all(items: int, seed: int = 0, dim: int = DIM, chunk: int = CHUNK, fit_rows: int = FIT_ROWS) -> dict:
     """Fit on a sample, encode all ``items`` synthetic embeddings; timings and the codes' cells."""
-    import torch
-
-    from genrec.bench.scale_data import SyntheticEmbeddings
-    from genrec.ops._backends import resolve_backend
-
     embeddings = SyntheticEmbeddings(items, dim=dim, seed=seed)
     tokenizer, fit_s, backend = fit_tokenizer(embeddings, fit_rows)
     codes, generate_s, encode_s = encode_in_chunks(tokenizer, embeddings, chunk)

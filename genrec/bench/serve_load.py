@@ -28,8 +28,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from genrec.batch_recommend import run_dataset
+from genrec.bench.results import environment, write_results
+from genrec.data import load_prepared
 from genrec.files import save_figure
+from genrec.run_format import RunError
 
 MODES = ("batched", "unbatched")
 
@@ -43,12 +48,6 @@ def free_port() -> int:
 def histories_of(run_dir: Path, count: int, seed: int, max_history: int | None = None) -> list[list[str]]:
     """Test histories (all but the last item) of ``count`` users of the run's dataset, drawn with
     ``seed``, as item ids."""
-    import pyarrow.parquet as pq
-
-    from genrec.batch_recommend import run_dataset
-    from genrec.data import load_prepared
-    from genrec.run_format import RunError
-
     info = json.loads((run_dir / "run.json").read_text())
     dataset = run_dataset(run_dir, info, None, load_prepared, RunError)  # checked against the run
     item_ids = [str(x) for x in pq.read_table(run_dir / "items.parquet", columns=["item_id"]).column(0).to_pylist()]
@@ -218,8 +217,6 @@ def run_load(
     out.mkdir(parents=True, exist_ok=True)
 
     import httpx  # noqa: F401  (used by _measure_mode; imported here, before the histories are read)
-
-    from genrec.bench.results import environment, write_results
 
     info = json.loads((run / "run.json").read_text())
     histories = histories_of(run, requests + warmup, seed, info["config"]["train"]["max_history"])

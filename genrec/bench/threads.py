@@ -34,8 +34,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+
+import genrec
+from genrec import _openmp, cpu_threads
+from genrec.bench.background import background_load
+from genrec.bench.decode_fixtures import (
+    PrecomputedLogits,
+    history_batch,
+    synthetic_catalogue,
+    tiger_model,
+)
+from genrec.bench.kernels import RQSize, _rq_inputs
+from genrec.bench.results import environment, write_results
+from genrec.config import load_config
+from genrec.decoding import TrieIndex, beam_search
 from genrec.devices import cpu_model
 from genrec.files import save_figure
+from genrec.models import build_model
+from genrec.ops import rq_encode
+from genrec.train.examples import BatchMaker, build_examples, epoch_batches
+from genrec.train.recipe import LossModule, make_optimizer
 
 # "before": libgomp's own default spin (what it does when nothing is set), the kernels' OpenMP
 # regions (csrc/cpu/parallel.h) and a fixed thread count; "after": genrec's defaults.
@@ -66,8 +86,6 @@ _CLEARED = (
 
 # ---------------------------------------------------------------- the child: one cell
 def _median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
-    from genrec import cpu_threads
-
     for _ in range(warmup):
         cpu_threads.tick()
         fn()
@@ -81,16 +99,6 @@ def _median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1
 
 
 def _decode(quick: bool, tiger: bool) -> tuple[float, list[float]]:
-    import torch
-
-    from genrec.bench.decode_fixtures import (
-        PrecomputedLogits,
-        history_batch,
-        synthetic_catalogue,
-        tiger_model,
-    )
-    from genrec.decoding import TrieIndex, beam_search
-
     cat = synthetic_catalogue(100_000)
     index = TrieIndex.from_codes(cat.codes, level_sizes=cat.level_sizes)
     users, beam, cpu = 64, 20, torch.device("cpu")
@@ -114,16 +122,6 @@ def _decode(quick: bool, tiger: bool) -> tuple[float, list[float]]:
 
 
 def _train(quick: bool) -> tuple[float, list[float]]:
-    import numpy as np
-    import torch
-
-    import genrec
-    from genrec import cpu_threads
-    from genrec.config import load_config
-    from genrec.models import build_model
-    from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-    from genrec.train.recipe import LossModule, make_optimizer
-
     path = Path(genrec.__file__).resolve().parents[1] / "configs" / "tiger_beauty.toml"
     if not path.is_file():
         raise FileNotFoundError(f"the train workload needs the demo's config, {path} (a source checkout)")
@@ -161,11 +159,6 @@ def _train(quick: bool) -> tuple[float, list[float]]:
 
 
 def _rq_encode(quick: bool, wide: bool) -> tuple[float, list[float]]:
-    import torch
-
-    from genrec.bench.kernels import RQSize, _rq_inputs
-    from genrec.ops import rq_encode
-
     size = RQSize(4_096, 768, 4, 1024) if wide else RQSize(100_000, 32, 3, 256)
     if quick:
         size = RQSize(size.n // 8, size.d, size.levels, size.k)
@@ -176,10 +169,6 @@ def _rq_encode(quick: bool, wide: bool) -> tuple[float, list[float]]:
 
 def measure_cell(threads: int, workloads: tuple[str, ...], quick: bool) -> dict:
     """Time ``workloads`` in this process with ``threads`` torch threads (0: leave the default)."""
-    import torch  # after genrec's package import (``python -m genrec.bench.threads``) set the policy
-
-    from genrec import _openmp, cpu_threads
-
     if threads:
         torch.set_num_threads(threads)
     else:
@@ -281,9 +270,6 @@ def run_thread_benchmarks(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the sweep; write threads.json/.csv/.png under ``out_dir``."""
-    from genrec.bench.background import background_load
-    from genrec.bench.results import environment, write_results
-
     for w in workloads:
         if w not in WORKLOADS:
             raise ValueError(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")

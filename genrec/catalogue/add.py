@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from genrec.catalogue.model import extended_model
 from genrec.catalogue.run_encoders import ENCODERS_DIR, NewItemsError, load_run_encoders
@@ -32,8 +34,8 @@ from genrec.eval.baselines import CoOccurrence
 from genrec.files import array_sha256, file_sha256
 from genrec.fusion import load_cooccurrence, save_cooccurrence
 from genrec.models import model_class
-from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
-from genrec.run_format import read_finished_run
+from genrec.profile_similarity import SIMILARITY_FILE, load_similarity, save_similarity
+from genrec.run_format import RunError, read_finished_run
 from genrec.tokenize.artifacts import load_tokenizer
 from genrec.train.checkpoint import save_model
 
@@ -83,17 +85,11 @@ def add_items(run_dir: str | Path, items, out_dir: str | Path, *, device: str = 
     Raises NewItemsError (bad input, or a run that cannot take new items) or RunError (a damaged
     run folder), having written nothing.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out_dir(run_dir, out_dir)
     info, config, codes, level_sizes = _read_run(run_dir)
     _, state, tensors = load_run_encoders(run_dir)
     if not (run_dir / "items.parquet").is_file():
-        from genrec.run_format import RunError
-
         raise RunError(f"{run_dir / 'items.parquet'} is missing: the run folder is incomplete")
     run_items = pq.read_table(run_dir / "items.parquet")
     if run_items.num_rows != len(codes):
@@ -192,8 +188,6 @@ def _extended_similarity(run_dir: Path, config, state: dict, table, embeddings, 
     try:
         similarity = load_similarity(run_dir / SIMILARITY_FILE, N)
     except (FileNotFoundError, ValueError) as e:
-        from genrec.run_format import RunError
-
         raise RunError(str(e)) from None
     if similarity.source == "content":
         return similarity.extended(embeddings)
@@ -245,8 +239,6 @@ def _write_run(
         if (run_dir / "cooccurrence.safetensors").is_file():
             _extend_cooccurrence(run_dir / "cooccurrence.safetensors", staged / "cooccurrence.safetensors", n)
         if similarity is not None:
-            from genrec.profile_similarity import SIMILARITY_FILE, save_similarity
-
             save_similarity(staged / SIMILARITY_FILE, similarity)
 
         batch = {"file": batch_file, "first_item_idx": N, "count": n, "source": where, "source_sha256": source_sha}
@@ -264,9 +256,6 @@ def _write_run(
 def _write_items(staged: Path, run_items, new_rows) -> str:
     """The run's item table with the new rows appended (columns the new rows lack are null), and
     the new rows as the next batch file of the run's added items; returns that file's name."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     n = new_rows.num_rows
     appended = {
         name: new_rows.column(name).cast(run_items.schema.field(name).type)
@@ -310,8 +299,6 @@ def _copy_run(run_dir: Path, staged: Path) -> None:
         if any(part.startswith(".") for part in rel.parts) or rel.parts[0] in SKIPPED:
             continue
         if path.is_symlink():
-            from genrec.run_format import RunError
-
             raise RunError(f"{path} is a symbolic link; a run folder holds only files genrec wrote")
         if rel.as_posix() in REWRITTEN:
             continue

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from genrec.catalogue.run_encoders import NewItemsError
 
 MAX_PROBLEMS = 10
@@ -22,9 +25,6 @@ KINDS = ("id", "title", "text", "attribute", "path")
 def read_items(items) -> tuple[object, str, Path | None]:
     """(pyarrow table, its name in messages, the folder relative image paths start from) of a
     parquet file path or a pyarrow table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if isinstance(items, pa.Table):
         return items, "the new items table", None
     path = Path(items)
@@ -38,22 +38,16 @@ def read_items(items) -> tuple[object, str, Path | None]:
 
 
 def _is_text(t) -> bool:
-    import pyarrow as pa
-
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _is_text_list(t) -> bool:
-    import pyarrow as pa
-
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
         _is_text(t.value_type) or pa.types.is_null(t.value_type)
     )
 
 
 def _type_ok(kind: str, t) -> bool:
-    import pyarrow as pa
-
     if kind in ("id", "title"):
         return _is_text(t)
     if kind == "path":

@@ -30,6 +30,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from genrec.data.cold_start import ColdStart
 from genrec.data.dataset import PreparedDataset, load_prepared
@@ -57,10 +59,6 @@ def write_held_back(
 ) -> Path:
     """Write SOURCE (a path or PreparedDataset) without ``count`` seeded items, and the held-back
     items' table and test rows (see the module doc). Returns ``out_dir``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-
     dataset = source if isinstance(source, PreparedDataset) else load_prepared(source)
     out_dir = Path(out_dir)
     if out_dir.resolve() == dataset.path.resolve():
@@ -103,8 +101,6 @@ def write_held_back(
 def _kept_dataset(dataset, is_held, timestamps, user_ids, item_table, count: int, seed: int) -> dict:
     """``write_prepared_arrays`` arguments for SOURCE without the held-back items: their rows leave
     the item table (the others re-indexed), their interactions go, users left too short are dropped."""
-    import pyarrow as pa
-
     new_index = np.cumsum(~is_held) - 1  # old item index -> new (for the items that stay)
     items = dataset.items
     users = np.repeat(np.arange(dataset.num_users), np.diff(dataset.offsets))

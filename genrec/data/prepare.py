@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from genrec.data import formats
+from genrec.data.download import verify_registered_sources
 from genrec.data.errors import DataFormatError
 from genrec.data.formats._io import SkipPolicy
 from genrec.data.writer import MIN_SEQUENCE_LENGTH, build_item_table, file_digest, write_prepared_arrays
@@ -302,8 +304,6 @@ def prepare_dataset(
     rows for instead of failing (see ``genrec.data.formats._io.SKIP_REASONS``); the counts land in
     the manifest. Returns ``out_dir``.
     """
-    from genrec.data import formats
-
     if fmt not in DEFAULT_K_CORE:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     source = Path(source)
@@ -316,8 +316,6 @@ def prepare_dataset(
             raise ValueError(
                 f"unknown text encoding {format_options['encoding']!r} (--encoding); e.g. utf-8, latin-1, cp1252"
             ) from None
-    from genrec.data.download import verify_registered_sources
-
     verify_registered_sources(source)
     policy = SkipPolicy(frozenset(skip))
     read = formats.reader(fmt)

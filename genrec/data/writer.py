@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import genrec
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
 from genrec.files import default_mode, file_sha256
@@ -246,8 +247,6 @@ def _prepared_manifest(
 ) -> dict:
     """manifest.json's content; ``extra_manifest`` may override any key but the creation time and version."""
     scheme = LeaveOneOut()
-    import genrec
-
     return {
         "format_version": FORMAT_VERSION,
         "name": name,

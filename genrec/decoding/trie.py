@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
+import genrec
 from genrec.files import atomic_write_bytes
 from genrec.ops import build_trie
 
@@ -273,8 +276,6 @@ class TrieIndex:
 
     # ---- persistence ----
     def metadata(self) -> dict:
-        import genrec
-
         return {
             "format_version": FORMAT_VERSION,
             "levels": self.levels,
@@ -289,8 +290,6 @@ class TrieIndex:
     def save(self, path: str | Path) -> Path:
         """Write the CSR arrays and metadata to ``path`` (safetensors), atomically. Dense tables are
         rebuilt on load (they are derived), so the file holds only what cannot be recomputed."""
-        from safetensors.torch import save
-
         path = Path(path)
         tensors = {"leaf_items": self.leaf_items.cpu().contiguous()}
         for t in range(self.levels):
@@ -303,8 +302,6 @@ class TrieIndex:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str | None = None) -> TrieIndex:
         """Read an index written by :meth:`save`, checking its format and consistency."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found")

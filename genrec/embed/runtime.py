@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
+
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -15,8 +17,6 @@ def torch_threads(threads: int) -> Iterator[None]:
     On a machine shared with other jobs, extra threads mostly wait for each other: a small model
     often runs faster, and always more repeatably, on one.
     """
-    import torch
-
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0 = torch's default), got {threads}")
     before = torch.get_num_threads()
@@ -30,8 +30,6 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def autocast(device: str, precision: str):
     """A bfloat16 autocast context for ``device`` when ``precision`` is "bfloat16", else a no-op one."""
-    import torch
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"

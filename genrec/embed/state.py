@@ -27,6 +27,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from genrec.embed.artifacts import EmbeddingError, atomic_save_json, check_embeddings
 from genrec.embed.registry import get_encoder
@@ -67,8 +69,6 @@ def write_encoder_state(folder: str | Path, state: tuple[dict, dict] | None, emb
 
 def save_state(folder: Path, spec: dict, tensors: dict, *, dimension: int, embeddings_sha256: str) -> None:
     """Write a state's two files into ``folder``, the JSON last."""
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / TENSORS_FILE) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
@@ -123,9 +123,6 @@ def reuse_state(encoder, source: str | Path, target: str | Path, embeddings: np.
 def read_encoder_state(folder: str | Path, embeddings_sha256: str | None = None) -> tuple[dict, dict]:
     """(the state JSON, the tensors) of ``folder``, checked: the tensors file's checksum, and the
     embeddings the state made when ``embeddings_sha256`` is given."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     path = folder / STATE_FILE
     if not path.is_file():

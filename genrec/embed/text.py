@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from genrec.embed.config import EmbedConfig
 from genrec.embed.registry import ItemEncoder
@@ -80,8 +81,6 @@ def item_texts(dataset: PreparedDataset, template: str, list_separator: str = ",
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

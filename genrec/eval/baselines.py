@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from genrec.eval.content_knn import ContentKNN, ContentKNNConfig
 from genrec.eval.evaluator import evaluate
 
 
@@ -280,8 +281,6 @@ def make_baseline(name: str, dataset, **params):
             )
         return CoOccurrence.from_dataset(dataset, CoOccurrenceConfig(**params))
     if name == "content-knn":
-        from genrec.eval.content_knn import ContentKNN, ContentKNNConfig
-
         embeddings = params.pop("embeddings", None)
         if embeddings is None:
             raise ValueError("content-knn needs embeddings= (a `genrec embed` output folder or its .npy)")

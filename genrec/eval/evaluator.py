@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+import genrec
 from genrec.eval import metrics as M
 from genrec.eval import sharding
 from genrec.files import atomic_path, atomic_write_text
@@ -54,17 +57,12 @@ class EvalResult:
 
 
 def _write_parquet(path: Path, columns: dict[str, np.ndarray]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(dict(columns)), tmp)
 
 
 def load_per_user(path: str | Path) -> dict[str, np.ndarray]:
     """The per-user arrays written by :meth:`EvalResult.save` (``path``: the JSON or the parquet)."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if path.suffix == ".json":
         path = path.with_name(json.loads(path.read_text())["per_user_file"])
@@ -332,8 +330,6 @@ def _run_info(
     seconds: float,
 ) -> dict:
     """What was evaluated how, recorded next to the metrics."""
-    import genrec
-
     return {
         "recommender": who,
         "recommender_config": recommender.config() if hasattr(recommender, "config") else {},

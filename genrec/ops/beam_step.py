@@ -225,6 +225,7 @@ def constrained_beam_step(
             buf.copy_(value)
         return out
     if chosen is Backend.TRITON:
+        # lazy: Triton compiles its kernels' module on first use; only this backend needs it
         from genrec.triton_kernels.beam_step import constrained_beam_step_triton
 
         return BeamStep(*constrained_beam_step_triton(*args, out=out))

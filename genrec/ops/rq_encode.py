@@ -76,6 +76,7 @@ def rq_encode(
         codes = rq_encode_reference(x, codebooks)
         return codes if out is None else out.copy_(codes)
     if chosen is Backend.TRITON:
+        # lazy: Triton compiles its kernels' module on first use; only this backend needs it
         from genrec.triton_kernels.rq_encode import rq_encode_triton
 
         return rq_encode_triton(x, codebooks, out=out)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from genrec import cpu_threads
 from genrec.catalogue import save_run_encoders
@@ -101,8 +102,6 @@ def run_pipeline(
     A run folder is checked before any work (genrec.pipeline.run_folder: new, empty or a genrec
     run unless ``force_run_dir``; no symbolic links; writable) and locked while it is written.
     """
-    from rich.console import Console
-
 
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")

@@ -14,9 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from genrec.config import Config
-from genrec.files import file_sha256
+from genrec.data import dataset_dir, get_dataset, load_prepared
+from genrec.data.cold_start import write_cold_start
+from genrec.data.download import download_dataset
+from genrec.data.errors import DownloadError
+from genrec.data.prepare import prepare_dataset
+from genrec.embed import embed_items
+from genrec.embed.artifacts import item_ids_sha256, load_embeddings, read_meta
+from genrec.files import array_sha256, file_sha256
 from genrec.pipeline.cache import StageCache, StageOutput
 from genrec.settings import ConfigError, hashed_settings, stable_hash
+from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
+from genrec.tokenize.folders import tokenize_dataset
 
 # Bump when a stage's output for the same settings changes meaning.
 # embed 2: the output also holds the encoder state that embeds items added after training.
@@ -39,8 +48,6 @@ def prepare_stage(config: Config, cache: StageCache) -> StageOutput:
 
 def cold_start_stage(config: Config, prepared: StageOutput, cache: StageCache) -> StageOutput:
     """The cold-start version of a prepared dataset (genrec.data.cold_start), keyed by its manifest."""
-    from genrec.data import load_prepared
-
     source = load_prepared(prepared.path)
     if source.cold_items().size:
         raise ConfigError(
@@ -51,8 +58,6 @@ def cold_start_stage(config: Config, prepared: StageOutput, cache: StageCache) -
     key = stable_hash({"stage": "cold_start", "v": STAGE_VERSIONS["cold_start"], **settings, **inputs})
 
     def produce(folder: Path) -> dict:
-        from genrec.data.cold_start import write_cold_start
-
         write_cold_start(source, folder, fraction=settings["fraction"], seed=settings["seed"], overwrite=True)
         data = load_prepared(folder)
         return {
@@ -68,8 +73,6 @@ def cold_start_stage(config: Config, prepared: StageOutput, cache: StageCache) -
 
 def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
     """The prepared dataset: ``data.prepared`` when given, else ``genrec data prepare`` of the source."""
-    from genrec.data import load_prepared
-
     d = config.data
     if d.prepared:
         started = time.perf_counter()
@@ -84,8 +87,6 @@ def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
             "prepare", dataset.fingerprint[:16], Path(d.prepared), True, time.perf_counter() - started, info,
             {"given": str(d.prepared)},
         )  # fmt: skip
-
-    from genrec.data import dataset_dir, get_dataset
 
     fmt, source = d.format, Path(d.source) if d.source else None
     if source is None or not fmt:
@@ -112,8 +113,6 @@ def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
     key = stable_hash({"stage": "prepare", "v": STAGE_VERSIONS["prepare"], **settings, **inputs})
 
     def produce(folder: Path) -> dict:
-        from genrec.data.prepare import prepare_dataset
-
         prepare_dataset(fmt, source, folder, name=name, overwrite=True, **options)
         data = load_prepared(folder)
         return {"name": data.name, "num_users": data.num_users, "num_items": data.num_items}
@@ -124,8 +123,6 @@ def _prepare_stage(config: Config, cache: StageCache) -> StageOutput:
 # ---- embed ----
 def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
     """Item embeddings: ``data.embeddings`` when given, else ``genrec.embed.embed_items``."""
-    from genrec.embed.artifacts import item_ids_sha256, load_embeddings
-
     if config.data.embeddings:
         started = time.perf_counter()
         path = Path(config.data.embeddings)
@@ -144,8 +141,6 @@ def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
     key = stable_hash({"stage": "embed", "v": STAGE_VERSIONS["embed"], **settings, **inputs})
 
     def produce(folder: Path) -> dict:
-        from genrec.embed import embed_items
-
         artifact = embed_items(dataset, config.embed, out_dir=folder)
         return {"dimension": int(artifact.embeddings.shape[1]), "encoder": artifact.meta.get("encoder")}
 
@@ -153,9 +148,6 @@ def embed_stage(config: Config, dataset, cache: StageCache) -> StageOutput:
 
 
 def _embeddings_hash(path: Path) -> str:
-    from genrec.embed.artifacts import read_meta
-    from genrec.files import array_sha256
-
     meta = read_meta(path) if path.is_dir() else {}
     if "embeddings_sha256" in meta:
         return meta["embeddings_sha256"]
@@ -165,9 +157,6 @@ def _embeddings_hash(path: Path) -> str:
 
 def _download(name: str) -> None:
     """Fetch a registered dataset into $GENREC_DATA_DIR (sha256-checked where published)."""
-    from genrec.data.download import download_dataset
-    from genrec.data.errors import DownloadError
-
     print(f"  {name}: not under $GENREC_DATA_DIR yet, downloading (data.download = false turns this off)")
     try:
         download_dataset(name)
@@ -181,8 +170,6 @@ def _download(name: str) -> None:
 # ---- tokenize ----
 def tokenize_stage(config: Config, dataset, embeddings: StageOutput, cache: StageCache) -> StageOutput:
     """Semantic IDs: ``data.tokenizer`` when given, else ``genrec.tokenize.tokenize_dataset``."""
-    from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
-
     if config.data.tokenizer:
         started = time.perf_counter()
         path = Path(config.data.tokenizer)
@@ -207,8 +194,6 @@ def tokenize_stage(config: Config, dataset, embeddings: StageOutput, cache: Stag
     key = stable_hash({"stage": "tokenize", "v": STAGE_VERSIONS["tokenize"], **settings, **inputs})
 
     def produce(folder: Path) -> dict:
-        from genrec.tokenize.folders import tokenize_dataset
-
         tokenize_dataset(dataset.path, embeddings.path, folder, config.tokenize)
         return _tok_info(read_tokenizer_info(folder))
 
@@ -220,6 +205,4 @@ def _tok_info(info: dict) -> dict:
 
 
 def semantic_ids_hash(ids: np.ndarray) -> str:
-    from genrec.files import array_sha256
-
     return array_sha256(np.ascontiguousarray(ids, dtype=np.int64))

@@ -21,6 +21,7 @@ from genrec.data import DataError, load_prepared
 from genrec.files import atomic_write_text
 from genrec.report import buckets as B
 from genrec.report.markdown import render_markdown
+from genrec.report.plots import write_plots
 from genrec.report.runs import (
     Method,
     ReportInputError,
@@ -378,8 +379,6 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if options.plots:
-        from genrec.report.plots import write_plots
-
         files.update(write_plots(numbers, out_dir))
     markdown = render_markdown(numbers, {k: p.name for k, p in files.items()})
     atomic_write_text(out_dir / "report.json", json.dumps(numbers, indent=2) + "\n")

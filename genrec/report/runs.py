@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from genrec.train.checkpoint import CheckpointError, read_tensors
 
@@ -93,8 +94,6 @@ def _read_per_user(results: Path, payload: dict) -> dict[str, np.ndarray] | None
     path = results.with_name(Path(name).name)  # always beside the JSON: never follow a path elsewhere
     if not path.is_file():
         raise ReportInputError(f"{results} names per-user arrays {path.name}, which are missing")
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for damaged files

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from genrec.files import atomic_write_text
 from genrec.report.stats import mean_and_spread
 
@@ -97,8 +99,6 @@ def _finite(d: dict) -> dict:
 
 def print_seeds_summary(seeds_file: str | Path, console) -> None:
     """The headline metrics of a multi-seed run: mean ± std (min-max) over its seeds."""
-    from rich.table import Table
-
     data = json.loads(Path(seeds_file).read_text())
     table = Table(title=f"{data['name']}: {len(data['seeds'])} seeds ({seeds_file})")
     for column in ("metric", "mean", "std", "95% CI ±", "min", "max"):

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.batch_recommend import BatchRecommendError, run_dataset
+from genrec.batch_users import user_ids_of
+from genrec.data import load_prepared
 from genrec.files import file_sha256
+from genrec.run_format import RunError
 from genrec.serve.beam import BeamSearchRecommender
 from genrec.serve.restricted import restricted_topk
 from genrec.serve.run import Recommendation, RunRecommender, load_run
@@ -102,10 +106,6 @@ class RecommendService:
         info = run.info
         dataset, problem = None, "this server was started without the run's dataset (--no-users)"
         if users:
-            from genrec.batch_recommend import BatchRecommendError, run_dataset
-            from genrec.data import load_prepared
-            from genrec.run_format import RunError
-
             try:
                 dataset = run_dataset(run_dir, info, dataset_dir, load_prepared, RunError)
                 problem = None
@@ -162,8 +162,6 @@ class RecommendService:
 
     def _users(self) -> dict[str, int]:
         if self._user_index is None:
-            from genrec.batch_users import user_ids_of
-
             self._user_index = {v: u for u, v in enumerate(user_ids_of(self.dataset))}
         return self._user_index
 

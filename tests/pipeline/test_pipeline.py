@@ -126,7 +126,7 @@ def test_a_registered_dataset_missing_locally_is_downloaded_or_named(tmp_path, m
         asked.append(name)
         raise DownloadError("https://example.invalid: no network")
 
-    monkeypatch.setattr("genrec.data.download.download_dataset", offline)
+    monkeypatch.setattr(stages, "download_dataset", offline)
     config = load_config(None, overrides=[f"run.cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(ConfigError, match=r"downloading 'amazon2014/beauty' failed.*GENREC_DATA_DIR"):
         stages.prepare_stage(config, stages.StageCache(tmp_path / "cache"))

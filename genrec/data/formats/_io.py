@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
+from genrec.data.writer import flatten_categories
 
 # Reasons bad input can be skipped for, when the user asks (`--skip REASON`).
 SKIP_REASONS = ("malformed", "duplicates", "short_users", "unknown_items")
@@ -135,8 +136,6 @@ def text_frame(rows: list[dict]):
     become strings, or nulls where absent.
     """
     import polars as pl
-
-    from genrec.data.writer import flatten_categories
 
     names = list(dict.fromkeys(k for r in rows for k in r)) or ["item_id", "line"]
     columns = []

@@ -310,5 +310,6 @@ FUSION_FIELDS = (
     "cold_bias",
     "cold_epsilon",
     "cold_objective",
+    "cold_share_cap",
     "profile_embeddings",
 )

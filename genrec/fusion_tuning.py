@@ -5,6 +5,7 @@ and similarity weight under a floor on the warm-target recall of the ranking wit
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,6 +102,23 @@ def ranking_hits(candidates: Sequence[Candidates], targets: np.ndarray, w: Fusio
 COLD_OBJECTIVES = ("ndcg", "cold_recall")
 
 
+def cold_share_cap(cold_target: np.ndarray, k: int = 10) -> float:
+    """The largest epsilon ``model.cold_share_cap`` allows: the share of (validation) targets that
+    are cold items, as the nearest whole number of places in a top k (at least one where any
+    target is cold), so that a top k holds about as many cold items as users' choices give them."""
+    share = float(np.asarray(cold_target, dtype=bool).mean()) if len(cold_target) else 0.0
+    places = math.floor(share * k + 0.5)
+    return max(places, 1 if share > 0 else 0) / k
+
+
+def _epsilons(max_epsilon: float) -> list[float]:
+    """COLD_EPSILONS above 0 and at most ``max_epsilon``, with the cap itself where it falls between."""
+    eps = [e for e in COLD_EPSILONS if 0 < e <= max_epsilon + 1e-9]
+    if max_epsilon > 0 and not any(abs(e - max_epsilon) < 1e-9 for e in eps):
+        eps.append(max_epsilon)
+    return eps
+
+
 def tune_cold(
     candidates: Sequence[Candidates],
     targets: np.ndarray,
@@ -109,11 +127,14 @@ def tune_cold(
     k: int = 10,
     reference: FusionWeights | None = None,
     objective: str = "ndcg",
+    max_epsilon: float = 1.0,
 ) -> tuple[FusionWeights, list[dict]]:
     """The cold items' bias, sequence weight, similarity weight and cap epsilon for fixed warm weights
     ``base``: among the combinations whose warm-target Recall@k on the validation rows stays at least
     WARM_FLOOR of the ``reference`` ranking's (default: ``base`` without cold items), the best by
-    ``objective`` (COLD_OBJECTIVES). The list without cold items (epsilon 0) is always eligible.
+    ``objective`` (COLD_OBJECTIVES). The list without cold items (epsilon 0) is always eligible;
+    epsilon is at most ``max_epsilon`` (:func:`cold_share_cap`; a cap between the grid's steps is
+    tried itself).
     Ties keep the earlier combination (in the order of COLD_EPSILONS, COLD_SIM_UNITS,
     COLD_SEQ_WEIGHTS, COLD_BIAS_UNITS); the table lists every one."""
     if objective not in COLD_OBJECTIVES:
@@ -147,8 +168,7 @@ def tune_cold(
                 "cold_sim_weight": v * scale,
             }
         )
-        for e in COLD_EPSILONS
-        if e > 0
+        for e in _epsilons(max_epsilon)
         for v in (COLD_SIM_UNITS if with_sim else (0.0,))
         for c in COLD_SEQ_WEIGHTS
         for u in COLD_BIAS_UNITS

@@ -43,6 +43,7 @@ _ITEM_SIDE = (
     "cold_candidates",
     "profile_embeddings",
     "cold_objective",
+    "cold_share_cap",
     "cold_bias",
     "cold_epsilon",
 )
@@ -161,6 +162,12 @@ class ModelConfig:
     ranking without content knowledge (genrec.fusion_tuning.tune_cold): "ndcg" (NDCG@10 of all validation
     users) or "cold_recall" (the cold-target Recall@10: as much exposure for new items as the warm
     floor allows)."""
+    cold_share_cap: bool = False
+    """With tune_fusion and cold candidates: TIGER's epsilon is at most the share of validation
+    targets that are cold items, as the nearest whole number of places in a top 10 (at least one;
+    about 10% cold targets: at most 1 of a top 10). New items get the places users' choices give
+    them, whatever the objective would spend; validation cannot show how much a wider share costs
+    warm users on test (histories there may end with a new item; bench/results/cold-beauty/NOTES.md)."""
     cold_bias: float = 0.0
     """Added to the fused score of every cold candidate (chosen on validation with tune_fusion)."""
     cold_epsilon: float = 1.0

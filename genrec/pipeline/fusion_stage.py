@@ -16,7 +16,7 @@ from genrec.embed.state import has_encoder_state, read_encoder_state
 from genrec.eval.baselines import CoOccurrence
 from genrec.files import array_sha256, atomic_write_text
 from genrec.fusion import Fusion, FusionWeights, config_weights, save_cooccurrence, uses_cooccurrence
-from genrec.fusion_tuning import WARM_FLOOR, tune_cold, tune_fusion
+from genrec.fusion_tuning import WARM_FLOOR, cold_share_cap, tune_cold, tune_fusion
 from genrec.pipeline.stages import embed_stage
 from genrec.profile_similarity import SIMILARITY_FILE, ProfileSimilarity, save_similarity
 from genrec.run_format import COOCCURRENCE_FILE
@@ -99,6 +99,7 @@ def prepare_fusion(
             "fusion": [mc.fusion_candidates, mc.tune_users, config.eval.beam_size, config.run.seed]
             + (
                 [mc.cold_candidates, "cold-sim", mc.cold_objective, "floor-without-similarity"]
+                + (["share-cap", "nearest"] if mc.cold_share_cap else [])
                 if mc.cold_candidates
                 else []
             )
@@ -154,8 +155,20 @@ def _tune(config: Config, dataset, model, codes, cooc, device, amp, similarity=N
         best = max(range(len(plain)), key=lambda i: (plain[i]["ndcg@10"], -i))
         keys = ("head_weight", "cooc_weight", "eps")
         reference = FusionWeights(**{key: plain[best][key] for key in keys})
+        max_epsilon = cold_share_cap(cold_target) if mc.cold_share_cap else 1.0
         weights, cold_table = tune_cold(
-            candidates, targets, cold_target, weights, reference=reference, objective=mc.cold_objective
+            candidates,
+            targets,
+            cold_target,
+            weights,
+            reference=reference,
+            objective=mc.cold_objective,
+            max_epsilon=max_epsilon,
         )
-        cold_table = {"reference": reference.to_dict(), "objective": mc.cold_objective, "table": cold_table}
+        cold_table = {
+            "reference": reference.to_dict(),
+            "objective": mc.cold_objective,
+            "max_epsilon": max_epsilon,
+            "table": cold_table,
+        }
     return weights, table, len(rows), cold_table

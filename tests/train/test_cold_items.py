@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrec.fusion import Candidates, Fusion, FusionWeights
-from genrec.fusion_tuning import ranking_hits, tune_cold
+from genrec.fusion_tuning import COLD_EPSILONS, cold_share_cap, ranking_hits, tune_cold
 from genrec.models import ItemDecoder
 from genrec.serve.beam import BeamSearchRecommender
 from tests.train.helpers import synthetic_world
@@ -245,6 +245,37 @@ def test_tune_cold_floor_follows_the_reference_and_the_objective_decides_among_e
     assert chosen_hits(objective="ndcg", **relaxed) == [True, True, False]
     with pytest.raises(ValueError, match="objective"):
         tune_cold([cand], targets, cold_target, FusionWeights(), objective="recall")
+
+
+def test_the_share_cap_is_the_cold_targets_share_in_whole_places_of_a_top_10():
+    assert cold_share_cap(np.array([True] + [False] * 9)) == 0.1
+    assert cold_share_cap(np.array([True] * 2 + [False] * 17)) == 0.1  # 10.5%: one place of ten
+    assert cold_share_cap(np.array([True] * 3 + [False] * 17)) == 0.2  # 15%: rounds up to two
+    assert cold_share_cap(np.array([True] + [False] * 99)) == 0.1  # 1%: still one place
+    assert cold_share_cap(np.zeros(5, dtype=bool)) == 0.0
+    assert cold_share_cap(np.array([True, False, False, False]), k=5) == 0.2  # 25% of 5 places: 1.25
+
+
+def test_tune_cold_never_chooses_an_epsilon_above_the_cap():
+    # k = 10, two cold targets among three rows: with no cap the best choice lets both cold items in.
+    items = torch.tensor([[*range(1, 11), 20, 21]] * 3)
+    seq = -torch.arange(1.0, 13.0).repeat(3, 1)
+    cold = torch.zeros(3, 12, dtype=torch.bool)
+    cold[:, 10:] = True
+    cand = Candidates(items, seq, torch.zeros(3, 12), torch.zeros(3, 12), 3, cold)
+    targets, cold_target = np.array([1, 20, 21]), np.array([False, True, True])
+    free, free_table = tune_cold([cand], targets, cold_target, FusionWeights(), objective="cold_recall")
+    assert ranking_hits([cand], targets, free, k=10)[0].tolist() == [True, True, True]
+    capped, table = tune_cold([cand], targets, cold_target, FusionWeights(), objective="cold_recall", max_epsilon=0.1)
+    assert capped.cold_epsilon == 0.1
+    assert max(r["cold_epsilon"] for r in table) == 0.1
+    assert ranking_hits([cand], targets, capped, k=10)[0].tolist() == [True, True, False]
+    # a cap between the grid's steps is tried itself; 0 leaves only the list without cold items
+    _, between = tune_cold([cand], targets, cold_target, FusionWeights(), max_epsilon=0.25)
+    assert sorted({r["cold_epsilon"] for r in between}) == [0.0, *[e for e in COLD_EPSILONS if 0 < e < 0.25], 0.25]
+    none, only_off = tune_cold([cand], targets, cold_target, FusionWeights(), max_epsilon=0.0)
+    assert none.cold_epsilon == 0.0 and len(only_off) == 1
+    assert len(free_table) > len(table)
 
 
 def test_recommender_adds_cold_candidates_from_a_restricted_beam_and_the_head():

@@ -129,6 +129,17 @@ def find_file(source: Path, candidates: tuple[str, ...], what: str, required: bo
     return None
 
 
+def interactions_frame(users: list[str], items: list[str], times: list[int], lines: list[int]):
+    """The polars frame of parsed interactions every format hands to prepare: user and item ids as
+    strings, the timestamp and the source line as int64."""
+    import polars as pl
+
+    return pl.DataFrame(
+        {"user_id": users, "item_id": items, "timestamp": times, "line": lines},
+        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64, "line": pl.Int64},
+    )
+
+
 def text_frame(rows: list[dict]):
     """A polars frame from item text rows (``item_id``, ``line``, text fields).
 

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
-from genrec.data.formats._io import SkipPolicy, find_file, text_frame, text_lines
+from genrec.data.formats._io import SkipPolicy, find_file, interactions_frame, text_frame, text_lines
 from genrec.data.prepare import RawData
 
 _ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
@@ -34,8 +34,6 @@ def read(
     min_rating: float | None = None,
     items_file: Path | None = None,
 ) -> RawData:
-    import polars as pl
-
     if source.is_file():
         reviews_path, source = source, source.parent
     else:
@@ -62,10 +60,7 @@ def read(
         items.append(item)
         times.append(when)
         lines.append(lineno)
-    df = pl.DataFrame(
-        {"user_id": users, "item_id": items, "timestamp": times, "line": lines},
-        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64, "line": pl.Int64},
-    )
+    df = interactions_frame(users, items, times, lines)
     raw = RawData(
         interactions=df,
         interactions_path=reviews_path,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genrec.data.errors import DataFormatError
-from genrec.data.formats._io import SkipPolicy, find_file, text_frame, text_lines
+from genrec.data.formats._io import SkipPolicy, find_file, interactions_frame, text_frame, text_lines
 from genrec.data.prepare import RawData
 
 # u.genre as shipped with 100K, used when the file is absent.
@@ -49,8 +49,6 @@ def read(
     min_rating: float | None = None,
     items_file: Path | None = None,
 ) -> RawData:
-    import polars as pl
-
     if (source / "u.data").is_file():
         variant, ratings_path, sep = "100k", source / "u.data", "\t"
         movies_path = items_file or find_file(source, ("u.item",), "movie file", required=False)
@@ -87,10 +85,7 @@ def read(
         items.append(parts[1].strip())
         times.append(int(values[3]))
         lines.append(lineno)
-    df = pl.DataFrame(
-        {"user_id": users, "item_id": items, "timestamp": times, "line": lines},
-        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64, "line": pl.Int64},
-    )
+    df = interactions_frame(users, items, times, lines)
     raw = RawData(
         interactions=df,
         interactions_path=ratings_path,

@@ -46,7 +46,7 @@ def _flat(table: dict, prefix: str = "") -> dict:
         ("tiger_beauty", None, "bench/results/default-beauty/run", {}),
         ("tiger_beauty", "cpu", "bench/results/demo-beauty/seed-42", {}),
         ("tiger_sports", "cpu", "bench/results/sports-cpu/run", {}),
-        ("cold_beauty", "cpu", "bench/results/cold-beauty/cold-handling", {}),
+        ("cold_beauty", "cpu", "bench/results/cold-beauty/xeon/share-cap", {}),
     ],
 )
 def test_recipe_matches_its_measured_run(config, profile, run_folder, allowed):

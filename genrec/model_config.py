@@ -50,8 +50,8 @@ _ITEM_SIDE = (
 #: The settings each kind reads (genrec.models.build_model and the stages after training).
 KIND_SETTINGS: dict[str, frozenset[str]] = {
     "tiger": frozenset((*_EVERY_KIND, *_GENERATIVE, "encoder_layers", "history_tokens")),
-    "decoder_only": frozenset(_EVERY_KIND + _GENERATIVE),
-    "item_decoder": frozenset(_EVERY_KIND + _GENERATIVE + _ITEM_SIDE),
+    "decoder_only": frozenset((*_EVERY_KIND, *_GENERATIVE)),
+    "item_decoder": frozenset((*_EVERY_KIND, *_GENERATIVE, *_ITEM_SIDE)),
     "sasrec": frozenset((*_EVERY_KIND, "loss", "negatives")),
 }
 
@@ -204,7 +204,8 @@ class ModelConfig:
     def unread_settings(self) -> list[str]:
         """One message per setting the kind does not read that is not at its default: it changes
         nothing, and genrec.config.load_config says so rather than ignore it silently. (Not an error:
-        a profile may switch the kind of a base config, and saved runs must load.)"""
+        a profile may switch the kind of a base config, and saved runs must load. The item head's
+        settings, which later stages act on, stay errors for other kinds: _validate_item_side.)"""
         reads = KIND_SETTINGS[self.kind]
         out = []
         for f in dataclasses.fields(self):
@@ -243,17 +244,17 @@ class ModelConfig:
     def _validate_item_side(self) -> None:
         """The item head, content vectors and cold items (item_decoder settings)."""
         require(
-            self.item_loss == 0 or self.item_embeddings,
+            self.item_loss == 0 or (self.kind == "item_decoder" and self.item_embeddings),
             "model.item_loss",
             self.item_loss,
-            "0 unless item_embeddings = true (the item head scores against the item vectors)",
+            '0 unless kind = "item_decoder" and item_embeddings = true (the item head scores against the item vectors)',
         )
         require(self.item_loss >= 0, "model.item_loss", self.item_loss, ">= 0")
         require(
-            not self.content_vectors or self.item_embeddings,
+            not self.content_vectors or (self.kind == "item_decoder" and self.item_embeddings),
             "model.content_vectors",
             self.content_vectors,
-            "false unless item_embeddings = true (content is added to the item vectors)",
+            'false unless kind = "item_decoder" and item_embeddings = true (content is added to the item vectors)',
         )
         require(0 <= self.content_dropout < 1, "model.content_dropout", self.content_dropout, "in [0, 1)")
         require(self.cold_candidates >= 0, "model.cold_candidates", self.cold_candidates, ">= 0")

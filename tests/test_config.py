@@ -268,3 +268,12 @@ def test_each_kind_builds_its_own_class():
     expected = {"tiger": Tiger, "decoder_only": DecoderOnly, "item_decoder": ItemDecoder, "sasrec": SASRec}
     for kind in MODEL_KINDS:
         assert model_class(ModelConfig(kind=kind)) is expected[kind]
+
+
+@pytest.mark.parametrize("kind", ["tiger", "decoder_only", "sasrec"])
+def test_item_head_settings_stay_errors_for_kinds_without_one(kind):
+    """Later stages act on these (the fusion scores with the item head): a warning would let a
+    config through that fails after training."""
+    for setting in ("model.item_loss=1.0", "model.content_vectors=true"):
+        with pytest.raises(ConfigError, match=r'unless kind = "item_decoder"'):
+            load_config(None, overrides=[f"model.kind={kind}", "model.item_embeddings=true", setting])

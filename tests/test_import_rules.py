@@ -97,25 +97,30 @@ def test_training_decoding_and_evaluation_load_neither_polars_nor_faiss(module):
 LAZY_STDLIB = {"fcntl": "POSIX only: imported where the run-folder lock is taken"}
 
 
+def _function_imports(path: Path):
+    """(function name, import statement, the absolute modules it names) for every import inside a
+    function of ``path``."""
+    for fn in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                yield fn.name, node, [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                yield fn.name, node, [node.module]
+
+
 def lazy_stdlib_imports(root: Path = PACKAGE) -> list[str]:
     """Imports of the standard library inside a function: none has a reason to wait (they cost
     nothing at import time and every platform has them), so they belong at the module's top."""
     found = []
     for path in sorted(root.rglob("*.py")):
-        for fn in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            for node in ast.walk(fn):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in sys.stdlib_module_names and top not in LAZY_STDLIB:
-                        where = path.relative_to(root.parent)
-                        found.append(f"{where}:{node.lineno} imports {name} inside {fn.name}")
+        for fn_name, node, names in _function_imports(path):
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names and top not in LAZY_STDLIB:
+                    where = path.relative_to(root.parent)
+                    found.append(f"{where}:{node.lineno} imports {name} inside {fn_name}")
     return sorted(set(found))
 
 
@@ -166,25 +171,16 @@ def undocumented_lazy_imports(root: Path = PACKAGE) -> list[str]:
         if any(_within(_module_name(path), p) for p in LAZY_PACKAGES):
             continue
         lines = path.read_text().splitlines()
-        for fn in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
-            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+        for fn_name, node, names in _function_imports(path):
+            statement = lines[node.lineno - 1 : node.end_lineno]
+            if any("#" in line for line in statement) or lines[node.lineno - 2].strip().startswith("#"):
                 continue
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                else:
+            for name in names:
+                if name.split(".")[0] in sys.stdlib_module_names:
                     continue
-                statement = lines[node.lineno - 1 : node.end_lineno]
-                if any("#" in line for line in statement) or lines[node.lineno - 2].strip().startswith("#"):
+                if any(_within(name, lazy) for lazy in LAZY_THIRD_PARTY):
                     continue
-                for name in names:
-                    if name.split(".")[0] in sys.stdlib_module_names:
-                        continue
-                    if any(_within(name, lazy) for lazy in LAZY_THIRD_PARTY):
-                        continue
-                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {name} inside {fn.name}")
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {name} inside {fn_name}")
     return sorted(set(found))
 
 

@@ -1,43 +1,80 @@
-"""Median training step of the demo's model (cpu profile) at 12k and 1M items, on seeded synthetic
-windows identical to genrec.bench.train_step's, for whichever genrec is on PYTHONPATH: the old
-commit (dense item table, torch dropout) or HEAD (sparse table from 100k items, genrec dropout)."""
-import json, statistics, sys, time
-import numpy as np, torch
-import genrec
+"""The training step of commit ea5c964 (the code issue 21 profiled) on genrec.bench.train_step's
+synthetic windows, for the comparison in ../NOTES.md. Run it from a worktree of that commit:
+
+    PYTHONPATH=. python old_step.py ea5c964 old_ea5c964.json
+
+It uses that commit's model, loss module and optimizer (a dense item table, AdamW over all of it,
+torch's dropout) and times three blocks of steps (forward, backward, clipping, update) after three
+untimed ones; the figure of a size is the median of the block medians.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
 from genrec.config import load_config
 from genrec.models import build_model
+from genrec.train import loop
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-from genrec.train import loop as L  # old
-USERS, LEVELS = 50_000, [256, 256, 256, 4]
-label, out = sys.argv[1], sys.argv[2]
-rows = []
-for n in (12_000, 1_000_000):
+
+USERS, LEVELS = 50_000, [256, 256, 256, 4]  # as genrec.bench.train_step
+
+
+def time_size(num_items: int) -> dict:
     config = load_config("configs/tiger_beauty.toml", profile="cpu")
     t = config.train
     rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 41, USERS); flat = rng.integers(0, n, int(lengths.sum())); ends = np.cumsum(lengths)
-    codes = np.stack([rng.integers(0, v, n) for v in LEVELS], axis=1)
+    lengths = rng.integers(5, 41, USERS)
+    flat = rng.integers(0, num_items, int(lengths.sum()))
+    ends = np.cumsum(lengths)
+    codes = np.stack([rng.integers(0, v, num_items) for v in LEVELS], axis=1)
     torch.manual_seed(0)
-    model = build_model(config.model, LEVELS, t.max_history, n)
-    opt = L.make_optimizer(model, config, torch.device("cpu"))
-    ex = build_examples(ends - lengths, ends, t.max_history, model.example_kind)
-    maker = BatchMaker(ex, flat, codes, torch.device("cpu"))
-    batches = epoch_batches(ex, t.batch_size, 0, 0, t.length_grouping)
-    lossm = L._LossModule(model, t.label_smoothing); params = list(model.parameters()); model.train()
-    i = 0
-    def step():
-        global i
-        b = maker(batches[i % len(batches)]); i += 1
-        (lossm(b) / 1000).backward(); torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    for _ in range(3): step()
+    model = build_model(config.model, LEVELS, t.max_history, num_items)
+    optimizer = loop.make_optimizer(model, config, torch.device("cpu"))
+    examples = build_examples(ends - lengths, ends, t.max_history, model.example_kind)
+    maker = BatchMaker(examples, flat, codes, torch.device("cpu"))
+    batches = epoch_batches(examples, t.batch_size, 0, 0, t.length_grouping)
+    loss = loop._LossModule(model, t.label_smoothing)
+    params = list(model.parameters())
+    model.train()
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        batch = maker(batches[done % len(batches)])
+        done += 1
+        (loss(batch) / 1000).backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
     blocks = []
     for _ in range(3):
-        ts = []
-        for _ in range(12 if n < 100_000 else 8):
-            s = time.perf_counter(); step(); ts.append(time.perf_counter() - s)
-        blocks.append(statistics.median(ts))
-    med = statistics.median(blocks)
-    rows.append({"code": label, "items": n, "median_step_s": med, "examples_per_s": t.batch_size / med, "block_medians_s": blocks})
-    print(rows[-1], flush=True)
-json.dump({"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__}, open(out, "w"), indent=1)
+        times = []
+        for _ in range(12 if num_items < 100_000 else 8):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        blocks.append(statistics.median(times))
+    median = statistics.median(blocks)
+    return {"items": num_items, "median_step_s": median, "examples_per_s": t.batch_size / median, "block_medians_s": blocks}
+
+
+def main(label: str, out: str) -> None:
+    rows = []
+    for num_items in (12_000, 1_000_000):
+        rows.append({"code": label, **time_size(num_items)})
+        print(rows[-1], flush=True)
+    payload = {"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    with open(out, "w") as f:
+        json.dump(payload, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

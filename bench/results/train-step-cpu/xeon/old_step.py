@@ -63,7 +63,12 @@ def time_size(num_items: int) -> dict:
             times.append(time.perf_counter() - start)
         blocks.append(statistics.median(times))
     median = statistics.median(blocks)
-    return {"items": num_items, "median_step_s": median, "examples_per_s": t.batch_size / median, "block_medians_s": blocks}
+    return {
+        "items": num_items,
+        "median_step_s": median,
+        "examples_per_s": t.batch_size / median,
+        "block_medians_s": blocks,
+    }
 
 
 def main(label: str, out: str) -> None:

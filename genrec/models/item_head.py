@@ -172,7 +172,8 @@ class ItemHead:
             if normalize:
                 top = logits.max(dim=1).values
                 new_peak = torch.maximum(peak, top)
-                total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(1)
+                # exp_ in place: one [U, chunk] temporary instead of two.
+                total = total * torch.exp(peak - new_peak) + (logits - new_peak[:, None]).exp_().sum(1)
                 peak = new_peak
             if exclude is not None:  # in place: the normalizer above has read the chunk
                 rows, items = exclude

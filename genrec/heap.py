@@ -24,6 +24,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 #: Blocks up to this size come from the heap (and are reused) instead of their own mmap.
 MMAP_THRESHOLD = 64 << 20
+#: How far the resident set may grow past its level after a batch before release_excess trims.
+MAX_KEPT = 512 << 20
 
 _applied = False
 
@@ -48,3 +50,30 @@ def keep_freed_memory() -> bool:
     # mallopt returns 1 on success.
     _applied = mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1 and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return _applied
+
+
+_level: int | None = None
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_excess(max_kept: int = MAX_KEPT) -> bool:
+    """Between batches, with :func:`keep_freed_memory` in effect: when the resident set has grown
+    more than ``max_kept`` bytes past its level (the resident set after the first batch since the
+    last trim), hand the heap's free memory back to the kernel (``malloc_trim``). Returns whether
+    it did."""
+    global _level
+    if not _applied:
+        return False
+    resident = _resident_bytes()
+    if _level is None:
+        _level = resident
+        return False
+    if resident - _level <= max_kept:
+        return False
+    ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+    _level = None
+    return True

@@ -41,3 +41,41 @@ def test_tensors_still_allocate_and_free_after_it():
         x = torch.ones(64, 1 << 20)
         assert float(x.sum()) == 64 * (1 << 20)
         del x
+
+
+RELEASE = """
+import genrec.heap as h
+import torch
+on = h.keep_freed_memory()
+first = h.release_excess(1 << 20)  # the first call after a trim (or ever) only sets the level
+blocks = [torch.ones(1 << 20) for _ in range(64)]  # 64 blocks of 4 MB, under the mmap threshold
+del blocks  # kept by the heap: the resident set stays up
+before = h._resident_bytes()
+grown = h.release_excess(1 << 20)
+after = h._resident_bytes()
+print(on, first, grown, after < before - (128 << 20), h.release_excess(1 << 20), h.release_excess(1 << 40))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim, /proc/self/statm")
+def test_release_excess_trims_only_past_the_bound_and_only_when_memory_is_kept():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+
+    def run(env_extra: dict) -> list[str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GENREC_KEEP"))}
+        env.update(env_extra)
+        out = subprocess.run(
+            [sys.executable, "-c", RELEASE], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    # Kept: the first call sets the level; 256 MB kept past it goes back over a 1 MB bound; the next
+    # call sets the level again; nothing goes back under a 1 TB bound.
+    assert run({}) == ["True", "False", "True", "True", "False", "False"]
+    # Not kept (the user's choice): release_excess never acts.
+    assert run({"GENREC_KEEP_FREED_MEMORY": "0"})[:3] == ["False", "False", "False"]

@@ -26,6 +26,7 @@ import genrec
 from genrec.eval import metrics as M
 from genrec.eval import sharding
 from genrec.files import atomic_path, atomic_write_text
+from genrec.heap import release_excess
 from genrec.progress import progress_bar
 
 
@@ -246,6 +247,7 @@ def _score_batches(
                 novelty[k][sl] = M.mean_of_top(recs, k, info_values)
                 popularity[k][sl] = M.mean_of_top(recs, k, train_counts)
             advance(len(batch))
+            release_excess()  # bounds the freed memory genrec.heap keeps between batches
     seconds = time.perf_counter() - start
     return ranks, novelty, popularity, per_k_counts, seconds
 

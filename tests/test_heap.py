@@ -10,13 +10,14 @@ import pytest
 CHECK = "import genrec.heap as h; print(h.keep_freed_memory(), h.keep_freed_memory())"
 
 
-def _run(env_extra: dict) -> str:
+def _run(env_extra: dict, script: str = CHECK) -> str:
+    """``script``'s output in a fresh interpreter, without the caller's malloc settings."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GENREC_KEEP"))}
     env.update(env_extra)
     return subprocess.run(
-        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     ).stdout
 
 
@@ -64,18 +65,8 @@ def test_release_excess_trims_only_past_the_bound_and_only_when_memory_is_kept()
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
 
-    def run(env_extra: dict) -> list[str]:
-        import os
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GENREC_KEEP"))}
-        env.update(env_extra)
-        out = subprocess.run(
-            [sys.executable, "-c", RELEASE], env=env, capture_output=True, text=True, check=True
-        )
-        return out.stdout.split()
-
     # Kept: the first call sets the level; 256 MB kept past it goes back over a 1 MB bound; the next
     # call sets the level again; nothing goes back under a 1 TB bound.
-    assert run({}) == ["True", "False", "True", "True", "False", "False"]
+    assert _run({}, RELEASE).split() == ["True", "False", "True", "True", "False", "False"]
     # Not kept (the user's choice): release_excess never acts.
-    assert run({"GENREC_KEEP_FREED_MEMORY": "0"})[:3] == ["False", "False", "False"]
+    assert _run({"GENREC_KEEP_FREED_MEMORY": "0"}, RELEASE).split()[:3] == ["False", "False", "False"]

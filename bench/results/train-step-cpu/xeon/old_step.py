@@ -13,25 +13,19 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
+from windows import LEVELS, synthetic_users  # beside this script
 
 from genrec.config import load_config
 from genrec.models import build_model
 from genrec.train import loop
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches
 
-USERS, LEVELS = 50_000, [256, 256, 256, 4]  # as genrec.bench.train_step
-
 
 def time_size(num_items: int) -> dict:
     config = load_config("configs/tiger_beauty.toml", profile="cpu")
     t = config.train
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 41, USERS)
-    flat = rng.integers(0, num_items, int(lengths.sum()))
-    ends = np.cumsum(lengths)
-    codes = np.stack([rng.integers(0, v, num_items) for v in LEVELS], axis=1)
+    lengths, flat, ends, codes = synthetic_users(num_items)
     torch.manual_seed(0)
     model = build_model(config.model, LEVELS, t.max_history, num_items)
     optimizer = loop.make_optimizer(model, config, torch.device("cpu"))

@@ -14,25 +14,20 @@ import json
 import sys
 import time
 
-import numpy as np
 import torch
+from windows import LEVELS, synthetic_users  # beside this script
 
 from genrec.config import load_config
 from genrec.models import build_model
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches
 
-USERS, LEVELS = 50_000, [256, 256, 256, 4]
 STEPS, PASSES, WARMUP = 40, 2, 3
 
 
 def main(label: str, num_items: int, out: str) -> None:
     config = load_config("configs/tiger_beauty.toml", profile="cpu")
     t = config.train
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 41, USERS)
-    flat = rng.integers(0, num_items, int(lengths.sum()))
-    ends = np.cumsum(lengths)
-    codes = np.stack([rng.integers(0, v, num_items) for v in LEVELS], axis=1)
+    lengths, flat, ends, codes = synthetic_users(num_items)
     torch.manual_seed(0)
     device = torch.device("cpu")
     model = build_model(config.model, LEVELS, t.max_history, num_items)

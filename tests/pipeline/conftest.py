@@ -9,7 +9,7 @@ import pytest
 
 from genrec.embed.registry import ItemEncoder, register_encoder
 from tests.one_thread import one_thread  # noqa: F401  (tiny models: one CPU thread)
-from tests.train.helpers import synthetic_world
+from tests.train.helpers import synthetic_world, tiny_settings
 
 
 class CycleEncoder(ItemEncoder):
@@ -73,21 +73,8 @@ def tiny_overrides(prepared, cache) -> list[str]:
         "tokenize.codebook_size=4",
         "tokenize.kmeans_backend=torch",
         "tokenize.progress=false",
-        "model.d_model=32",
-        "model.encoder_layers=1",
-        "model.decoder_layers=2",
-        "model.num_heads=2",
-        "model.head_dim=16",
-        "model.d_ff=64",
-        "model.dropout=0.0",
-        "model.user_buckets=0",
-        "train.max_history=6",
-        "train.batch_size=32",
+        *tiny_settings("tiger"),
         "train.lr=0.005",
-        "train.warmup_steps=10",
         "train.epochs=24",  # enough to learn the cycle (NDCG@10 ~0.97); 12 left the top item to luck
-        "train.patience=0",
-        "train.val_beam=10",
-        "eval.beam_size=10",
         "eval.ks=[5, 10]",
     ]

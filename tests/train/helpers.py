@@ -66,8 +66,9 @@ def synthetic_world(
     return offsets, flat, codes.astype(np.int64), [int(num_items // 8 + 1), 4, 2, 1]
 
 
-def tiny_config(*overrides: str, kind: str = "tiger"):
-    base = [
+def tiny_settings(kind: str = "tiger") -> list[str]:
+    """The tiny model and its training, as --set overrides: what the training and pipeline tests share."""
+    return [
         f"model.kind={kind}",
         "model.d_model=32",
         *(["model.encoder_layers=1"] if kind == "tiger" else []),
@@ -79,20 +80,21 @@ def tiny_config(*overrides: str, kind: str = "tiger"):
         "model.user_buckets=0",
         "train.max_history=6",
         "train.batch_size=32",
-        "train.lr=0.003",
         "train.warmup_steps=10",
-        "train.val_beam=10",
-        "train.log_every=5",
         "train.patience=0",
+        "train.val_beam=10",
         "eval.beam_size=10",
-        "eval.ks=[1, 5, 10]",
     ]
+
+
+def tiny_config(*overrides: str, kind: str = "tiger"):
+    base = [*tiny_settings(kind), "train.lr=0.003", "train.log_every=5", "eval.ks=[1, 5, 10]"]
     return load_config(None, overrides=[*base, *overrides])
 
 
-def item_decoder(level_sizes, num_items, item_loss=1.0):
-    """A tiny ItemDecoder with a visible item head (seeded), in eval mode."""
-    torch.manual_seed(0)
+def item_decoder(level_sizes, num_items, item_loss=1.0, seed=0, **settings):
+    """A tiny ItemDecoder with a visible item head (seeded), in eval mode; ``settings`` go to ItemDecoder."""
+    torch.manual_seed(seed)
     model = ItemDecoder(
         level_sizes,
         max_history=6,
@@ -103,6 +105,7 @@ def item_decoder(level_sizes, num_items, item_loss=1.0):
         d_ff=32,
         num_items=num_items,
         item_loss=item_loss,
+        **settings,
     )
     with torch.no_grad():  # a visible item head: random item vectors of a useful scale
         model.item_emb.weight.normal_(0, 1.0)

@@ -16,36 +16,23 @@ from genrec.fusion import Candidates, Fusion, FusionWeights
 from genrec.fusion_tuning import COLD_EPSILONS, cold_share_cap, ranking_hits, tune_cold
 from genrec.models import ItemDecoder
 from genrec.serve.beam import BeamSearchRecommender
-from tests.train.helpers import synthetic_world
+from tests.train.helpers import item_decoder, synthetic_world
 
 N = 24
 COLD = np.array([3, 7, 11, 19])
 
 
 def content_decoder(level_sizes, num_items=N, content_dim=5, dropout=0.5, seed=0):
-    torch.manual_seed(seed)
-    model = ItemDecoder(
-        level_sizes,
-        max_history=6,
-        d_model=16,
-        num_layers=1,
-        num_heads=2,
-        head_dim=8,
-        d_ff=32,
-        num_items=num_items,
-        item_loss=1.0,
-        item_negatives=8,
-        content_dim=content_dim,
-        content_dropout=dropout,
+    model = item_decoder(
+        level_sizes, num_items, seed=seed, item_negatives=8, content_dim=content_dim, content_dropout=dropout
     )
     rng = np.random.default_rng(seed)
     trained = np.ones(num_items, dtype=bool)
     trained[COLD[num_items > COLD]] = False
     model.set_item_content(rng.standard_normal((num_items, content_dim)).astype(np.float32), trained)
-    with torch.no_grad():  # visible free vectors and content projection
-        model.item_emb.weight.normal_(0, 1.0)
+    with torch.no_grad():  # a visible content projection (item_decoder made the free vectors visible)
         model.content_proj.weight.normal_(0, 1.0)
-    return model.eval()
+    return model
 
 
 def test_item_vectors_are_free_plus_content_and_cold_items_have_only_content():

@@ -31,8 +31,9 @@ def item_rows(num_items: int = NUM_ITEMS) -> list[dict]:
 def run_overrides(prepared: Path, cache: Path) -> list[str]:
     from tests.pipeline.conftest import tiny_overrides
 
-    return [
-        *tiny_overrides(prepared, cache),
+    return tiny_overrides(
+        prepared,
+        cache,
         "embed.encoder=multimodal",
         f"embed.cache_dir={cache / 'embeddings'}",
         'embed.multimodal.modalities=["attributes", "collaborative"]',
@@ -52,7 +53,7 @@ def run_overrides(prepared: Path, cache: Path) -> list[str]:
         "model.tune_fusion=true",
         "model.fusion_candidates=4",
         "train.epochs=4",
-    ]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ def test_the_test_stage_under_torchrun_equals_one_process(tiny_run, tiny_prepare
     (copy / "metrics.json").unlink()  # the test runs again; training and fusion weights are reused
     for name in ("test_eval.json", "test_eval.beam.json"):
         (copy / name).unlink()
-    overrides = [*tiny_overrides(tiny_prepared, tiny_run.parent / "cache"), *ITEM_DECODER]
+    overrides = tiny_overrides(tiny_prepared, tiny_run.parent / "cache", *ITEM_DECODER)
     overrides += ["train.epochs=2", "eval.batch_users=16"]
     args = ["train", "--run-dir", str(copy), "--no-progress"] + [x for o in overrides for x in ("--set", o)]
     two = genrec(args, nproc=2)

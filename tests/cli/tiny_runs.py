@@ -29,7 +29,7 @@ BATCH = 16  # eval.batch_users of the tiny runs: 60 users are 4 batches (16, 16,
 
 def train_tiny_run(root: Path, prepared: Path, model: list[str]):
     """(run folder, {user_idx: (items, scores)} as the test stage's recommender returned them)."""
-    overrides = tiny_overrides(prepared, root / "cache") + model
+    overrides = tiny_overrides(prepared, root / "cache", *model)
     overrides += ["train.epochs=2", f"eval.batch_users={BATCH}"]
     captured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     real = genrec.eval.evaluate

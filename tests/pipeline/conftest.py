@@ -62,7 +62,17 @@ def tiny_prepared(tmp_path_factory):
     return out
 
 
-def tiny_overrides(prepared, cache) -> list[str]:
+def tiny_overrides(prepared, cache, *extra: str) -> list[str]:
+    """The tiny pipeline's --set overrides, then ``extra``; the tiny model's settings are those of
+    the last ``model.kind=`` in ``extra`` (tiger without one), so no setting goes unread."""
+    kinds = [e.split("=", 1)[1] for e in extra if e.startswith("model.kind=")]
+    return [
+        *_tiny_pipeline(prepared, cache, kinds[-1] if kinds else "tiger"),
+        *extra,
+    ]
+
+
+def _tiny_pipeline(prepared, cache, kind: str) -> list[str]:
     return [
         f"data.prepared={prepared}",
         f"run.cache_dir={cache}",
@@ -73,7 +83,7 @@ def tiny_overrides(prepared, cache) -> list[str]:
         "tokenize.codebook_size=4",
         "tokenize.kmeans_backend=torch",
         "tokenize.progress=false",
-        *tiny_settings("tiger"),
+        *tiny_settings(kind),
         "train.lr=0.005",
         "train.epochs=24",  # enough to learn the cycle (NDCG@10 ~0.97); 12 left the top item to luck
         "eval.ks=[5, 10]",

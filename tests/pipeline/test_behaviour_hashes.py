@@ -122,7 +122,7 @@ def run_hashes(run: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny_hashes(tmp_path_factory, tiny_prepared):
     root = tmp_path_factory.mktemp("behaviour")
-    config = load_config(None, overrides=[*tiny_overrides(tiny_prepared, root / "cache"), *SETTINGS])
+    config = load_config(None, overrides=tiny_overrides(tiny_prepared, root / "cache", *SETTINGS))
     run_pipeline(config, root / "run", progress=False)
     return run_hashes(root / "run")
 

@@ -26,7 +26,7 @@ FUSED = [
 
 def test_fused_run_tunes_on_validation_reports_its_parts_and_serves_the_same_lists(tmp_path, tiny_prepared):
     run_dir = tmp_path / "run"
-    config = load_config(None, overrides=tiny_overrides(tiny_prepared, tmp_path / "cache") + FUSED)
+    config = load_config(None, overrides=tiny_overrides(tiny_prepared, tmp_path / "cache", *FUSED))
     result = run_pipeline(config, run_dir, progress=False)
     info = json.loads((run_dir / "run.json").read_text())
     fusion = info["fusion"]
@@ -58,7 +58,7 @@ def test_cold_start_run_puts_cold_items_in_lists_reports_them_and_serves_the_sam
     come from validation, the list without cold items is reported beside the final one, and the
     finished run (its content table in model.safetensors) recommends what the test scored."""
     run_dir = tmp_path / "cold"
-    config = load_config(None, overrides=tiny_overrides(tiny_prepared, tmp_path / "cache") + COLD)
+    config = load_config(None, overrides=tiny_overrides(tiny_prepared, tmp_path / "cache", *COLD))
     result = run_pipeline(config, run_dir, progress=False)
     info = json.loads((run_dir / "run.json").read_text())
     assert "item_content" in info["inputs"]
@@ -94,7 +94,7 @@ def test_profile_similarity_joins_the_fusion_is_saved_and_a_fusion_change_keeps_
     from genrec.profile_similarity import SIMILARITY_FILE, load_similarity
 
     run_dir = tmp_path / "sim"
-    overrides = tiny_overrides(tiny_prepared, tmp_path / "cache") + COLD + ["model.profile_embeddings=content"]
+    overrides = tiny_overrides(tiny_prepared, tmp_path / "cache", *COLD, "model.profile_embeddings=content")
     result = run_pipeline(load_config(None, overrides=overrides), run_dir, progress=False)
     dataset = load_prepared(result.stages["prepare"]["path"])
     sim = load_similarity(run_dir / SIMILARITY_FILE, dataset.num_items)

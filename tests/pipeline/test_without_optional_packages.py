@@ -45,7 +45,7 @@ ITEM_DECODER = [
 @pytest.mark.parametrize("model", [[], ITEM_DECODER], ids=["tiger", "item_decoder"])
 def test_train_runs_from_carried_artifacts_without_optional_packages(tmp_path, tiny_prepared, model):
     cache = tmp_path / "carry" / "cache"
-    overrides = tiny_overrides(tiny_prepared, cache) + model
+    overrides = tiny_overrides(tiny_prepared, cache, *model)
     # Here (with every package): prepare the data stages only, into the cache to carry.
     run_pipeline(
         load_config(None, overrides=overrides), tmp_path / "unused", until="tokenize", progress=False

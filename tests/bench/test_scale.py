@@ -12,7 +12,14 @@ import pytest
 
 from genrec.bench import scale_decode
 from genrec.bench.measured_process import run_measured
-from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
+from genrec.bench.scale import (
+    DECODE_STAGES,
+    STAGES,
+    TRAIN_BUDGET_S,
+    parse_sizes,
+    run_scale_benchmark,
+    stage_commands,
+)
 from genrec.bench.scale_data import (
     STANDARD_SIZES,
     SyntheticEmbeddings,
@@ -24,6 +31,7 @@ from genrec.bench.scale_data import (
     synthetic_semantic_ids,
     write_raw,
 )
+from genrec.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiger_beauty.toml"
 
@@ -194,6 +202,16 @@ def test_every_stage_runs_end_to_end(tmp_path):
     assert saved["rows"] == json.loads(json.dumps(rows)) and saved["config"]["sizes"] == [150]
     assert (out / "scale.csv").read_text().count("\n") == len(STAGES) + 1
     assert (out / "scale.png").stat().st_size > 1000
+
+
+def test_the_training_stages_run_under_the_benchmarks_budget_not_the_profiles(tmp_path):
+    commands = stage_commands(tmp_path, CONFIG, "cpu", 0, 0, SyntheticSpec.standard(12_000))
+    for stage in ("tokenize", "train", "test"):
+        cmd = commands[stage]
+        sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+        config = load_config(CONFIG, "cpu", overrides=sets)
+        assert config.train.time_budget_s == TRAIN_BUDGET_S == 480 and config.train.epochs == 1
+    assert load_config(CONFIG, "cpu").train.time_budget_s != TRAIN_BUDGET_S  # the demo's cap is other
 
 
 def test_a_stage_past_its_limit_is_recorded_and_later_ones_skipped(tmp_path):

@@ -63,9 +63,11 @@ class BeamSearchRecommender(BaseRecommender):
         self.fusion = fusion
         self.rerank_weight = fusion.weights.head_weight if fusion is not None else 0.0
         # With record_components, every call also keeps the beam's own top k and the beam's items
-        # re-ranked by the item head (genrec.fusion.COMPONENTS), so each part stays measurable.
+        # re-ranked by the item head (genrec.fusion.COMPONENTS), so each part stays measurable;
+        # the list without cold candidates only where there are cold candidates to leave out.
+        parts = [c for c in COMPONENTS if c != "no-cold" or (fusion is not None and fusion.cold_candidates)]
         self.recorded: dict[str, list[np.ndarray]] | None = (
-            {name: [] for name in COMPONENTS} if record_components and fusion is not None else None
+            {name: [] for name in parts} if record_components and fusion is not None else None
         )
         #: With collect_candidates set to a list, each batch's genrec.fusion.Candidates (on the CPU)
         #: is appended to it: what tune_fusion chooses the weights from.
@@ -169,7 +171,8 @@ class BeamSearchRecommender(BaseRecommender):
             head_only = FusionWeights(head_weight=fusion.weights.head_weight)
             for name, weights in (("beam", FusionWeights()), ("beam+head", head_only)):
                 self.recorded[name].append(cand.top(weights, k, beam_only=True)[0].cpu().numpy())
-            self.recorded["no-cold"].append(cand.without_cold().top(fusion.weights, k)[0].cpu().numpy())
+            if "no-cold" in self.recorded:
+                self.recorded["no-cold"].append(cand.without_cold().top(fusion.weights, k)[0].cpu().numpy())
         got_items, got_scores = cand.top(fusion.weights, k)
         if self.recorded is not None:
             self.recorded["fused"].append(got_items.cpu().numpy())

@@ -38,6 +38,8 @@ def test_fused_run_tunes_on_validation_reports_its_parts_and_serves_the_same_lis
     for part in ("beam", "beam+head"):
         assert f"{part}/recall@10" in metrics
         assert (run_dir / f"test_eval.{part.replace('+', '_')}.json").is_file()
+    # no cold candidates: no "without cold candidates" list, which would repeat the fused one
+    assert not any(k.startswith("no-cold/") for k in metrics) and not (run_dir / "test_eval.no-cold.json").exists()
     assert metrics["recall@10"] == result.metrics["recall@10"]
 
     # The finished run recommends what the test scored: same hits on the test rows.

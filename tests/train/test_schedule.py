@@ -26,7 +26,23 @@ def test_linear_and_constant():
 
 
 def test_the_clock_can_decay_faster_than_the_steps():
-    assert lr_at(20, time_progress=1.0) == pytest.approx(0.1)
-    assert lr_at(20, time_progress=0.5) == pytest.approx(0.55)
+    assert lr_at(20, time_progress=1.0) == pytest.approx(0.1)  # the budget spent: the floor
+    # the clock's decay starts after the warm-up's share (10 of 110 steps) of the budget
+    assert lr_at(10, time_progress=10 / 110) == pytest.approx(1.0)
+    assert lr_at(10, time_progress=(10 + 50) / 110) == pytest.approx(0.55)  # half of the rest
     assert lr_at(100, time_progress=0.1) == lr_at(100)  # the further-along of the two wins
     assert lr_at(5, time_progress=1.0) == lr_at(5)  # warm-up is counted in steps
+
+
+@pytest.mark.parametrize("pace", [0.3, 0.9, 0.999])
+def test_a_run_on_pace_for_its_budget_decays_by_its_steps_alone(pace):
+    # A run that spends at most its share of the budget per step (elapsed / budget <= step / total
+    # steps) gets the same rates whatever its clock reads: its result does not depend on the clock.
+    for step in range(0, 111):
+        assert lr_at(step, time_progress=pace * step / 110) == lr_at(step)
+
+
+def test_a_slower_run_decays_by_the_clock_and_reaches_the_floor_at_the_budget():
+    for step in range(10, 60):
+        assert lr_at(step, time_progress=2 * step / 110) < lr_at(step)
+    assert lr_at(55, time_progress=1.0) == pytest.approx(0.1)

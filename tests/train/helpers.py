@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from genrec.config import load_config
+from genrec.model_config import KIND_SETTINGS
 from genrec.models import ItemDecoder
 
 
@@ -67,17 +68,21 @@ def synthetic_world(
 
 
 def tiny_settings(kind: str = "tiger") -> list[str]:
-    """The tiny model and its training, as --set overrides: what the training and pipeline tests share."""
+    """The tiny model and its training, as --set overrides: what the training and pipeline tests
+    share. Model settings the kind does not read are left out (they would warn)."""
+    model = {
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_heads": 2,
+        "head_dim": 16,
+        "d_ff": 64,
+        "dropout": 0.0,
+        "user_buckets": 0,
+    }
     return [
         f"model.kind={kind}",
-        "model.d_model=32",
-        *(["model.encoder_layers=1"] if kind == "tiger" else []),
-        "model.decoder_layers=2",
-        "model.num_heads=2",
-        "model.head_dim=16",
-        "model.d_ff=64",
-        "model.dropout=0.0",
-        "model.user_buckets=0",
+        *(f"model.{name}={value}" for name, value in model.items() if name in KIND_SETTINGS[kind]),
         "train.max_history=6",
         "train.batch_size=32",
         "train.warmup_steps=10",

@@ -1,5 +1,6 @@
 """Writing and fingerprinting files, shared by every stage: atomic writes (a temporary file
-beside the target, renamed into place, so a reader never sees half a file), strict JSON, the
+beside the target, renamed into place, so a reader never sees half a file; a staged folder put
+in place of an old one, the old one restored if that fails), strict JSON, the
 permissions a plainly created file gets, one streamed sha256 and an array's. The standard library
 and numpy only (the figure writer imports matplotlib when called), so the serving path on a
 machine without polars or faiss can use it, and core modules need not import genrec.bench for it."""
@@ -10,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +70,25 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(staged: str | Path, final: str | Path) -> None:
+    """Put the folder ``staged`` at ``final`` (the same file system), replacing any folder there:
+    the old one is moved aside, put back if the new one cannot take its place, and deleted after.
+    A reader finds the old folder or the new one, never a mix of the two."""
+    staged, final = Path(staged), Path(final)
+    if not final.exists():
+        os.replace(staged, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.replace(final, aside / final.name)
+    try:
+        os.replace(staged, final)
+    except BaseException:
+        os.replace(aside / final.name, final)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

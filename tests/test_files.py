@@ -9,7 +9,15 @@ import stat
 
 import pytest
 
-from genrec.files import atomic_path, atomic_write_bytes, atomic_write_text, default_mode, json_text
+import genrec.files
+from genrec.files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    default_mode,
+    json_text,
+    replace_dir,
+)
 
 
 @pytest.fixture
@@ -56,3 +64,40 @@ def test_default_mode_applies_the_umask(umask_022):
 def test_json_text_writes_null_for_non_finite_floats_never_nan():
     text = json_text({"a": float("nan"), "b": [1.5, float("inf")], "c": (float("-inf"),)})
     assert json.loads(text) == {"a": None, "b": [1.5, None], "c": [None]}
+
+
+def _folder(path, files: dict[str, str]):
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+def _contents(path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in path.iterdir()}
+
+
+def test_replace_dir_puts_the_staged_folder_in_place_of_none_or_an_old_one(tmp_path):
+    final = tmp_path / "out"
+    replace_dir(_folder(tmp_path / "stage1", {"a": "1", "b": "1"}), final)
+    assert _contents(final) == {"a": "1", "b": "1"}
+    replace_dir(_folder(tmp_path / "stage2", {"a": "2", "c": "2"}), final)
+    assert _contents(final) == {"a": "2", "c": "2"}  # the new folder whole: no "b" left from the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing staged or set aside is left
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_new_one_cannot_take_its_place(tmp_path, monkeypatch):
+    final = _folder(tmp_path / "out", {"a": "old"})
+    staged = _folder(tmp_path / "stage", {"a": "new"})
+    real = os.replace
+
+    def failing(src, dst):
+        if os.fspath(src) == os.fspath(staged):
+            raise OSError("disk gone")
+        return real(src, dst)
+
+    monkeypatch.setattr(genrec.files.os, "replace", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        replace_dir(staged, final)
+    assert _contents(final) == {"a": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "stage"]  # the aside folder is gone

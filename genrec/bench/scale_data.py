@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.files import default_mode
+from genrec.files import default_mode, replace_dir
 from genrec.tokenize.semantic_ids import disambiguate
 
 #: The sizes of the catalogue-scale issue: items -> (users, interactions).
@@ -235,9 +235,7 @@ def write_raw(spec: SyntheticSpec, out_dir: str | Path, *, overwrite: bool = Fal
         os.chmod(tmp, default_mode(0o777))
         for p in tmp.iterdir():
             os.chmod(p, default_mode())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

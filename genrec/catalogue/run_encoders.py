@@ -36,7 +36,7 @@ from genrec.embed.state import (
     read_encoder_state,
     save_state,
 )
-from genrec.files import atomic_path, file_sha256
+from genrec.files import atomic_path, file_sha256, replace_dir
 
 FORMAT_VERSION = 1
 ENCODERS_DIR = "encoders"
@@ -213,11 +213,7 @@ def _write_encoders_dir(run_dir: Path, state, record: dict) -> None:
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
-        old = run_dir / f".{ENCODERS_DIR}.old-{os.getpid()}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staged, final)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

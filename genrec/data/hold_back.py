@@ -37,7 +37,8 @@ from genrec.data.cold_start import ColdStart
 from genrec.data.dataset import PreparedDataset, load_prepared
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
-from genrec.data.writer import _check_destination, _move_into_place, write_prepared_arrays
+from genrec.data.writer import check_destination, write_prepared_arrays
+from genrec.files import replace_dir
 
 HELD_BACK_DIR = "held_back"
 COPIED_MANIFEST_KEYS = ("timestamp_unit", "filtered", "items_without_text", "notes", "cold_start")
@@ -63,7 +64,7 @@ def write_held_back(
     out_dir = Path(out_dir)
     if out_dir.resolve() == dataset.path.resolve():
         raise DataError(f"{out_dir}: the held-back dataset must go to another folder than its source")
-    _check_destination(out_dir, overwrite)
+    check_destination(out_dir, overwrite)
     held = choose_held_back(dataset, count, seed)
     is_held = np.zeros(dataset.num_items, dtype=bool)
     is_held[held] = True
@@ -91,7 +92,7 @@ def write_held_back(
             "eval_users": len(evaluation["user_ids"]),
         }
         (folder / "held_back.json").write_text(json.dumps(info, indent=1) + "\n")
-        _move_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import genrec
 from genrec.data.errors import DataError
 from genrec.data.split import LeaveOneOut
-from genrec.files import default_mode, file_sha256
+from genrec.files import default_mode, file_sha256, replace_dir
 
 FORMAT_VERSION = 1
 MIN_SEQUENCE_LENGTH = LeaveOneOut.min_length
@@ -172,7 +172,7 @@ def write_prepared_arrays(
     Every user needs at least 3 interactions (leave-one-out). Returns the directory.
     """
     out_dir = Path(out_dir)
-    _check_destination(out_dir, overwrite)
+    check_destination(out_dir, overwrite)
     user_idx = np.ascontiguousarray(user_idx, dtype=np.int64)
     item_idx = np.ascontiguousarray(item_idx, dtype=np.int64)
     timestamps = np.ascontiguousarray(timestamps, dtype=np.int64)
@@ -195,7 +195,7 @@ def write_prepared_arrays(
     try:
         os.chmod(tmp, default_mode(0o777))
         _write_dataset_files(tmp, offsets, user_idx, item_idx, timestamps, user_ids, item_table, manifest)
-        _move_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -292,7 +292,7 @@ def _write_dataset_files(
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
-def _check_destination(out_dir: Path, overwrite: bool) -> None:
+def check_destination(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DataError(f"{out_dir} exists and is not a directory")
@@ -306,21 +306,6 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
                     f"{out_dir} already holds a prepared dataset; pass overwrite=True (--force) to replace it"
                 )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "dataset")
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old / "dataset", out_dir)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_prepared(

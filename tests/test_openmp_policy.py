@@ -28,7 +28,7 @@ def _describe(imports: str, **env: str) -> dict:
 
 def test_genrec_first_sets_a_short_spin():
     info = _describe("import genrec")
-    assert info["GOMP_SPINCOUNT"] == "1000" and info["set_by_genrec"] is True
+    assert info["GOMP_SPINCOUNT"] == "10000" and info["set_by_genrec"] is True
     assert info["OMP_WAIT_POLICY"] is None
 
 

@@ -58,10 +58,12 @@ from genrec.train.examples import BatchMaker, build_examples, epoch_batches
 from genrec.train.recipe import LossModule, make_optimizer
 
 # "before": libgomp's own default spin (what it does when nothing is set), the kernels' OpenMP
-# regions (csrc/cpu/parallel.h) and a fixed thread count; "after": genrec's defaults.
+# regions (csrc/cpu/parallel.h) and a fixed thread count; "after": genrec's defaults; "spin-1000":
+# genrec's defaults but the 1,000-iteration spin it used until December 2026.
 POLICIES = {
     "before": {"GOMP_SPINCOUNT": "300000", "GENREC_CPU_PARALLEL": "openmp", "GENREC_ADAPTIVE_THREADS": "0"},
     "after": {},
+    "spin-1000": {"GOMP_SPINCOUNT": "1000"},  # genrec's defaults with its first, shorter spin (genrec/_openmp.py)
 }
 THREADS = (0, 1, 2)
 WORKLOADS = ("decode", "decode_tiger", "train", "rq_encode_d32", "rq_encode_d768")

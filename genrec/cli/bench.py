@@ -215,7 +215,7 @@ def threads_command(
         [], help="decode, decode_tiger, train, rq_encode_d32, rq_encode_d768 (repeatable; default: all)."
     ),
     policy: list[str] = typer.Option(
-        [], help="after (genrec's OpenMP policy) and/or before (libgomp's default); default: both."
+        [], help="after (genrec's OpenMP policy), before (libgomp's default), spin-1000 (genrec's earlier spin); default: all."
     ),
     quick: bool = typer.Option(
         False, help="Small workloads and few repeats inside each process: a smoke run."

@@ -6,8 +6,10 @@ reference implementations.
 """
 
 from genrec._openmp import prefer_short_spin
+from genrec.heap import prefer_huge_pages
 
 prefer_short_spin()  # before anything imports torch: see genrec/_openmp.py
+prefer_huge_pages()  # likewise: see genrec/heap.py
 
 from genrec._extension import extension_error, extension_loaded  # noqa: E402
 

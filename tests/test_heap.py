@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,48 @@ def test_release_excess_trims_only_past_the_bound_and_only_when_memory_is_kept()
     assert _run({}, RELEASE).split() == ["True", "False", "True", "True", "False", "False"]
     # Not kept (the user's choice): release_excess never acts.
     assert _run({"GENREC_KEEP_FREED_MEMORY": "0"}, RELEASE).split()[:3] == ["False", "False", "False"]
+
+
+
+HUGE = (
+    "import os, re, json; {imports}; import torch\n"
+    "t = torch.empty(8 << 20).fill_(1)  # 32 MB, touched\n"
+    "huge = sum(int(k) for k in re.findall(r'AnonHugePages:\\s+(\\d+)', open('/proc/self/smaps').read()))\n"
+    "print(json.dumps({{'env': os.environ.get('THP_MEM_ALLOC_ENABLE'), 'huge_mb': huge / 1024}}))"
+)
+
+
+def _thp_mode() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "none"
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text else "none"
+
+
+def _huge(imports: str, **env: str) -> dict:
+    import json
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run(
+        [sys.executable, "-c", HUGE.format(imports=imports)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_genrec_first_asks_torch_for_huge_pages_on_large_blocks():
+    got = _huge("import genrec")
+    assert got["env"] == "1"
+    if _thp_mode() == "madvise":  # torch's madvise is what gives the block huge pages
+        assert got["huge_mb"] >= 16
+        assert _huge("import torch; import genrec")["huge_mb"] < 16  # too late: torch kept 4 KB pages
+
+
+def test_huge_pages_follow_the_users_setting_and_need_genrec_before_torch():
+    assert _huge("import genrec", THP_MEM_ALLOC_ENABLE="0")["env"] == "0"
+    assert _huge("import torch; import genrec")["env"] is None

@@ -117,3 +117,16 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     assert (tmp_path / "model.safetensors").read_bytes() == weights
     state = read_state(latest_checkpoint(tmp_path / "checkpoints"))
     assert state["finished"].startswith("reached")
+
+
+def test_training_on_a_cpu_keeps_freed_memory_for_the_next_step(tmp_path, monkeypatch):
+    """Each step frees and allocates the same activations: the loop asks genrec.heap to keep them
+    (a GPU run does not need it: CUDA's caching allocator already does)."""
+    import genrec.train.trainer as trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(True) or True)
+    torch.set_num_threads(1)
+    config = tiny_config("train.epochs=1", "train.max_steps=2", "train.eval_every=0")
+    fit(config, inputs_for_world(num_users=40), tmp_path, device=torch.device("cpu"), progress=False)
+    assert calls == [True]

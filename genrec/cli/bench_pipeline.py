@@ -171,6 +171,9 @@ def scale(
     decode_stages: str = typer.Option(
         "semantic_ids,trie,beam,encode", help="Decoding stages to run (with the ones they need)."
     ),
+    train_budget: float = typer.Option(
+        480.0, min=0, help="Training seconds of the train stage (0: no cap, the whole epoch within its timeout)."
+    ),
 ) -> None:
     """Time and peak memory of every pipeline stage on seeded synthetic catalogues of growing size."""
     from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
@@ -212,6 +215,7 @@ def scale(
         merge=merge,
         decode_sizes=decode_values,
         decode_stages=decode_names,
+        train_budget_s=train_budget,
         log=console.print,
     )
     _print_scale(console, result)

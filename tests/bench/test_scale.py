@@ -214,6 +214,13 @@ def test_the_training_stages_run_under_the_benchmarks_budget_not_the_profiles(tm
     assert load_config(CONFIG, "cpu").train.time_budget_s != TRAIN_BUDGET_S  # the demo's cap is other
 
 
+def test_no_training_budget_trains_the_whole_epoch(tmp_path):
+    commands = stage_commands(tmp_path, CONFIG, "cpu", 0, 0, SyntheticSpec.standard(12_000), train_budget_s=0)
+    sets = [commands["train"][i + 1] for i, a in enumerate(commands["train"]) if a == "--set"]
+    config = load_config(CONFIG, "cpu", overrides=sets)
+    assert config.train.time_budget_s == 0 and config.train.epochs == 1
+
+
 def test_a_stage_past_its_limit_is_recorded_and_later_ones_skipped(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -8,6 +8,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from genrec import _openmp
 from genrec.bench.threads import summarize
 from genrec.cli import app
 
@@ -51,7 +52,7 @@ def test_threads_cli_quick_run_writes_results(tmp_path):
     assert data["background_loads"][0]["processes"] == 0
     assert {c["threads"] for c in data["cells"]} == {0, 1, 2}
     for cell in data["cells"]:
-        assert cell["openmp"]["GOMP_SPINCOUNT"] == "1000" and cell["openmp"]["set_by_genrec"]
+        assert cell["openmp"]["GOMP_SPINCOUNT"] == _openmp.SPIN_COUNT and cell["openmp"]["set_by_genrec"]
         assert cell["adaptive_threads"]["adaptive"] == (cell["threads"] == 0)
         assert cell["threads_used"] == (cell["threads"] or os.cpu_count())
     assert {r["threads"] for r in data["rows"]} == {"default", 1, 2}

@@ -7,14 +7,14 @@ default, libgomp keeps a worker that has finished its share spinning for 300,000
 time-slice granularity and each region waits for the thread that is off its core: two threads
 trained the demo's model 2.5 times slower than one (issue 20; bench/results/cpu-threads/NOTES.md).
 Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but costs a wake-up per region on idle
-cores. genrec first chose a spin of 1,000 iterations; a training step at a million items then ran
-1.2 times slower than with 10,000 on idle cores (1,266 against 1,541 examples/s; the pipeline's
-train stage 1,110 against 1,372 with genrec.heap keeping freed memory): most of its regions are further apart
-than 1,000 spins. 10,000 iterations (about a hundred microseconds) catch them and still give the
-core up long before a time slice. Under a busy neighbour, genrec.cpu_threads lowers the thread
-count to one, where the spin plays no part. A thread count the user fixed at two keeps the cost
-of the longer spin under load: 559 against 713 examples/s at 1,000
-(bench/results/scale-cpu/NOTES.md, bench/results/cpu-threads/).
+cores. genrec first chose a spin of 1,000 iterations; a training step at a million items then
+ran 1.2 times slower than with 10,000 on idle cores (1,266 against 1,541 examples/s; the
+pipeline's train stage 1,110 against 1,372 with genrec.heap keeping freed memory): most of its
+regions are further apart than 1,000 spins. 10,000 iterations (about a hundred microseconds)
+catch them and still give the core up long before a time slice. Under a busy neighbour,
+genrec.cpu_threads lowers the thread count to one, where the spin plays no part. A thread count
+the user fixed at two keeps the cost of the longer spin under load: 559 against 713 examples/s
+at 1,000 (bench/results/scale-cpu/NOTES.md, bench/results/cpu-threads/).
 
 libgomp reads the setting once, when torch loads it, so it has to be in the environment before
 ``import torch``. ``genrec`` imports this module first thing (the ``genrec`` command line

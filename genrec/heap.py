@@ -34,8 +34,8 @@ MAX_KEPT = 512 << 20
 
 _applied = False
 
-#: torch's own switch (c10/core/alloc_cpu.cpp): CPU blocks of 2 MB and more are aligned to 2 MB and
-#: marked for transparent huge pages (madvise), where the kernel allows them.
+#: torch's own switch (c10/core/alloc_cpu.cpp): CPU blocks of 2 MB and more are marked for
+#: transparent huge pages (madvise), where the kernel allows them.
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 
 

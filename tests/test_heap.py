@@ -73,7 +73,6 @@ def test_release_excess_trims_only_past_the_bound_and_only_when_memory_is_kept()
     assert _run({"GENREC_KEEP_FREED_MEMORY": "0"}, RELEASE).split()[:3] == ["False", "False", "False"]
 
 
-
 HUGE = (
     "import os, re, json; {imports}; import torch\n"
     "t = torch.empty(8 << 20).fill_(1)  # 32 MB, touched\n"

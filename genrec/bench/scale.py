@@ -184,9 +184,9 @@ def run_scale_benchmark(
     if train_budget_s < 0:
         raise ValueError(f"train_budget_s must be >= 0 (0: no cap), got {train_budget_s}")
     payload = _payload(
-        config, profile, sizes, stages, timeouts, test_users, seed, decode_sizes, decode_stages, earlier
-    )
-    payload["config"]["train_budget_s"] = train_budget_s
+        config, profile, sizes, stages, timeouts, test_users, seed, decode_sizes, decode_stages, earlier,
+        train_budget_s,
+    )  # fmt: skip
     wanted = set(decode_stages)  # with what they need: beam needs trie, trie needs semantic_ids
     for stage in reversed(DECODE_STAGES):
         if stage in wanted and stage in NEEDS:
@@ -260,6 +260,7 @@ def _payload(
     decode_sizes: Sequence[int],
     decode_stages: Sequence[str],
     earlier: list[dict],
+    train_budget_s: float,
 ) -> dict:
     """scale.json's header: the machine and the sweep's settings."""
     return {
@@ -275,7 +276,7 @@ def _payload(
             "stages": list(stages),
             "stage_timeouts_s": timeouts,
             "test_users": test_users,
-            "train_budget_s": TRAIN_BUDGET_S,
+            "train_budget_s": train_budget_s,
             "test_sampled": bool(test_users) and eval_sample_supported(),
             "seed": seed,
             "decode_sizes": list(decode_sizes),

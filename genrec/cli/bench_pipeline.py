@@ -171,12 +171,12 @@ def scale(
     decode_stages: str = typer.Option(
         "semantic_ids,trie,beam,encode", help="Decoding stages to run (with the ones they need)."
     ),
-    train_budget: float = typer.Option(
-        480.0, min=0, help="Training seconds of the train stage (0: no cap, the whole epoch within its timeout)."
+    train_budget: float | None = typer.Option(
+        None, min=0, help="Training seconds of the train stage (default 480; 0: no cap, the whole epoch within its timeout)."
     ),
 ) -> None:
     """Time and peak memory of every pipeline stage on seeded synthetic catalogues of growing size."""
-    from genrec.bench.scale import DECODE_STAGES, STAGES, parse_sizes, run_scale_benchmark
+    from genrec.bench.scale import DECODE_STAGES, STAGES, TRAIN_BUDGET_S, parse_sizes, run_scale_benchmark
 
     def sizes_of(text: str, option: str, none_ok: bool) -> tuple[int, ...]:
         if none_ok and text.strip().lower() in ("", "none"):
@@ -215,7 +215,7 @@ def scale(
         merge=merge,
         decode_sizes=decode_values,
         decode_stages=decode_names,
-        train_budget_s=train_budget,
+        train_budget_s=TRAIN_BUDGET_S if train_budget is None else train_budget,
         log=console.print,
     )
     _print_scale(console, result)

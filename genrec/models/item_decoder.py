@@ -186,13 +186,16 @@ class ItemDecoder(ItemHead, GenerativeModel):
         Out of training and without gradients, the states of the last batch are kept: decoding a
         batch asks for them three times (the beam's first step, the item head, teacher-forcing
         other sources' candidates). The batch's very tensors (held, so no other tensor can take
-        their identity), their in-place versions and the weights' versions must all match."""
+        their identity), their in-place versions and the weights' versions must all match. Never
+        while a CUDA graph is being captured: a replay runs no Python, so a kept result would leave
+        the transformer out of the graph and every replay would reuse the capture batch's states."""
         keys = ("history", "history_len", "user_ids", "history_items")
         tensors = tuple(batch.get(k) for k in keys)
         memo_ok = (
             not self.training
             and not torch.is_grad_enabled()
             and not any(t is not None and t.is_inference() for t in tensors)  # no version counters
+            and not _capturing_cuda_graph()
         )
         if memo_ok:
             versions = tuple(-1 if t is None else t._version for t in tensors) + self._weight_versions()
@@ -247,6 +250,10 @@ class ItemDecoder(ItemHead, GenerativeModel):
             shared=shared,
             shared_mask=shared_mask,
         )
+
+
+def _capturing_cuda_graph() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _head(batch: Mapping[str, torch.Tensor], W: int) -> torch.Tensor | None:

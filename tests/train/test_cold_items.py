@@ -441,3 +441,29 @@ def test_the_history_states_are_computed_once_per_batch_and_never_stale():
     model._last_states(copy)  # gradients on: never kept
     model._last_states(copy)
     assert len(calls) == 6
+
+
+def test_the_history_states_are_never_kept_while_a_cuda_graph_is_captured(monkeypatch):
+    # A replay runs no Python: states kept from the warm-up would leave the item transformer out of
+    # the captured graph, and every replayed batch would decode the capture batch's histories.
+    from genrec.models import item_decoder
+
+    _, _, codes, level_sizes = synthetic_world(num_items=N)
+    model = _warm_decoder(level_sizes)
+    histories = [np.array([0, 1, 2]), np.array([5])]
+    batch = BeamSearchRecommender(model, codes, beam_size=4)._batch(
+        torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None
+    )
+    calls = []
+    hidden = model.hidden
+    model.hidden = lambda *a, **k: calls.append(1) or hidden(*a, **k)
+    with torch.no_grad():
+        model._last_states(batch)  # the warm-up before a capture: kept
+        monkeypatch.setattr(item_decoder, "_capturing_cuda_graph", lambda: True)
+        model._last_states(batch)
+        model._last_states(batch)
+        assert len(calls) == 3  # recomputed each time, so the capture records it
+        monkeypatch.setattr(item_decoder, "_capturing_cuda_graph", lambda: False)
+        model._last_states(batch)
+        model._last_states(batch)
+        assert len(calls) == 4  # nothing from the capture was kept

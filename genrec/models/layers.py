@@ -166,6 +166,19 @@ def attend_shared_and_own(
     )
 
 
+def attend_own(q: torch.Tensor, own_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One decoding step's attention of each beam to its own keys alone: q (U, B, H, dh), own
+    keys/values (U, B, H, t, dh) -> (U, B, H, dh).
+
+    Written out rather than through scaled_dot_product_attention: as one attention call its batch is
+    users x beams, and CUDA's attention kernels refuse a batch over 65,535 (8,192 users at beam 20),
+    while t is at most the number of levels.
+    """
+    k_own, v_own = own_kv
+    scores = torch.einsum("ubhd,ubhtd->ubht", q, k_own) * (1.0 / math.sqrt(q.shape[-1]))
+    return torch.einsum("ubht,ubhtd->ubhd", scores.softmax(dim=-1), v_own)
+
+
 def reorder_beams(cache: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
     """Select each beam's parent along dim 1: cache (U, B_prev, ...), parents (U, B) -> (U, B, ...)."""
     users = torch.arange(cache.shape[0], device=cache.device)[:, None]
@@ -223,10 +236,7 @@ def cached_step_fn(
                 v = torch.cat([reorder_beams(cv, parents), v], dim=3)
             cache[i] = (k, v)
             if shared is None:
-                H, dh, n = q.shape[2], q.shape[3], k.shape[3]
-                y = F.scaled_dot_product_attention(
-                    q.reshape(users * B, H, 1, dh), k.reshape(users * B, H, n, dh), v.reshape(users * B, H, n, dh)
-                ).view(users, B, H, dh)
+                y = attend_own(q, (k, v))  # (U, B, H, dh)
             else:
                 y = attend_shared_and_own(q, shared[i], shared_mask, (k, v))  # (U, B, H, dh)
             x = x + attn.step_out(y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,9 +61,10 @@ def test_graphs_need_a_cuda_index_and_consistent_inputs():
 
 @pytest.mark.cuda
 def test_graph_replays_equal_eager_for_new_batches_and_masks():
-    codes = random_codes(3000, SIZES, seed=2)
-    index = TrieIndex.from_codes(codes, level_sizes=SIZES).to("cuda")
-    model = BatchModel(SIZES, device="cuda")
+    sizes = [16, 16, 16, 3]  # room for 3,000 distinct IDs (SIZES holds 1,536)
+    codes = random_codes(3000, sizes, seed=2)
+    index = TrieIndex.from_codes(codes, level_sizes=sizes).to("cuda")
+    model = BatchModel(sizes, device="cuda")
     search = GraphedBeamSearch(model.step_fn, index, num_users=256, beam_size=20, top_k=10)
     eager = GraphedBeamSearch(model.step_fn, index, num_users=256, beam_size=20, top_k=10, use_graph=False)
     g = torch.Generator().manual_seed(3)
@@ -184,3 +186,49 @@ def test_graph_on_a_gpu_that_is_not_current_replays_new_batches():
             assert torch.equal(got.items, expected.items) and torch.equal(got.scores, expected.scores)
             seen.append(got.items.cpu())
         assert not torch.equal(seen[0], seen[1]), "the replays returned the capture-time results"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", ["item_decoder", "tiger"])
+def test_graphed_recommender_equals_eager_on_every_batch(kind):
+    # One captured graph serves every later batch: a model that kept anything from the capture batch
+    # in Python (the item decoder's history states did) decodes the first batch right and the rest wrong.
+    models = pytest.importorskip("genrec.models")
+    from genrec.serve.beam import BeamSearchRecommender
+
+    sizes = [16, 16, 16, 4]
+    num_items = 2000
+    codes = random_codes(num_items, sizes, seed=5).numpy()
+    torch.manual_seed(0)
+    if kind == "tiger":
+        model = models.Tiger(sizes, max_history=8, dropout=0.0)
+    else:
+        model = models.ItemDecoder(sizes, max_history=8, d_model=32, num_layers=1, num_heads=2, head_dim=16,
+                                   d_ff=64, num_items=num_items, item_loss=1.0, item_negatives=8)  # fmt: skip
+    model = model.cuda().eval()
+    rng = torch.Generator().manual_seed(1)
+    histories = [torch.randint(0, num_items, (int(n),), generator=rng).numpy()
+                 for n in torch.randint(1, 12, (300,), generator=rng)]  # fmt: skip
+    lists = {}
+    for graphs in (False, True):
+        rec = BeamSearchRecommender(model, codes, beam_size=10, batch_users=64, device="cuda",
+                                    cuda_graphs=graphs, exclude_history=True)  # fmt: skip
+        lists[graphs] = rec.topk(histories, 10)
+        if graphs:
+            searches = list(rec._graphed.values())
+            assert searches and searches[0].graphed, searches and searches[0].fallback_reason
+    np.testing.assert_array_equal(lists[True][0], lists[False][0])
+    np.testing.assert_allclose(lists[True][1], lists[False][1], atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_own_token_attention_takes_more_queries_than_a_cuda_grid_dimension():
+    # 8,192 users x 20 beams: one scaled_dot_product_attention call over users x beams fails there.
+    from genrec.models.layers import attend_own
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(8192, 20, 2, 8, device="cuda", generator=g)
+    k, v = (torch.randn(8192, 20, 2, 3, 8, device="cuda", generator=g) for _ in range(2))
+    got = attend_own(q, (k, v))
+    ref = torch.softmax((q[:, :, :, None, :] * k).sum(-1) / 8**0.5, dim=-1)[..., None] * v
+    torch.testing.assert_close(got, ref.sum(-2), rtol=1e-4, atol=1e-5)

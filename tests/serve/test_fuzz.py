@@ -7,11 +7,13 @@ under this pytest.)"""
 from __future__ import annotations
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+
+# The test extra installs it; the GPU machine has none, and its `cuda` run collects this module too.
+schemathesis = pytest.importorskip("schemathesis")
+from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.checks import not_a_server_error, response_schema_conformance  # noqa: E402
 
 OPERATIONS = [("POST", "/recommend"), ("POST", "/recommend/user"), ("GET", "/health")]
 

@@ -73,9 +73,11 @@ def _sanitizer(out: Path) -> dict | None:
         text = log.read_text(errors="replace") if log.exists() else ""
         summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
         hazards = re.search(r"RACECHECK SUMMARY: (\d+) hazards? displayed \((\d+) errors?, (\d+) warnings?\)", text)
+        # racecheck ends with its own summary line instead of an error summary.
+        errors = int(summary.group(1)) if summary else int(hazards.group(2)) if hazards else None
         tools[tool] = {
-            "errors": int(summary.group(1)) if summary else None,
-            "completed": summary is not None,
+            "errors": errors,
+            "completed": errors is not None,
             "exit_status": int(rc),
             "timed_out": int(rc) in (124, 130, 137),
             "seconds": float(seconds),

@@ -77,6 +77,36 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+#: Allocators that replace glibc's malloc when preloaded (LD_PRELOAD), by their library's name.
+PRELOADED_ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+
+
+def allocator_from_maps(maps: str) -> str:
+    """The malloc a process's memory map (the text of /proc/<pid>/maps) shows: a preloaded
+    tcmalloc, jemalloc or mimalloc by its library, else "glibc"."""
+    for name in PRELOADED_ALLOCATORS:
+        if f"/lib{name}" in maps:
+            return name
+    return "glibc"
+
+
+def describe() -> dict:
+    """This process's allocator settings, for benchmark records: which malloc (a preloaded one
+    changes the training step's speed: bench/results/scale-cpu/NOTES.md), whether freed blocks are
+    kept, and torch's huge-page switch."""
+    try:
+        with open("/proc/self/maps") as f:
+            allocator = allocator_from_maps(f.read())
+    except OSError:  # not Linux
+        allocator = "system"
+    return {
+        "allocator": allocator,
+        "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
+        "keep_freed_memory": _applied,
+        HUGE_PAGES_ENV: os.environ.get(HUGE_PAGES_ENV),
+    }
+
+
 _level: int | None = None
 
 

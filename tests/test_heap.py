@@ -115,3 +115,18 @@ def test_genrec_first_asks_torch_for_huge_pages_on_large_blocks():
 def test_huge_pages_follow_the_users_setting_and_need_genrec_before_torch():
     assert _huge("import genrec", THP_MEM_ALLOC_ENABLE="0")["env"] == "0"
     assert _huge("import torch; import genrec")["env"] is None
+
+
+def test_the_allocator_is_read_from_the_memory_map():
+    from genrec import heap
+
+    glibc = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    assert heap.allocator_from_maps(glibc) == "glibc"
+    tcmalloc = glibc + "7f20-7f30 r-xp 0 08:01 2 /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10\n"
+    assert heap.allocator_from_maps(tcmalloc) == "tcmalloc"
+    assert heap.allocator_from_maps(glibc + "7f40-7f50 r-xp 0 08:01 3 /opt/lib/libjemalloc.so.2\n") == "jemalloc"
+    # A library whose name merely contains an allocator's is not one.
+    assert heap.allocator_from_maps(glibc + "7f60-7f70 r-xp 0 08:01 4 /opt/lib/mylibtcmalloc_shim.so\n") == "glibc"
+    described = heap.describe()
+    assert described["allocator"] in ("glibc", "system", *heap.PRELOADED_ALLOCATORS)
+    assert set(described) == {"allocator", "LD_PRELOAD", "keep_freed_memory", heap.HUGE_PAGES_ENV}

@@ -416,7 +416,9 @@ def test_without_a_head_weight_the_scan_skips_its_normalizer_and_the_lists_stay(
         np.testing.assert_allclose(scores, lists[0][1], atol=1e-5)
 
 
-def test_the_history_states_are_computed_once_per_batch_and_never_stale():
+def _decoder_counting_its_transformer_runs():
+    """A warm item decoder, a recommender's batch of two histories, and the list that gets one entry
+    each time the decoder runs its item transformer."""
     _, _, codes, level_sizes = synthetic_world(num_items=N)
     model = _warm_decoder(level_sizes)
     histories = [np.array([0, 1, 2]), np.array([5])]
@@ -426,6 +428,11 @@ def test_the_history_states_are_computed_once_per_batch_and_never_stale():
     calls = []
     hidden = model.hidden
     model.hidden = lambda *a, **k: calls.append(1) or hidden(*a, **k)
+    return model, batch, calls
+
+
+def test_the_history_states_are_computed_once_per_batch_and_never_stale():
+    model, batch, calls = _decoder_counting_its_transformer_runs()
     with torch.no_grad():
         first = model._last_states(batch)
         assert model._last_states(batch) is first and len(calls) == 1  # the same batch: kept
@@ -448,15 +455,7 @@ def test_the_history_states_are_never_kept_while_a_cuda_graph_is_captured(monkey
     # the captured graph, and every replayed batch would decode the capture batch's histories.
     from genrec.models import item_decoder
 
-    _, _, codes, level_sizes = synthetic_world(num_items=N)
-    model = _warm_decoder(level_sizes)
-    histories = [np.array([0, 1, 2]), np.array([5])]
-    batch = BeamSearchRecommender(model, codes, beam_size=4)._batch(
-        torch.as_tensor(np.concatenate(histories)), *_bounds(histories), None
-    )
-    calls = []
-    hidden = model.hidden
-    model.hidden = lambda *a, **k: calls.append(1) or hidden(*a, **k)
+    model, batch, calls = _decoder_counting_its_transformer_runs()
     with torch.no_grad():
         model._last_states(batch)  # the warm-up before a capture: kept
         monkeypatch.setattr(item_decoder, "_capturing_cuda_graph", lambda: True)

@@ -11,24 +11,22 @@ F.cross_entropy) against the fused kernels of fused-train-kernels.patch, the two
 PARTS (drop, gelu, attn, ce; default all) chooses which parts take torch's path in the A runs.
 """
 
-import glob
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import genrec.models.base as B
 import genrec.models.layers as L
-from genrec.config import load_config
-from genrec.data import load_prepared
-from genrec.models import build_model
 from genrec.ops import dropout_multiplier
-from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
-from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-from genrec.train.recipe import LossModule, make_optimizer
+from genrec.train.recipe import LossModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/results/scale-cpu
+from train_stage_setup import build
 
 OLD = [False]
 parts = set(os.environ.get("PARTS", "drop,gelu,attn,ce").split(","))
@@ -71,24 +69,7 @@ L.Dropout.forward, L.Dropout.gelu_then, L.attention_with_dropout, B.summed_cross
     ce,
 )
 
-work = sys.argv[1]
-config = load_config("configs/tiger_beauty.toml", profile="cpu")
-t = config.train
-ds = load_prepared(f"{work}/prepared")
-tok = glob.glob(f"{work}/cache/tokenize/*")[0]
-codes = load_semantic_ids(tok)
-levels = [int(v) for v in read_tokenizer_info(tok)["level_sizes"]]
-starts, ends = ds.train_bounds()
-torch.manual_seed(0)
-torch.set_num_threads(2)
-model = build_model(config.model, levels, t.max_history, len(codes))
-model.sparse_item_grads(True)
-opt = make_optimizer(model, config, torch.device("cpu"), True)
-ex = build_examples(starts, ends, t.max_history, "window")
-maker = BatchMaker(ex, ds.items, codes, torch.device("cpu"))
-nb = int(os.environ.get("NB", "60"))
-batches = [maker(b) for b in epoch_batches(ex, 128, 42, 0, True)[:nb]]
-model.train()
+model, opt, batches = build(sys.argv[1], 128, int(os.environ.get("NB", "60")))
 lm = LossModule(model, 0.0)
 params = [p for p in model.parameters() if p.requires_grad]
 

@@ -13,11 +13,11 @@ batch size. Prints ms per part, examples/s, and page faults and kernel time per 
 """
 
 import ctypes
-import glob
 import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,32 +26,14 @@ if os.environ.get("MALLOPT", "1") == "1":
     libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
 
-from genrec.config import load_config
-from genrec.data import load_prepared
-from genrec.models import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/results/scale-cpu
+from train_stage_setup import build
+
 from genrec.models.base import cross_entropy_sum
-from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
-from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-from genrec.train.recipe import make_optimizer
 
 work = sys.argv[1]
-config = load_config("configs/tiger_beauty.toml", profile="cpu")
-t = config.train
-ds = load_prepared(f"{work}/prepared")
-tok = glob.glob(f"{work}/cache/tokenize/*")[0]
-codes = load_semantic_ids(tok)
-levels = [int(v) for v in read_tokenizer_info(tok)["level_sizes"]]
-starts, ends = ds.train_bounds()
-torch.manual_seed(0)
-torch.set_num_threads(2)
-model = build_model(config.model, levels, t.max_history, len(codes))
-model.sparse_item_grads(True)
-opt = make_optimizer(model, config, torch.device("cpu"), True)
-ex = build_examples(starts, ends, t.max_history, "window")
-maker = BatchMaker(ex, ds.items, codes, torch.device("cpu"))
 batch_size = int(os.environ.get("BS", "128"))
-batches = [maker(b) for b in epoch_batches(ex, batch_size, 42, 0, True)[:40]]
-model.train()
+model, opt, batches = build(work, batch_size, 40)
 keep = model._free_vector_keep(torch.device("cpu"))
 
 

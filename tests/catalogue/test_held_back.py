@@ -79,7 +79,11 @@ def test_added_items_are_scored_with_the_test_histories_of_the_source(held_back_
     index = {item: i for i, item in enumerate(ids)}
     listed = [[index[item] for item in lst] for lst in lists]
     assert np.allclose(per_user["avg_popularity@10"], [counts[rows].mean() for rows in listed])
-    assert len(np.unique(counts[np.concatenate(listed)])) > 1
+    # At least one of the two comparisons must be able to fail on a wrong mapping: a target found in
+    # a list, or lists whose items differ in popularity. Which one depends on the tiny model's float
+    # rounding (the Xeon's lists mixed popular and unseen items; an AMD EPYC's held only unseen
+    # ones, which also found cold targets).
+    assert (ranks >= 0).any() or len(np.unique(counts[np.concatenate(listed)])) > 1
     assert per_user["cold_target"].all()  # held-back items are cold items of the source
 
 

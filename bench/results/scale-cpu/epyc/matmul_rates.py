@@ -6,10 +6,12 @@
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from genrec.bench.timing import time_calls
+from genrec.devices import cpu_model
 
 # (m, k, n) of the step's largest products: the depth decoder's feed-forward and q/k/v over 2,560
 # targets x 4 levels, their weight gradients, the item head's 1,024 negatives, a level's logits.
@@ -23,15 +25,8 @@ SHAPES = [
 ]
 
 
-def median_ms(fn, repeats: int = 25) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def median_ms(fn) -> float:
+    return statistics.median(time_calls(fn, torch.device("cpu"), repeats=25, warmup=3)) * 1e3
 
 
 torch.set_num_threads(2)
@@ -45,10 +40,8 @@ for m, k, n in SHAPES:
         row[f"{name}_ms"], row[f"{name}_gflops"] = round(ms, 3), round(gflop / ms * 1e3, 1)
     rows.append(row)
     print(row)
-cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-model = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
 out = {
-    "cpu": model[0] if model else "unknown",
+    "cpu": cpu_model(),
     "torch": torch.__version__,
     "threads": 2,
     "rows": rows,

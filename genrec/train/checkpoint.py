@@ -166,17 +166,23 @@ def restore_optimizer(
             f"optimizer has {len(optimizer.param_groups)} param groups, checkpoint {len(groups)}"
         )
     index: dict[str, int] = {}
+    on_cpu: set[str] = set()
     for group, saved in zip(optimizer.param_groups, groups, strict=True):
         if [names[p] for p in group["params"]] != saved["params"]:
             raise CheckpointError("the checkpoint's optimizer holds different parameters than this model")
         for p in group["params"]:
             index[names[p]] = len(index)
+            if p.device.type == "cpu":
+                on_cpu.add(names[p])
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         name, _, state_key = key.rpartition("/")
         if name not in index:
             raise CheckpointError(f"optimizer state names parameter {name!r}, which this model lacks")
-        state.setdefault(index[name], {})[state_key] = value
+        # read_tensors' tensors are a copy-on-write map of the file: an optimizer that kept them
+        # would fault a page in on each first write (a large item table's rows, for hundreds of
+        # steps after a resume); its own copy is written like fresh state (scale-cpu/NOTES.md).
+        state.setdefault(index[name], {})[state_key] = value.clone() if name in on_cpu else value
     param_groups = [
         {
             **{k: (tuple(v) if isinstance(group.get(k), tuple) else v) for k, v in saved.items()},
@@ -239,6 +245,8 @@ def commit_checkpoint(
     atomic_write_text(staged / "state.json", json_text(state, indent=1) + "\n")
     fault_point("checkpoint-staged")
     final = root / step_dir_name(step)
+    # A folder of this step already here is an orphan (renamed in, then the run stopped before
+    # latest.json named it): latest.json only names earlier steps, as a resumed run's steps only grow.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staged, final)
     fault_point("checkpoint-renamed")

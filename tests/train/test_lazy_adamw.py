@@ -161,3 +161,35 @@ def test_a_sparse_item_table_trains_the_item_decoder_and_updates_only_touched_ro
     changed = (model.item_emb.weight.detach() != before).any(dim=1).nonzero()[:, 0]
     assert set(changed.tolist()) == set(touched.tolist())  # the windows' items and the sampled negatives
     assert set(items.unique().tolist()) <= set(touched.tolist())
+
+
+def test_a_restored_state_is_the_optimizers_own_memory_and_resumes_exactly(tmp_path):
+    """read_tensors hands back a copy-on-write map of the file; restore_optimizer must copy it, or every
+    first write to a row of a large table faults (scale-cpu/NOTES.md), and the next steps must match."""
+    from genrec.train import checkpoint as ckpt
+
+    _, (emb, lin) = _pair(12, 4, 0)
+    names = {emb.weight: "emb", lin.weight: "lin.w", lin.bias: "lin.b"}
+    opt = LazyAdamW(_groups(emb, lin, 0.05), **HP)
+    idx = torch.tensor([1, 3, 3, 7])
+    _loss(emb, lin, idx).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    tensors, groups = ckpt.optimizer_tensors(opt, names)
+    ckpt.atomic_save_tensors(tmp_path / "optimizer.safetensors", tensors)
+
+    _, (emb2, lin2) = _pair(12, 4, 0)
+    emb2.load_state_dict(emb.state_dict())
+    lin2.load_state_dict(lin.state_dict())
+    names2 = {emb2.weight: "emb", lin2.weight: "lin.w", lin2.bias: "lin.b"}
+    opt2 = LazyAdamW(_groups(emb2, lin2, 0.05), **HP)
+    loaded = ckpt.read_tensors(tmp_path / "optimizer.safetensors")
+    ckpt.restore_optimizer(opt2, loaded, groups, names2)
+    for p, name in names2.items():
+        for key, value in opt2.state[p].items():
+            assert torch.equal(value, tensors[f"{name}/{key}"])
+            assert value.data_ptr() != loaded[f"{name}/{key}"].data_ptr(), f"{name}/{key} aliases the file"
+    for model, optimizer in (((emb, lin), opt), ((emb2, lin2), opt2)):
+        _loss(*model, torch.tensor([0, 3, 9, 9])).backward()
+        optimizer.step()
+    assert torch.equal(emb.weight, emb2.weight) and torch.equal(lin.weight, lin2.weight)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from genrec import heap
 from genrec.devices import device_name
 from genrec.files import atomic_path, atomic_write_text, json_text, save_figure
 
@@ -31,18 +32,16 @@ def git_sha() -> str | None:
 
 
 def environment(device: torch.device | str) -> dict:
+    """What a benchmark's figures depend on besides its own settings. ``memory``: the allocator (a
+    preloaded tcmalloc moves a CPU training step by about 10%, bench/results/scale-cpu/NOTES.md)."""
     return {
         "git_sha": git_sha(),
         "device": device_name(device),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
+        "memory": heap.describe(),
     }
-
-
-
-
-
 
 
 def write_results(out_dir: Path, name: str, payload: dict, rows: Sequence[dict]) -> dict[str, Path]:

@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from genrec import heap
 from genrec.bench.measured_process import last_lines, run_measured
 from genrec.bench.results import environment, write_results
 from genrec.bench.scale_data import SyntheticSpec
@@ -270,8 +269,7 @@ def _payload(
         "device": f"{cpu_model()} ({os.cpu_count()} CPUs)",
         "cpu_count": os.cpu_count(),
         "nice": os.nice(0),
-        # The stages inherit this process's environment, LD_PRELOAD (another malloc) included.
-        "memory": heap.describe(),
+        # environment()'s "memory": the stages inherit this process's LD_PRELOAD (another malloc).
         "config": {
             "file": str(config),
             "profile": profile,

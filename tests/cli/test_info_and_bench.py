@@ -56,6 +56,7 @@ def test_bench_kernels_writes_json_csv_png(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "kernels.json").read_text())
     assert data["device"] and data["torch"] and "copy_GBps" in data["ceilings"]
+    assert data["memory"]["allocator"]  # which malloc ran: it moves CPU timings (genrec.heap.describe)
     rows = data["rows"]
     assert {r["backend"] for r in rows} >= {"reference"}
     for r in rows:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from genrec.config import load_config
 from genrec.models import build_model
+from genrec.train import checkpoint as ckpt
 from genrec.train.lazy_adamw import LazyAdamW
 from genrec.train.recipe import make_optimizer, uses_sparse_item_table
 
@@ -166,8 +167,6 @@ def test_a_sparse_item_table_trains_the_item_decoder_and_updates_only_touched_ro
 def test_a_restored_state_is_the_optimizers_own_memory_and_resumes_exactly(tmp_path):
     """read_tensors hands back a copy-on-write map of the file; restore_optimizer must copy it, or every
     first write to a row of a large table faults (scale-cpu/NOTES.md), and the next steps must match."""
-    from genrec.train import checkpoint as ckpt
-
     _, (emb, lin) = _pair(12, 4, 0)
     names = {emb.weight: "emb", lin.weight: "lin.w", lin.bias: "lin.b"}
     opt = LazyAdamW(_groups(emb, lin, 0.05), **HP)

@@ -1,6 +1,7 @@
 """The 1M train stage's model, optimizer and first batches, built as the stage builds them (cpu
-profile, seed 42, row-sparse item table), for the step harnesses in this folder's subfolders
-(xeon/spin-malloc-ab/step_parts.py, epyc/fused-elementwise/ab.py)."""
+profile, seed 42, row-sparse item table), and its step, for the step harnesses in this folder's
+subfolders (xeon/spin-malloc-ab/step_parts.py, epyc/fused-elementwise/ab.py, epyc/resume/resume_ab.py,
+epyc/compile/ab_compile.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from genrec.data import load_prepared
 from genrec.models import build_model
 from genrec.tokenize.artifacts import load_semantic_ids, read_tokenizer_info
 from genrec.train.examples import BatchMaker, build_examples, epoch_batches
-from genrec.train.recipe import make_optimizer
+from genrec.train.recipe import LossModule, make_optimizer
 
 
 def build(work: str, batch_size: int = 128, count: int = 40):
@@ -35,3 +36,19 @@ def build(work: str, batch_size: int = 128, count: int = 40):
     batches = [maker(b) for b in epoch_batches(ex, batch_size, 42, 0, True)[:count]]
     model.train()
     return model, opt, batches
+
+
+def stepper(model, opt):
+    """(the loss module, ``step(batch, module=None)``): one training step as the stage takes it
+    (forward, backward, clipping at 1.0, the optimizer, gradients cleared); ``module`` stands in for
+    the loss module (a compiled one)."""
+    loss_module = LossModule(model, 0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(batch, module=None):
+        ((module or loss_module)(batch) / 1000.0).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return loss_module, step

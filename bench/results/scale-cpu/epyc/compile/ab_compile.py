@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 
 import genrec.models.layers as L
-from genrec.train.recipe import LossModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/results/scale-cpu
-from train_stage_setup import build
+from train_stage_setup import build, stepper
 
 work, mode = sys.argv[1], sys.argv[2]
 if mode == "blocks-torch-dropout":
@@ -38,14 +37,13 @@ if mode == "blocks-torch-dropout":
     L.Dropout.forward = dropout
 
 model, opt, batches = build(work, 128, int(os.environ.get("NB", "60")))
-lm = LossModule(model, 0.0)
+lm, step = stepper(model, opt)
 if mode == "blocks-no-dropout":
     for m in model.modules():
         if isinstance(m, L.Dropout):
             m.p = 0.0
         if isinstance(m, L.Attention):
             m.attn_dropout = 0.0
-params = [p for p in model.parameters() if p.requires_grad]
 
 if mode == "module":
     compiled_lm = torch.compile(lm, dynamic=True)
@@ -64,26 +62,19 @@ else:
         return lm
 
 
-def step(module, b):
-    (module(b) / 1000.0).backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
 start = time.perf_counter()
 for b in batches[:4]:
-    step(use(True), b)
+    step(b, use(True))
 print(f"compiling and 4 steps: {time.perf_counter() - start:.1f} s", flush=True)
 for b in batches[:3]:
-    step(use(False), b)
+    step(b, use(False))
 eager, compiled = [], []
 for i, b in enumerate(batches[4:]):
     order = [(False, eager), (True, compiled)] if i % 2 == 0 else [(True, compiled), (False, eager)]
     for flag, times in order:
         module = use(flag)
         t = time.perf_counter()
-        step(module, b)
+        step(b, module)
         times.append(time.perf_counter() - t)
 e, c = statistics.median(eager), statistics.median(compiled)
 print(f"{mode}: eager {e * 1e3:.1f} ms, compiled {c * 1e3:.1f} ms a step (medians of {len(eager)}): ratio {e / c:.3f}")

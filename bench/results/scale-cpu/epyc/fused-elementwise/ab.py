@@ -17,16 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 import genrec.models.base as B
 import genrec.models.layers as L
 from genrec.ops import dropout_multiplier
-from genrec.train.recipe import LossModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/results/scale-cpu
-from train_stage_setup import build
+from train_stage_setup import build, stepper
 
 OLD = [False]
 parts = set(os.environ.get("PARTS", "drop,gelu,attn,ce").split(","))
@@ -70,17 +68,7 @@ L.Dropout.forward, L.Dropout.gelu_then, L.attention_with_dropout, B.summed_cross
 )
 
 model, opt, batches = build(sys.argv[1], 128, int(os.environ.get("NB", "60")))
-lm = LossModule(model, 0.0)
-params = [p for p in model.parameters() if p.requires_grad]
-
-
-def step(b):
-    total = lm(b)
-    (total / 1000.0).backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
+_, step = stepper(model, opt)
 
 for b in batches[:4]:
     OLD[0] = False

@@ -16,27 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/results/scale-cpu
-from train_stage_setup import build
+from train_stage_setup import build, stepper
 
 from genrec.train import checkpoint as ckpt
-from genrec.train.recipe import LossModule
 
 work, mode, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 steps = int(sys.argv[4]) if len(sys.argv) > 4 else 300
 model, opt, batches = build(work, 128, 20 + steps)
 names = {p: n for n, p in model.named_parameters()}
-lm = LossModule(model, 0.0)
-params = [p for p in model.parameters() if p.requires_grad]
-
-
-def step(b):
-    (lm(b) / 1000.0).backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+_, step = stepper(model, opt)
 
 
 def usage():
